@@ -1,0 +1,157 @@
+"""The U-Net and its model file.
+
+A model file is a ``torch.save`` dictionary holding only tensors and plain data:
+``{"format": FORMAT, "version": 1, "metadata": <JSON text>, "state_dict": {...}}``. It is read
+with ``torch.load(weights_only=True)``, which never executes pickled code, and written atomically
+(temporary file, then rename) so an interrupted save never leaves a broken file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import IMAGENET_MEAN, IMAGENET_STD, TrainConfig
+
+FORMAT = "napari-skinseg-model"
+FORMAT_VERSION = 1
+
+
+class ModelFileError(ValueError):
+    """A model file that is missing, truncated, corrupt or not a napari-skinseg model."""
+
+
+def build_unet(config: TrainConfig) -> nn.Module:
+    """An smp U-Net with one output channel (lesion logit) and no downloaded weights."""
+    import segmentation_models_pytorch as smp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # timm deprecation chatter at import
+        return smp.Unet(encoder_name=config.encoder, encoder_weights=None, in_channels=3, classes=1,
+                        decoder_channels=config.decoder_channels)
+
+
+def xavier_init(model: nn.Module) -> nn.Module:
+    """Xavier (Glorot) uniform initialisation of every convolution and linear layer, as in the paper."""
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+    return model
+
+
+@dataclass
+class ModelMetadata:
+    """Everything needed to use and to reproduce a model, saved beside its weights."""
+
+    config: TrainConfig
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    history: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    best_epoch: int = 0
+    epochs_completed: int = 0
+    status: str = "complete"  # "complete", "cancelled" or "in progress"
+    started_from: str = "scratch"
+    created: str = ""
+
+    @property
+    def size(self) -> int:
+        return self.config.size
+
+    def to_json(self) -> str:
+        data = {k: v for k, v in self.__dict__.items() if k != "config"}
+        data["config"] = self.config.to_dict()
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelMetadata":
+        data = json.loads(text)
+        data["config"] = TrainConfig.from_dict(data["config"])
+        known = set(cls.__dataclass_fields__)
+        meta = cls(**{k: v for k, v in data.items() if k in known})
+        meta.mean, meta.std = tuple(meta.mean), tuple(meta.std)
+        return meta
+
+
+@dataclass
+class SkinSegModel:
+    """A network together with its metadata."""
+
+    network: nn.Module
+    metadata: ModelMetadata
+    path: Path | None = None
+
+    @classmethod
+    def new(cls, config: TrainConfig) -> "SkinSegModel":
+        torch.manual_seed(config.seed)
+        return cls(xavier_init(build_unet(config)), ModelMetadata(config=config))
+
+    def save(self, path: str | os.PathLike, half: bool = False) -> Path:
+        """Write atomically; ``half=True`` stores floating weights as fp16 (half the size)."""
+        state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+                 for k, v in self.network.state_dict().items()}
+        payload = {"format": FORMAT, "version": FORMAT_VERSION,
+                   "metadata": self.metadata.to_json(), "state_dict": state}
+        return atomic_torch_save(payload, path)
+
+
+def atomic_torch_save(payload: dict[str, Any], path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_torch_file(path: str | os.PathLike, what: str = "model file") -> dict[str, Any]:
+    """``torch.load`` with ``weights_only=True`` and clear errors for foreign or broken files."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{what} {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt or pickled-code files
+        raise ModelFileError(f"{path.name} is not a readable napari-skinseg {what} "
+                             f"(truncated, corrupt, or holding code we refuse to run): "
+                             f"{str(err).splitlines()[0][:200]}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ModelFileError(f"{path.name} is a PyTorch file but not a napari-skinseg {what}")
+    if payload.get("version", 0) > FORMAT_VERSION:
+        raise ModelFileError(f"{path.name} was written by a newer napari-skinseg "
+                             f"(format {payload['version']}); please upgrade")
+    return payload
+
+
+def load_model(path: str | os.PathLike) -> SkinSegModel:
+    """Load a model file safely; raises :class:`ModelFileError` with the reason."""
+    payload = read_torch_file(path)
+    try:
+        metadata = ModelMetadata.from_json(payload["metadata"])
+        network = build_unet(metadata.config)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+        network.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError, json.JSONDecodeError) as err:
+        raise ModelFileError(f"{Path(path).name}: model file does not match its metadata: "
+                             f"{str(err).splitlines()[0][:200]}") from None
+    network.eval()
+    return SkinSegModel(network, metadata, Path(path))

@@ -1,0 +1,94 @@
+"""Finding image/mask pairs in folders (ISIC naming and same-stem naming)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .image_io import is_image_file
+
+MASK_SUFFIXES = ("_segmentation", "_mask", "")
+
+
+@dataclass(frozen=True)
+class Pair:
+    image: Path
+    mask: Path
+
+    @property
+    def name(self) -> str:
+        return self.image.stem
+
+
+@dataclass
+class Skipped:
+    path: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path.name}: {self.reason}"
+
+
+@dataclass
+class PairScan:
+    pairs: list[Pair] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def is_mask_name(path: Path) -> bool:
+    """True for names that follow a mask convention (``<id>_segmentation.png``, ``<id>_mask.png``)."""
+    return path.stem.endswith(("_segmentation", "_mask"))
+
+
+def list_images(folder: str | Path) -> tuple[list[Path], list[Skipped]]:
+    """Image files directly in ``folder`` (sorted), and the other files, reported as skipped.
+
+    Sub-folders are not entered, so a Results folder inside the input folder is never read back.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder")
+    images, skipped = [], []
+    for path in sorted(folder.iterdir()):
+        if path.is_dir() or path.name.startswith("."):
+            continue
+        if is_image_file(path):
+            images.append(path)
+        else:
+            skipped.append(Skipped(path, "not an image file"))
+    return images, skipped
+
+
+def find_mask(image: Path, masks_dir: Path) -> Path | None:
+    for suffix in MASK_SUFFIXES:
+        for ext in (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg"):
+            candidate = masks_dir / f"{image.stem}{suffix}{ext}"
+            if candidate.is_file() and candidate.resolve() != image.resolve():
+                return candidate
+    return None
+
+
+def find_pairs(images_dir: str | Path, masks_dir: str | Path) -> PairScan:
+    """Match every image with its mask; images without one are reported as skipped.
+
+    Raises ``FileNotFoundError`` for a missing folder and ``ValueError`` when no pair is found.
+    """
+    images_dir, masks_dir = Path(images_dir), Path(masks_dir)
+    if not masks_dir.is_dir():
+        raise FileNotFoundError(f"{masks_dir} is not a folder")
+    images, skipped = list_images(images_dir)
+    scan = PairScan(skipped=skipped)
+    for image in images:
+        if images_dir.resolve() == masks_dir.resolve() and is_mask_name(image):
+            continue  # images and masks share a folder: masks are not images
+        mask = find_mask(image, masks_dir)
+        if mask is None:
+            scan.skipped.append(Skipped(image, f"no mask named {image.stem}_segmentation.png "
+                                               f"(or {image.stem}.png) in {masks_dir}"))
+        else:
+            scan.pairs.append(Pair(image, mask))
+    if not scan.pairs:
+        detail = "; ".join(str(s) for s in scan.skipped[:3])
+        raise ValueError(f"no image/mask pairs found in {images_dir} and {masks_dir}"
+                         + (f" ({detail})" if detail else " (the folder holds no images)"))
+    return scan

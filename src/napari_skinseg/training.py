@@ -1,0 +1,319 @@
+"""The analysis module: train a U-Net and report per epoch.
+
+:func:`train` is a generator. It yields one :class:`EpochReport` per epoch (for live curves),
+checks ``cancel()`` between batches, writes the best-on-validation model atomically whenever it
+improves, writes a resumable checkpoint after every epoch, and *returns* a
+:class:`TrainingResult` (``StopIteration.value``, or napari's ``worker.returned``)::
+
+    gen = train(samples, TrainConfig(epochs=3), "model.pt")
+    for report in gen: print(report.line())
+
+or simply ``result = run_training(samples, config, "model.pt")``.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Generator
+
+import numpy as np
+import torch
+from torch import nn
+
+from .augmentation import augment_batch
+from .config import TrainConfig
+from .dataset import SampleSet, normalise
+from .devices import resolve_device
+from .model import FORMAT, ModelFileError, SkinSegModel, atomic_torch_save, load_model, read_torch_file
+
+CHECKPOINT_FORMAT = FORMAT + "-checkpoint"
+
+
+@dataclass
+class EpochReport:
+    """The paper's per-epoch figures plus validation Dice/Jaccard (at the working size)."""
+
+    epoch: int
+    epochs: int
+    train_loss: float
+    val_loss: float
+    train_accuracy: float
+    val_accuracy: float
+    val_dice: float
+    val_jaccard: float
+    seconds: float
+    learning_rate: float
+    best: bool = False
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def line(self) -> str:
+        return (f"epoch {self.epoch}/{self.epochs}  loss {self.train_loss:.4f}  "
+                f"acc {self.train_accuracy:.4f}  val_loss {self.val_loss:.4f}  "
+                f"val_acc {self.val_accuracy:.4f}  val_dice {self.val_dice:.4f}  "
+                f"val_jaccard {self.val_jaccard:.4f}  {self.seconds:.1f} s"
+                + ("  *best" if self.best else ""))
+
+
+@dataclass
+class BatchProgress:
+    epoch: int
+    batch: int
+    batches: int
+    elapsed: float  # seconds since training started
+
+
+@dataclass
+class TrainingResult:
+    model: SkinSegModel
+    model_path: Path
+    history: list[EpochReport]
+    best_epoch: int
+    cancelled: bool
+    train_names: list[str] = field(default_factory=list)
+    val_names: list[str] = field(default_factory=list)
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded random split with at least one pair on each side."""
+    if n < 2:
+        raise ValueError(f"training needs at least 2 image/mask pairs (one for validation); got {n}")
+    n_val = min(n - 1, max(1, round(n * val_fraction)))
+    order = np.random.default_rng(seed).permutation(n)
+    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+
+
+def checkpoint_path(model_path: str | Path) -> Path:
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.name + ".checkpoint.pt")
+
+
+class _Loss(nn.Module):
+    """BCE + Dice on logits (smp's Dice loss)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from segmentation_models_pytorch.losses import DiceLoss
+
+        self.bce = nn.BCEWithLogitsLoss()
+        self.dice = DiceLoss(mode="binary", from_logits=True)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.bce(logits, target) + self.dice(logits, target)
+
+
+def _lr_factor(schedule: str, epoch: int, epochs: int) -> float:
+    if schedule == "cosine" and epochs > 1:
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * epoch / (epochs - 1)))
+    return 1.0
+
+
+def _start_model(config: TrainConfig, init: str | Path | SkinSegModel | None) -> tuple[SkinSegModel, TrainConfig, str]:
+    if init is None:
+        return SkinSegModel.new(config), config, "scratch"
+    base = init if isinstance(init, SkinSegModel) else load_model(init)
+    base_cfg = base.metadata.config
+    if (base_cfg.encoder, base_cfg.decoder_channels) != (config.encoder, config.decoder_channels):
+        # Fine-tuning keeps the starting model's architecture.
+        config = config.replace(encoder=base_cfg.encoder, decoder_channels=base_cfg.decoder_channels)
+    network = copy.deepcopy(base.network)
+    model = SkinSegModel(network, copy.deepcopy(base.metadata))
+    model.metadata.config = config
+    model.metadata.history = []
+    source = str(base.path) if base.path else "model in memory"
+    return model, config, source
+
+
+def _evaluate(network: nn.Module, samples: SampleSet, model: SkinSegModel, loss_fn: nn.Module,
+              device: torch.device, batch_size: int) -> dict[str, float]:
+    network.eval()
+    losses, correct, total, dices, jaccards = [], 0, 0, [], []
+    with torch.inference_mode():
+        for start in range(0, len(samples), batch_size):
+            x = normalise(samples.images[start:start + batch_size], model.metadata.mean,
+                          model.metadata.std).to(device)
+            y = torch.from_numpy(samples.masks[start:start + batch_size]).unsqueeze(1).float().to(device)
+            logits = network(x)
+            losses.append(float(loss_fn(logits, y)) * len(x))
+            pred = logits > 0
+            truth = y > 0.5
+            correct += int((pred == truth).sum())
+            total += truth.numel()
+            tp = (pred & truth).sum(dim=(1, 2, 3)).float()
+            fp = (pred & ~truth).sum(dim=(1, 2, 3)).float()
+            fn = (~pred & truth).sum(dim=(1, 2, 3)).float()
+            empty = (tp + fp + fn) == 0
+            dices += torch.where(empty, 1.0, 2 * tp / (2 * tp + fp + fn).clamp(min=1)).tolist()
+            jaccards += torch.where(empty, 1.0, tp / (tp + fp + fn).clamp(min=1)).tolist()
+    return {"loss": sum(losses) / len(samples), "accuracy": correct / total,
+            "dice": float(np.mean(dices)), "jaccard": float(np.mean(jaccards))}
+
+
+def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
+          init: str | Path | SkinSegModel | None = None,
+          cancel: Callable[[], bool] | None = None,
+          on_batch: Callable[[BatchProgress], None] | None = None,
+          resume: bool = False,
+          val_samples: SampleSet | None = None,
+          sources: list[str] | None = None) -> Generator[EpochReport, None, TrainingResult]:
+    """Train on ``samples`` (split by ``config.val_fraction`` unless ``val_samples`` is given).
+
+    ``out`` receives the best model so far; ``<out>.checkpoint.pt`` the state after each epoch,
+    which ``resume=True`` continues from (same data and settings), and which is removed once
+    training completes.
+    """
+    config.validate()
+    out = Path(out)
+    cancel = cancel or (lambda: False)
+    device = resolve_device(config.device)
+    if val_samples is None:
+        train_idx, val_idx = split_indices(len(samples), config.val_fraction, config.seed)
+        train_set, val_set = samples.subset(train_idx), samples.subset(val_idx)
+    else:
+        if len(samples) < 1 or len(val_samples) < 1:
+            raise ValueError("training and validation sets must each hold at least one pair")
+        train_set, val_set = samples, val_samples
+    if not train_set.masks.any():
+        raise ValueError("no lesion pixels in any training mask: paint the lesion (label > 0) "
+                         "before training")
+
+    model, config, started_from = _start_model(config, init)
+    network = model.network.to(device).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(network.parameters(), lr=config.learning_rate,
+                                 weight_decay=config.weight_decay)
+    loss_fn = _Loss().to(device)
+    generator = torch.Generator().manual_seed(config.seed)
+    meta = model.metadata
+    meta.started_from = started_from
+    meta.data = {"n_train": len(train_set), "n_val": len(val_set), "sources": sources or [],
+                 "train_lesion_fraction": train_set.lesion_fraction,
+                 "val_names": val_set.names}
+    history: list[EpochReport] = []
+    best_score, best_epoch, best_state = -math.inf, 0, None
+    start_epoch = 1
+
+    ckpt = checkpoint_path(out)
+    if resume and ckpt.exists():
+        state = read_torch_file(ckpt, what="checkpoint")
+        saved_cfg = TrainConfig.from_dict(json.loads(state["config"]))
+        if saved_cfg.replace(epochs=config.epochs, device=config.device) != config:
+            raise ValueError(f"{ckpt.name} was written with other settings ({saved_cfg}); "
+                             "resume with the same settings or delete the checkpoint")
+        if state["val_names"] != val_set.names or state["n_train"] != len(train_set):
+            raise ValueError(f"{ckpt.name} was written for other data; resume on the same data")
+        network.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        history = [EpochReport(**h) for h in state["history"]]
+        best_score, best_epoch = state["best_score"], state["best_epoch"]
+        best_state = state["best_state"]
+        start_epoch = len(history) + 1
+        meta.started_from = state["started_from"]
+
+    def save(status: str, state_dict: dict, epoch_of_model: int) -> None:
+        meta.history = [h.as_dict() for h in history]
+        meta.best_epoch = epoch_of_model
+        meta.epochs_completed = len(history)
+        meta.status = status
+        meta.created = _dt.datetime.now().isoformat(timespec="seconds")
+        best = next((h for h in history if h.epoch == epoch_of_model), None)
+        meta.metrics = ({"val_loss": best.val_loss, "val_accuracy": best.val_accuracy,
+                         "val_dice": best.val_dice, "val_jaccard": best.val_jaccard,
+                         "train_loss": best.train_loss, "train_accuracy": best.train_accuracy}
+                        if best else {})
+        snapshot = SkinSegModel(copy.deepcopy(network).cpu(), meta)
+        snapshot.network.load_state_dict(state_dict)
+        snapshot.save(out)
+
+    batches = math.ceil(len(train_set) / config.batch_size)
+    t_start = time.perf_counter()
+    cancelled = False
+    for epoch in range(start_epoch, config.epochs + 1):
+        lr = config.learning_rate * _lr_factor(config.lr_schedule, epoch - 1, config.epochs)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        network.train()
+        t0 = time.perf_counter()
+        order = torch.randperm(len(train_set), generator=generator).tolist()
+        loss_sum, correct, total, seen = 0.0, 0, 0, 0
+        for b in range(batches):
+            if cancel():
+                cancelled = True
+                break
+            idx = sorted(order[b * config.batch_size:(b + 1) * config.batch_size])
+            x = torch.from_numpy(train_set.images[idx]).permute(0, 3, 1, 2).float().div_(255.0)
+            y = torch.from_numpy(train_set.masks[idx]).unsqueeze(1).float()
+            if config.augment:
+                x, y = augment_batch(x, y, generator)
+            x = normalise(x, meta.mean, meta.std).to(device)
+            y = y.to(device)
+            logits = network(x)
+            loss = loss_fn(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                loss_sum += float(loss) * len(idx)
+                correct += int(((logits > 0) == (y > 0.5)).sum())
+                total += y.numel()
+                seen += len(idx)
+            if on_batch:
+                on_batch(BatchProgress(epoch, b + 1, batches, time.perf_counter() - t_start))
+        if cancelled:
+            break
+        val = _evaluate(network, val_set, model, loss_fn, device, max(config.batch_size, 4))
+        score = val["dice"] - 1e-6 * val["loss"]  # ties on Dice go to the lower loss
+        improved = score > best_score
+        report = EpochReport(epoch=epoch, epochs=config.epochs, train_loss=loss_sum / seen,
+                             val_loss=val["loss"], train_accuracy=correct / total,
+                             val_accuracy=val["accuracy"], val_dice=val["dice"],
+                             val_jaccard=val["jaccard"], seconds=time.perf_counter() - t0,
+                             learning_rate=lr, best=improved)
+        history.append(report)
+        if improved:
+            best_score, best_epoch = score, epoch
+            best_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+            save("in progress", best_state, best_epoch)
+        atomic_torch_save({"format": CHECKPOINT_FORMAT, "version": 1,
+                           "config": json.dumps(config.to_dict()),
+                           "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
+                           "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                           "history": [h.as_dict() for h in history], "best_score": best_score,
+                           "best_epoch": best_epoch, "best_state": best_state,
+                           "val_names": val_set.names, "n_train": len(train_set),
+                           "started_from": meta.started_from}, ckpt)
+        yield report
+
+    if best_state is None:
+        # Cancelled before the first epoch ended: keep the current weights so a model exists.
+        best_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+    save("cancelled" if cancelled else "complete", best_state, best_epoch)
+    if not cancelled and ckpt.exists():
+        ckpt.unlink()
+    result_model = load_model(out)
+    return TrainingResult(model=result_model, model_path=out, history=history, best_epoch=best_epoch,
+                          cancelled=cancelled, train_names=train_set.names, val_names=val_set.names)
+
+
+def run_training(samples: SampleSet, config: TrainConfig, out: str | Path,
+                 on_epoch: Callable[[EpochReport], None] | None = None, **kwargs) -> TrainingResult:
+    """Run :func:`train` to the end and return its result (``on_epoch`` sees each report)."""
+    gen = train(samples, config, out, **kwargs)
+    while True:
+        try:
+            report = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if on_epoch:
+            on_epoch(report)
+
+
+__all__ = ["EpochReport", "BatchProgress", "TrainingResult", "train", "run_training",
+           "split_indices", "checkpoint_path", "ModelFileError"]
