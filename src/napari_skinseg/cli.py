@@ -139,11 +139,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     bar = tqdm(total=0, unit="batch", leave=False, dynamic_ncols=True)
 
     def on_batch(p):
-        if bar.total != p.batches:
+        if p.batch == 1:  # a new epoch: restart the bar and its clock
             bar.reset(total=p.batches)
-        bar.set_description(f"epoch {p.epoch}/{config.epochs}")
-        bar.n = p.batch
-        bar.refresh()
+            bar.set_description(f"epoch {p.epoch}/{config.epochs}")
+        bar.update()
 
     print(f"training {config.encoder} U-Net: {len(samples)} pairs, "
           f"{round(len(samples) * (1 - config.val_fraction))}:{max(1, round(len(samples) * config.val_fraction))}"

@@ -162,12 +162,14 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
           on_batch: Callable[[BatchProgress], None] | None = None,
           resume: bool = False,
           val_samples: SampleSet | None = None,
-          sources: list[str] | None = None) -> Generator[EpochReport, None, TrainingResult]:
+          sources: list[str] | None = None,
+          yield_batches: bool = False) -> Generator[EpochReport | BatchProgress, None, TrainingResult]:
     """Train on ``samples`` (split by ``config.val_fraction`` unless ``val_samples`` is given).
 
     ``out`` receives the best model so far; ``<out>.checkpoint.pt`` the state after each epoch,
     which ``resume=True`` continues from (same data and settings), and which is removed once
-    training completes.
+    training completes. With ``yield_batches=True`` a :class:`BatchProgress` is yielded after
+    every batch as well (for progress bars that must not wait a whole epoch).
     """
     config.validate()
     out = Path(out)
@@ -264,8 +266,11 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
                 correct += int(((logits > 0) == (y > 0.5)).sum())
                 total += y.numel()
                 seen += len(idx)
+            progress = BatchProgress(epoch, b + 1, batches, time.perf_counter() - t_start)
             if on_batch:
-                on_batch(BatchProgress(epoch, b + 1, batches, time.perf_counter() - t_start))
+                on_batch(progress)
+            if yield_batches:
+                yield progress
         if cancelled:
             break
         val = _evaluate(network, val_set, model, loss_fn, device, max(config.batch_size, 4))
@@ -311,7 +316,7 @@ def run_training(samples: SampleSet, config: TrainConfig, out: str | Path,
             report = next(gen)
         except StopIteration as stop:
             return stop.value
-        if on_epoch:
+        if on_epoch and isinstance(report, EpochReport):
             on_epoch(report)
 
 

@@ -1,0 +1,1 @@
+"""napari dock widgets: thin Qt/magicgui layers over the Qt-free core."""

@@ -1,0 +1,115 @@
+import csv
+import shutil
+
+import numpy as np
+import pytest
+
+from napari_skinseg import bundled
+from napari_skinseg.cli import main
+from napari_skinseg.image_io import read_image, read_mask
+
+
+@pytest.fixture
+def inputs(tmp_path, synthetic_folder):
+    images, masks = (shutil.copytree(p, tmp_path / p.name) for p in synthetic_folder)
+    return images, masks
+
+
+def test_train_writes_model_history_and_curves(tmp_path, inputs, capsys):
+    images, masks = inputs
+    out = tmp_path / "run" / "model.pt"
+    code = main(["train", str(images), str(masks), "--out", str(out), "--epochs", "2", "--size", "64",
+                 "--batch-size", "3", "--decoder-channels", "32,16,16,8,8", "--device", "cpu"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "epoch 1/2" in text and "epoch 2/2" in text and "5:1 split" in text
+    assert out.exists() and (tmp_path / "run" / "model_curves.png").stat().st_size > 5000
+    with open(tmp_path / "run" / "model_history.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and float(rows[0]["val_accuracy"]) >= 0
+    # an existing model is never overwritten by accident
+    assert main(["train", str(images), str(masks), "--out", str(out), "--size", "64"]) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+def test_segment_then_evaluate(tmp_path, inputs, tiny_model_path, capsys):
+    images, masks = inputs
+    results = tmp_path / "Results"
+    code = main(["segment", str(images), str(results), "--model", str(tiny_model_path),
+                 "--overlay", "--probabilities"])
+    assert code == 0
+    names = sorted(p.name for p in results.iterdir())
+    stems = sorted(p.stem for p in images.iterdir())
+    assert names == sorted(f"{s}_{kind}.png" for s in stems for kind in ("overlay", "probability", "segmentation"))
+    first = stems[0]
+    mask = read_image(results / f"{first}_segmentation.png")
+    assert mask.shape[:2] == read_image(images / f"{first}.png").shape[:2] == (96, 128)
+    assert set(np.unique(mask).tolist()) <= {0, 255}
+    capsys.readouterr()
+    assert main(["evaluate", str(results), str(masks)]) == 0
+    out = capsys.readouterr().out
+    assert "6 images" in out and "mean dice" in out
+    with open(results / "evaluation.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 7 and rows[-1]["id"] == "mean"
+    assert main(["evaluate", str(results), str(masks)]) == 2  # no silent overwrite of the CSV
+
+
+def test_segment_reports_bad_files_and_keeps_existing_outputs(tmp_path, inputs, tiny_model_path, capsys):
+    images, _ = inputs
+    results = tmp_path / "out"
+    bad = sorted(images.iterdir())[0]
+    bad.write_bytes(bad.read_bytes()[:50])
+    (images / "notes.txt").write_text("x")
+    (images / "tiny.png").write_bytes(b"")
+    from napari_skinseg.image_io import write_image
+    write_image(images / "dot.png", np.zeros((1, 1, 3), np.uint8))
+    code = main(["segment", str(images), str(results), "--model", str(tiny_model_path)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert f"failed: {bad.name}: not a readable image" in out
+    assert "dot.png: image is 1x1 pixels" in out and "skipped notes.txt" in out
+    assert "5 segmented, 3 failed, 1 skipped" in out
+    kept = sorted(results.iterdir())[0]
+    before = kept.read_bytes()
+    kept.write_bytes(b"user data")
+    assert main(["segment", str(images), str(results), "--model", str(tiny_model_path)]) == 1
+    assert kept.read_bytes() == b"user data"
+    assert "5 kept because their outputs exist" in capsys.readouterr().out
+    assert main(["segment", str(images), str(results), "--model", str(tiny_model_path), "--overwrite"]) == 1
+    assert kept.read_bytes() == before
+
+
+def test_results_folder_placement(tmp_path, inputs, tiny_model_path, capsys):
+    images, _ = inputs
+    assert main(["segment", str(images), str(images), "--model", str(tiny_model_path)]) == 2
+    assert "must differ from the input folder" in capsys.readouterr().err
+    assert main(["segment", str(images), str(images / "Results"), "--model", str(tiny_model_path)]) == 0
+    assert "results folder is inside the input folder" in capsys.readouterr().out
+    assert main(["segment", str(images), str(images / "Results"), "--model", str(tiny_model_path)]) == 0
+    assert "6 kept" in capsys.readouterr().out  # the Results sub-folder was not read as input
+
+
+def test_empty_folder_and_bad_model(tmp_path, inputs, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "fake.pt").write_bytes(b"not a model")
+    images, _ = inputs
+    assert main(["segment", str(images), str(tmp_path / "o"), "--model", str(tmp_path / "fake.pt")]) == 2
+    assert "fake.pt is not a readable napari-skinseg model file" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "empty"), str(tmp_path / "empty"), "--out", str(tmp_path / "m.pt")]) == 2
+    assert "no image/mask pairs" in capsys.readouterr().err
+
+
+def test_segment_without_model_explains_when_nothing_is_bundled(tmp_path, inputs, monkeypatch, capsys):
+    def missing():
+        raise bundled.BundledModelMissing("this installation of napari-skinseg has no bundled model yet")
+
+    monkeypatch.setattr(bundled, "bundled_model_path", missing)
+    assert main(["segment", str(inputs[0]), str(tmp_path / "o")]) == 2
+    assert "no bundled model" in capsys.readouterr().err
+
+
+def test_sample_command(tmp_path):
+    assert main(["sample", str(tmp_path / "s"), "--n", "2", "--size", "64"]) == 0
+    masks = sorted((tmp_path / "s" / "masks").iterdir())
+    assert len(masks) == 2 and read_mask(masks[0]).any()

@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+
+from napari_skinseg.image_io import write_image, write_mask
+from napari_skinseg.pairs import find_pairs, list_images
+
+
+def _img(path):
+    write_image(path, np.zeros((16, 16, 3), np.uint8))
+
+
+def test_isic_and_same_stem_naming_and_missing_masks(tmp_path):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    _img(images / "ISIC_A.jpg")
+    _img(images / "b.png")
+    _img(images / "c.png")
+    (images / "readme.txt").write_text("not an image")
+    write_mask(masks / "ISIC_A_segmentation.png", np.zeros((16, 16), bool))
+    write_mask(masks / "b.png", np.zeros((16, 16), bool))
+    scan = find_pairs(images, masks)
+    assert [(p.image.name, p.mask.name) for p in scan.pairs] == [
+        ("ISIC_A.jpg", "ISIC_A_segmentation.png"), ("b.png", "b.png")]
+    reasons = {s.path.name: s.reason for s in scan.skipped}
+    assert reasons["readme.txt"] == "not an image file"
+    assert "no mask named c_segmentation.png" in reasons["c.png"]
+
+
+def test_images_and_masks_in_one_folder(tmp_path):
+    _img(tmp_path / "x.jpg")
+    write_mask(tmp_path / "x_segmentation.png", np.zeros((16, 16), bool))
+    scan = find_pairs(tmp_path, tmp_path)
+    assert [(p.image.name, p.mask.name) for p in scan.pairs] == [("x.jpg", "x_segmentation.png")]
+
+
+def test_empty_and_missing_folders_raise(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no image/mask pairs.*holds no images"):
+        find_pairs(tmp_path / "empty", tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        list_images(tmp_path / "nope")
+
+
+def test_subfolders_are_not_read(tmp_path):
+    _img(tmp_path / "a.png")
+    _img(tmp_path / "Results" / "a_segmentation.png")
+    images, _ = list_images(tmp_path)
+    assert [p.name for p in images] == ["a.png"]
