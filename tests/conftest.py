@@ -26,7 +26,7 @@ def synthetic_folder(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_samples():
-    images, masks = make_synthetic_dataset(10, (80, 80), seed=2)
+    images, masks = make_synthetic_dataset(16, (80, 80), seed=2)
     return samples_from_arrays(images, masks, size=64)
 
 
@@ -36,7 +36,7 @@ def tiny_model_path(tmp_path_factory, tiny_samples):
     from napari_skinseg.training import run_training
 
     out = tmp_path_factory.mktemp("model") / "tiny.pt"
-    config = TrainConfig(**{**TINY, "epochs": 4}, learning_rate=3e-3)
+    config = TrainConfig(**{**TINY, "epochs": 10}, learning_rate=3e-3)
     run_training(tiny_samples, config, out)
     return out
 

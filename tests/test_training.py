@@ -27,11 +27,11 @@ def test_one_epoch_yields_a_report_and_writes_the_model(tmp_path, tiny_samples, 
         assert 0 <= value <= 1
     with pytest.raises(StopIteration) as done:
         next(gen)
-    result = done.value
-    assert not result.cancelled and result.best_epoch == 1 and len(result.val_names) == 2
+    result = done.value.value
+    assert not result.cancelled and result.best_epoch == 1 and len(result.val_names) == 3
     meta = load_model(tmp_path / "m.pt").metadata
     assert meta.status == "complete" and meta.config == tiny_config
-    assert meta.history[0]["val_dice"] == report.val_dice and meta.data["n_train"] == 8
+    assert meta.history[0]["val_dice"] == report.val_dice and meta.data["n_train"] == 13
     assert not checkpoint_path(tmp_path / "m.pt").exists()
 
 

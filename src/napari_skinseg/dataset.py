@@ -122,6 +122,8 @@ def normalise(images: np.ndarray | torch.Tensor, mean: Sequence[float],
               std: Sequence[float]) -> torch.Tensor:
     """(N, H, W, 3) uint8 (or float 0..1 NCHW tensor) -> normalised float NCHW, channels_last."""
     if isinstance(images, np.ndarray):
+        if not images.flags.writeable:  # arrays from Pillow are read-only; torch wants to own them
+            images = images.copy()
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
     else:
         x = images

@@ -29,6 +29,11 @@ class ModelFileError(ValueError):
     """A model file that is missing, truncated, corrupt or not a napari-skinseg model."""
 
 
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0][:200] if lines else type(err).__name__
+
+
 def build_unet(config: TrainConfig) -> nn.Module:
     """An smp U-Net with one output channel (lesion logit) and no downloaded weights."""
     import segmentation_models_pytorch as smp
@@ -123,7 +128,8 @@ def atomic_torch_save(payload: dict[str, Any], path: str | os.PathLike) -> Path:
     return path
 
 
-def read_torch_file(path: str | os.PathLike, what: str = "model file") -> dict[str, Any]:
+def read_torch_file(path: str | os.PathLike, what: str = "model file",
+                    expected_format: str = FORMAT) -> dict[str, Any]:
     """``torch.load`` with ``weights_only=True`` and clear errors for foreign or broken files."""
     path = Path(path)
     if not path.is_file():
@@ -133,8 +139,8 @@ def read_torch_file(path: str | os.PathLike, what: str = "model file") -> dict[s
     except Exception as err:  # torch raises many types for corrupt or pickled-code files
         raise ModelFileError(f"{path.name} is not a readable napari-skinseg {what} "
                              f"(truncated, corrupt, or holding code we refuse to run): "
-                             f"{str(err).splitlines()[0][:200]}") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+                             f"{_first_line(err)}") from None
+    if not isinstance(payload, dict) or payload.get("format") != expected_format:
         raise ModelFileError(f"{path.name} is a PyTorch file but not a napari-skinseg {what}")
     if payload.get("version", 0) > FORMAT_VERSION:
         raise ModelFileError(f"{path.name} was written by a newer napari-skinseg "
@@ -152,6 +158,6 @@ def load_model(path: str | os.PathLike) -> SkinSegModel:
         network.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError, json.JSONDecodeError) as err:
         raise ModelFileError(f"{Path(path).name}: model file does not match its metadata: "
-                             f"{str(err).splitlines()[0][:200]}") from None
+                             f"{_first_line(err)}") from None
     network.eval()
     return SkinSegModel(network, metadata, Path(path))

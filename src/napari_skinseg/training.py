@@ -203,7 +203,7 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
 
     ckpt = checkpoint_path(out)
     if resume and ckpt.exists():
-        state = read_torch_file(ckpt, what="checkpoint")
+        state = read_torch_file(ckpt, what="checkpoint", expected_format=CHECKPOINT_FORMAT)
         saved_cfg = TrainConfig.from_dict(json.loads(state["config"]))
         if saved_cfg.replace(epochs=config.epochs, device=config.device) != config:
             raise ValueError(f"{ckpt.name} was written with other settings ({saved_cfg}); "
