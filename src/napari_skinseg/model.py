@@ -19,6 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # timm deprecation chatter
+    # Imported here, not lazily: importing smp (torchvision, triton) for the first time inside a
+    # Qt worker thread crashes the process, so the import must happen on the main thread.
+    import segmentation_models_pytorch as smp
+
 from .config import IMAGENET_MEAN, IMAGENET_STD, TrainConfig
 
 FORMAT = "napari-skinseg-model"
@@ -36,10 +42,8 @@ def _first_line(err: BaseException) -> str:
 
 def build_unet(config: TrainConfig) -> nn.Module:
     """An smp U-Net with one output channel (lesion logit) and no downloaded weights."""
-    import segmentation_models_pytorch as smp
-
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # timm deprecation chatter at import
+        warnings.simplefilter("ignore")
         return smp.Unet(encoder_name=config.encoder, encoder_weights=None, in_channels=3, classes=1,
                         decoder_channels=config.decoder_channels)
 

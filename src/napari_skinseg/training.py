@@ -24,6 +24,7 @@ from typing import Callable, Generator
 
 import numpy as np
 import torch
+from segmentation_models_pytorch.losses import DiceLoss
 from torch import nn
 
 from .augmentation import augment_batch
@@ -100,8 +101,6 @@ class _Loss(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        from segmentation_models_pytorch.losses import DiceLoss
-
         self.bce = nn.BCEWithLogitsLoss()
         self.dice = DiceLoss(mode="binary", from_logits=True)
 
