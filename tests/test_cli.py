@@ -113,3 +113,21 @@ def test_sample_command(tmp_path):
     assert main(["sample", str(tmp_path / "s"), "--n", "2", "--size", "64"]) == 0
     masks = sorted((tmp_path / "s" / "masks").iterdir())
     assert len(masks) == 2 and read_mask(masks[0]).any()
+
+
+def test_measure_command_and_segment_measure(tmp_path, inputs, tiny_model_path, capsys):
+    images, masks = inputs
+    out = tmp_path / "m.csv"
+    assert main(["measure", str(images), str(masks), "--out", str(out), "--pixel-size-mm", "0.05"]) == 0
+    text = capsys.readouterr().out
+    assert "measured 6 lesions" in text and "not a diagnosis" in text
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("# ") and len(lines) == 8
+    header = lines[1].split(",")
+    first = dict(zip(header, lines[2].split(",")))
+    assert float(first["area_mm2"]) == pytest.approx(float(first["area_px"]) * 0.0025, rel=1e-4)
+    assert int(first["n_colours"]) >= 1
+    assert main(["measure", str(images), str(masks), "--out", str(out)]) == 2  # no overwrite
+    results = tmp_path / "R"
+    assert main(["segment", str(images), str(results), "--model", str(tiny_model_path), "--measure"]) == 0
+    assert len((results / "measurements.csv").read_text().splitlines()) == 8

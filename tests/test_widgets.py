@@ -115,7 +115,7 @@ def test_training_errors_become_notifications(make_napari_viewer, tmp_path, erro
     assert not widget.controller.running and not (tmp_path / "x.pt").exists()
 
 
-def test_segment_layers_and_rethreshold(make_napari_viewer, qtbot, tiny_model_path, errors):
+def test_segment_layers_rethreshold_and_measure(make_napari_viewer, qtbot, tmp_path, tiny_model_path, errors):
     MODEL.set(tiny_model_path)
     viewer = make_napari_viewer()
     image, truth = make_synthetic_lesion((90, 120), seed=60)
@@ -130,6 +130,8 @@ def test_segment_layers_and_rethreshold(make_napari_viewer, qtbot, tiny_model_pa
     assert "skin probability" in viewer.layers
     dice = 2 * (labels.data.astype(bool) & truth).sum() / (labels.data.astype(bool).sum() + truth.sum())
     assert dice > 0.7
+    assert labels.features["area_px"][0] == labels.data.sum()  # measured as a napari feature
+    assert "compactness" in [row[0] for row in widget.measurements.table.data.to_list()]  # in the dock
     before = labels.data.sum()
     widget.post.threshold.value = 0.95  # re-applied from stored probabilities, no network run
     assert labels.data.sum() < before
@@ -139,6 +141,10 @@ def test_segment_layers_and_rethreshold(make_napari_viewer, qtbot, tiny_model_pa
     widget.post.threshold.value = 0.3
     assert np.array_equal(labels.data, edited)  # a hand-corrected mask is never re-thresholded
     assert "edited by hand" in widget.status.value and errors == []
+    assert labels.features["area_px"][0] == edited.sum()  # re-measured after the correction
+    widget.measurements.csv_path.value = tmp_path / "m.csv"
+    assert widget.measurements.export() == tmp_path / "m.csv"
+    assert "skin," in (tmp_path / "m.csv").read_text() and errors == []
 
 
 def test_segment_folder_from_the_widget(make_napari_viewer, qtbot, tmp_path, tiny_model_path, errors):

@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     s.add_argument("--overlay", action="store_true", help="also write <id>_overlay.png (outline on image)")
     s.add_argument("--probabilities", action="store_true", help="also write <id>_probability.png")
+    s.add_argument("--measure", action="store_true",
+                   help="also write RESULTS_DIR/measurements.csv (ABCD-style lesion descriptors)")
+    s.add_argument("--pixel-size-mm", type=float, default=None, help="pixel size for mm / mm² values")
     _add_postprocess_args(s)
 
     e = sub.add_parser("evaluate", help="score predicted masks against true masks (ISIC 2018 metrics)")
@@ -81,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("truth_dir", type=Path)
     e.add_argument("--csv", type=Path, default=None, help="per-image CSV (default PRED_DIR/evaluation.csv)")
     e.add_argument("--overwrite", action="store_true")
+
+    m = sub.add_parser("measure", help="ABCD-style shape and colour descriptors of lesion masks")
+    m.add_argument("images_dir", type=Path)
+    m.add_argument("masks_dir", type=Path)
+    m.add_argument("--out", type=Path, required=True, help="CSV file to write")
+    m.add_argument("--pixel-size-mm", type=float, default=None, help="pixel size for mm / mm² values")
+    m.add_argument("--overwrite", action="store_true")
 
     g = sub.add_parser("sample", help="write synthetic dermoscopy-like image/mask pairs")
     g.add_argument("out_dir", type=Path)
@@ -174,6 +184,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .folder_segmentation import check_folders, segment_folder
+    from .measurements import DISCLAIMER, measure_lesion, write_measurements_csv
     from .prediction import Segmenter
 
     note = check_folders(args.input_dir, args.results_dir)
@@ -182,9 +193,20 @@ def cmd_segment(args: argparse.Namespace) -> int:
     segmenter = Segmenter.from_file(_resolve_model_arg(args.model), device=args.device)
     post = PostprocessConfig(threshold=args.threshold, fill_holes=args.fill_holes, keep=args.keep,
                              min_size=args.min_size)
+    measurements_csv = args.results_dir / "measurements.csv"
+    if args.measure and measurements_csv.exists() and not args.overwrite:
+        raise FileExistsError(f"{measurements_csv} exists; pass --overwrite to replace it")
+    rows = []
+
+    def measure(outcome):
+        if outcome.status == "written" and args.measure:
+            rows.append({"id": outcome.path.stem,
+                         **measure_lesion(outcome.mask, outcome.image, args.pixel_size_mm)})
+
     print(f"model: {segmenter.name} ({segmenter.size}x{segmenter.size}, {segmenter.model.metadata.config.encoder})")
     gen = segment_folder(args.input_dir, args.results_dir, segmenter, post, tta=args.tta,
-                         overwrite=args.overwrite, overlay=args.overlay, probabilities=args.probabilities)
+                         overwrite=args.overwrite, overlay=args.overlay, probabilities=args.probabilities,
+                         after_each=measure)
     with tqdm(unit="image", leave=False, dynamic_ncols=True) as bar:
         while True:
             try:
@@ -198,6 +220,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
             elif outcome.status == "skipped":
                 tqdm.write(f"skipped {outcome.path.name}: {outcome.message}")
     print(f"{report.summary()}; results in {args.results_dir}")
+    if rows:
+        write_measurements_csv(rows, measurements_csv, overwrite=args.overwrite)
+        print(f"measurements of {len(rows)} lesions in {measurements_csv}\n{DISCLAIMER}")
     return EXIT_SOME_FAILED if report.failed else EXIT_OK
 
 
@@ -217,6 +242,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_measure(args: argparse.Namespace) -> int:
+    from .image_io import ImageReadError, read_image, read_mask
+    from .measurements import DISCLAIMER, measure_lesion, write_measurements_csv
+    from .pairs import find_pairs
+
+    if args.out.exists() and not args.overwrite:
+        raise FileExistsError(f"{args.out} exists; choose another --out or pass --overwrite")
+    scan = find_pairs(args.images_dir, args.masks_dir)
+    failed = [str(s) for s in scan.skipped]
+    rows = []
+    for pair in scan.pairs:
+        try:
+            image = read_image(pair.image)
+            mask = read_mask(pair.mask, shape=image.shape[:2])
+        except ImageReadError as err:
+            failed.append(str(err))
+            continue
+        rows.append({"id": pair.name, **measure_lesion(mask, image, args.pixel_size_mm)})
+    for line in failed:
+        print(f"skipped {line}")
+    if not rows:
+        raise ValueError("no pair could be measured")
+    write_measurements_csv(rows, args.out, overwrite=args.overwrite)
+    print(f"measured {len(rows)} lesions; {args.out}\n{DISCLAIMER}")
+    return EXIT_SOME_FAILED if len(rows) < len(scan.pairs) else EXIT_OK
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from .synthetic import write_synthetic_dataset
 
@@ -225,7 +277,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"train": cmd_train, "segment": cmd_segment, "evaluate": cmd_evaluate, "sample": cmd_sample}
+COMMANDS = {"train": cmd_train, "segment": cmd_segment, "evaluate": cmd_evaluate,
+            "measure": cmd_measure, "sample": cmd_sample}
 
 
 def main(argv: list[str] | None = None) -> int:

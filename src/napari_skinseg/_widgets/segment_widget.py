@@ -15,6 +15,7 @@ from ..config import KEEP_MODES, PostprocessConfig
 from ..devices import available_devices
 from ..folder_segmentation import segment_folder
 from ..prediction import Segmenter
+from .measurements_panel import MeasurementsPanel
 from .layers import PROBABILITY_KEY, image_array, reapply_postprocess, show_prediction
 from .state import BUNDLED, CURRENT, FILE, MODEL
 from .workers import start_worker
@@ -68,11 +69,12 @@ class SegmentWidget(Container):
         self.overwrite = CheckBox(label="overwrite existing", value=False)
         self.folder_button = PushButton(text="Segment folder…")
         self.status = Label(value="")
+        self.measurements = MeasurementsPanel(viewer)
         folder_box = Container(widgets=[self.input_dir, self.results_dir, self.overlay,
                                         self.overwrite], labels=True)
         self.extend([self.model, Container(widgets=[self.images], labels=True), self.post,
                      Container(widgets=[self.probabilities], labels=False), self.segment_button,
-                     folder_box, self.folder_button, self.status])
+                     folder_box, self.folder_button, self.status, self.measurements])
         self.worker = None
         self.segment_button.changed.connect(self._segment_layers)
         self.folder_button.changed.connect(self._segment_folder)
@@ -120,6 +122,7 @@ class SegmentWidget(Container):
         def shown(item):
             name, probability = item
             layer = show_prediction(self.viewer, name, probability, post, with_probability=with_prob)
+            self.measurements.watch(layer)
             self.status.value = f"{layer.name}: {int(layer.data.sum())} lesion pixels"
 
         self.worker = start_worker(body, yielded=shown, finished=self._done,
