@@ -46,6 +46,7 @@ def test_manifest_is_valid_and_offers_everything():
     from npe2 import PluginManifest
 
     manifest = PluginManifest.from_distribution(PLUGIN)
+    manifest.validate_imports()  # what `npe2 validate napari-skinseg` checks
     assert {w.display_name for w in manifest.contributions.widgets} == {"Train", "Segment", "Curate"}
     assert [s.key for s in manifest.contributions.sample_data] == ["synthetic_lesion"]
 
