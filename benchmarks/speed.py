@@ -26,9 +26,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import all_pairs, random_subset, save_json  # noqa: E402
-
 import segmentation_models_pytorch as smp  # noqa: E402
+from common import all_pairs, random_subset, save_json  # noqa: E402
 from skimage import io as skio  # noqa: E402
 from skimage import transform as sktransform  # noqa: E402
 

@@ -4,8 +4,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from napari_skinseg.image_io import (ImageReadError, NonBinaryMaskWarning, labels_to_mask, read_image,
-                                     read_mask, to_rgb_uint8, write_image, write_mask)
+from napari_skinseg.image_io import (
+    ImageReadError,
+    NonBinaryMaskWarning,
+    labels_to_mask,
+    read_image,
+    read_mask,
+    to_rgb_uint8,
+    write_image,
+    write_mask,
+)
 
 
 def test_rgb_uint8_is_kept():

@@ -1,6 +1,4 @@
-import pickle
 
-import numpy as np
 import pytest
 import torch
 

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-from napari_skinseg.config import TrainConfig
 from napari_skinseg.dataset import samples_from_arrays, samples_from_folders
 from napari_skinseg.model import load_model
 from napari_skinseg.training import checkpoint_path, run_training, split_indices, train

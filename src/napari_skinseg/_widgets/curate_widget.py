@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Callable
 
 import napari
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, SpinBox
-from napari.layers import Image, Labels
+from magicgui.widgets import ComboBox, Container, FileEdit, PushButton, SpinBox
+from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
 
 from ..bundled import bundled_model_path, has_bundled_model
@@ -23,6 +23,7 @@ from ..pairs import list_images
 from .history_plot import HistoryPlot
 from .layers import PREDICTION_SUFFIX, image_array, image_for_labels, image_id, labels_array, show_prediction
 from .state import CURRENT, MODEL
+from .status_label import status_label
 from .train_widget import DEFAULT_HOME
 from .training_controller import TrainingController
 from .workers import start_worker
@@ -57,13 +58,13 @@ class CurateWidget(Container):
         self.save_button = PushButton(text="Save as training mask")
         self.source_dir = FileEdit(label="images to curate", mode="d")
         self.next_button = PushButton(text="Next image")
-        self.count = Label(value="")
+        self.count = status_label("")
         self.start_from = ComboBox(label="retrain from", choices=[BASE, CONTINUE], value=BASE,
                                    tooltip="base: the bundled model (or scratch); current: continue "
                                            "from the last trained model")
         self.epochs = SpinBox(label="epochs", value=10, min=1, max=1000)
         self.retrain_button = PushButton(text="Retrain on curated")
-        self.status = Label(value="")
+        self.status = status_label("")
         self.extend([self.curated_dir, self.labels_layer, self.save_button, self.source_dir,
                      self.next_button, self.count, self.start_from, self.epochs,
                      self.retrain_button, self.status])

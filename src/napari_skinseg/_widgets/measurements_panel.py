@@ -5,14 +5,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, Table
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, PushButton, Table
 from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
 
 from ..measurements import DISCLAIMER, measure_lesion, write_measurements_csv
 from .layers import image_array, image_for_labels, image_id, labels_array
+from .status_label import status_label
 
 
 def _show(value) -> str:
@@ -33,7 +33,7 @@ class MeasurementsPanel(Container):
         self.table.native.setMinimumHeight(160)
         self.csv_path = FileEdit(label="export to", mode="w", filter="*.csv")
         self.export_button = PushButton(text="Export measurements CSV")
-        self.note = Label(value=DISCLAIMER)
+        self.note = status_label(DISCLAIMER)
         super().__init__(widgets=[self.layer, self.pixel_size, self.table, self.csv_path,
                                   self.export_button, self.note], labels=True)
         self._watched: set[int] = set()

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import napari
-from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSlider, Label, PushButton,
-                              Select, SpinBox)
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSlider, PushButton, Select, SpinBox
 from napari.layers import Image, Labels
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -15,9 +14,10 @@ from ..config import KEEP_MODES, PostprocessConfig
 from ..devices import available_devices
 from ..folder_segmentation import segment_folder
 from ..prediction import Segmenter
-from .measurements_panel import MeasurementsPanel
 from .layers import PROBABILITY_KEY, image_array, reapply_postprocess, show_prediction
+from .measurements_panel import MeasurementsPanel
 from .state import BUNDLED, CURRENT, FILE, MODEL
+from .status_label import status_label
 from .workers import start_worker
 
 
@@ -68,7 +68,7 @@ class SegmentWidget(Container):
         self.overlay = CheckBox(label="write overlays", value=True)
         self.overwrite = CheckBox(label="overwrite existing", value=False)
         self.folder_button = PushButton(text="Segment folder…")
-        self.status = Label(value="")
+        self.status = status_label("")
         self.measurements = MeasurementsPanel(viewer)
         folder_box = Container(widgets=[self.input_dir, self.results_dir, self.overlay,
                                         self.overwrite], labels=True)

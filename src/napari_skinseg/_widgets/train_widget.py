@@ -6,8 +6,19 @@ import datetime as dt
 from pathlib import Path
 
 import napari
-from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit,
-                              PushButton, RadioButtons, Select, SpinBox, TextEdit)
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    LineEdit,
+    PushButton,
+    RadioButtons,
+    Select,
+    SpinBox,
+    TextEdit,
+)
 from napari.layers import Labels
 from napari.utils.notifications import show_error
 
@@ -19,6 +30,7 @@ from ..image_io import write_image, write_mask
 from .history_plot import HistoryPlot
 from .layers import image_array, image_for_labels, image_id, labels_array
 from .state import MODEL
+from .status_label import status_label
 from .training_controller import TrainingController
 
 LAYERS, FOLDER = "Image + Labels layers", "folder of curated pairs"
@@ -65,7 +77,7 @@ class TrainWidget(Container):
         self.output = FileEdit(label="save model as", mode="w", filter="*.pt",
                                value=default_model_path())
         self.start_button = PushButton(text="Start training")
-        self.status = Label(value="")
+        self.status = status_label("")
         self.command = TextEdit(label="repeat headless", value="")
         self.command.native.setReadOnly(True)
         self.command.native.setMaximumHeight(70)
