@@ -42,13 +42,13 @@ def random_subset(pairs: list[Pair], n: int, seed: int = 0) -> list[Pair]:
     return [pairs[i] for i in sorted(chosen)]
 
 
-def evaluate_pairs(segmenter: Segmenter, pairs: list[Pair]) -> dict[str, float]:
+def evaluate_pairs(segmenter: Segmenter, pairs: list[Pair], tta: bool = False) -> dict[str, float]:
     """ISIC metrics per image at the mask's original size, averaged."""
     rows = []
     for pair in pairs:
         image = read_image(pair.image)
         truth = read_mask(pair.mask, shape=image.shape[:2])
-        rows.append(image_metrics(segmenter.segment(image).mask, truth))
+        rows.append(image_metrics(segmenter.segment(image, tta=tta).mask, truth))
     return mean_metrics(rows)
 
 

@@ -131,3 +131,16 @@ def test_measure_command_and_segment_measure(tmp_path, inputs, tiny_model_path, 
     results = tmp_path / "R"
     assert main(["segment", str(images), str(results), "--model", str(tiny_model_path), "--measure"]) == 0
     assert len((results / "measurements.csv").read_text().splitlines()) == 8
+
+
+def test_out_of_memory_is_explained(tmp_path, inputs, monkeypatch, capsys):
+    import napari_skinseg.training as training
+
+    def oom(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        yield  # a generator, like the real one
+
+    monkeypatch.setattr(training, "train", oom)
+    images, masks = inputs
+    assert main(["train", str(images), str(masks), "--out", str(tmp_path / "m.pt"), "--size", "64"]) == 2
+    assert "out of memory; lower --batch-size or --size" in capsys.readouterr().err

@@ -296,6 +296,12 @@ def main(argv: list[str] | None = None) -> int:
             DeviceError, ImageReadError, BundledModelMissing) as err:
         print(f"skinseg {args.command}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except (RuntimeError, MemoryError) as err:
+        if isinstance(err, MemoryError) or "out of memory" in str(err).lower():
+            print(f"skinseg {args.command}: error: out of memory; lower --batch-size or --size, "
+                  f"or use --device cpu ({str(err).strip()[:200]})", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        raise
 
 
 if __name__ == "__main__":
