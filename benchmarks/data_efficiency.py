@@ -26,7 +26,7 @@ from napari_skinseg.config import TrainConfig  # noqa: E402
 from napari_skinseg.dataset import samples_from_pairs  # noqa: E402
 from napari_skinseg.model import load_model  # noqa: E402
 from napari_skinseg.prediction import Segmenter  # noqa: E402
-from napari_skinseg.training import train  # noqa: E402
+from napari_skinseg.training import run_training  # noqa: E402
 
 
 def main():
@@ -62,14 +62,8 @@ def main():
             config = TrainConfig(size=size, epochs=epochs, batch_size=8, lr_schedule="cosine",
                                  learning_rate=1e-3 if start == "scratch" else 3e-4, device="cpu")
             with tempfile.TemporaryDirectory() as tmp:
-                gen = train(samples, config, Path(tmp) / "m.pt", val_samples=val_samples,
-                            init=bundled if start == "bundled" else None)
-                while True:
-                    try:
-                        next(gen)
-                    except StopIteration as done:
-                        result = done.value
-                        break
+                result = run_training(samples, config, Path(tmp) / "m.pt", val_samples=val_samples,
+                                      init=bundled if start == "bundled" else None)
                 metrics = evaluate_pairs(Segmenter(result.model, device="cpu"), val)
             seconds = sum(h.seconds for h in result.history)
             rows.append({"n": n, "start": start, "epochs": epochs, "dice": metrics["dice"],

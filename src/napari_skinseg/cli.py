@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import KEEP_MODES, LR_SCHEDULES, PostprocessConfig, TrainConfig
+from .generators import drain
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -159,15 +160,12 @@ def cmd_train(args: argparse.Namespace) -> int:
           f" split, {config.epochs} epochs, device {config.device}", flush=True)
     gen = train(samples, config, out, init=init, cancel=stop.is_set, on_batch=on_batch,
                 resume=args.resume, sources=[str(args.images_dir)])
+    def show(report):
+        bar.clear()
+        tqdm.write(report.line())
+
     try:
-        while True:
-            try:
-                report = next(gen)
-            except StopIteration as done:
-                result = done.value
-                break
-            bar.clear()
-            tqdm.write(report.line())
+        result = drain(gen, show)
     finally:
         bar.close()
         signal.signal(signal.SIGINT, previous)
@@ -208,17 +206,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
                          overwrite=args.overwrite, overlay=args.overlay, probabilities=args.probabilities,
                          after_each=measure)
     with tqdm(unit="image", leave=False, dynamic_ncols=True) as bar:
-        while True:
-            try:
-                outcome = next(gen)
-            except StopIteration as done:
-                report = done.value
-                break
+        def show(outcome):
             bar.update()
             if outcome.status in ("failed", "exists"):
                 tqdm.write(f"{outcome.status}: {outcome.message}")
             elif outcome.status == "skipped":
                 tqdm.write(f"skipped {outcome.path.name}: {outcome.message}")
+
+        report = drain(gen, show)
     print(f"{report.summary()}; results in {args.results_dir}")
     if rows:
         write_measurements_csv(rows, measurements_csv, overwrite=args.overwrite)

@@ -31,6 +31,7 @@ from .augmentation import augment_batch
 from .config import TrainConfig
 from .dataset import SampleSet, normalise
 from .devices import resolve_device
+from .generators import drain
 from .model import FORMAT, ModelFileError, SkinSegModel, atomic_torch_save, load_model, read_torch_file
 
 CHECKPOINT_FORMAT = FORMAT + "-checkpoint"
@@ -309,14 +310,11 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
 def run_training(samples: SampleSet, config: TrainConfig, out: str | Path,
                  on_epoch: Callable[[EpochReport], None] | None = None, **kwargs) -> TrainingResult:
     """Run :func:`train` to the end and return its result (``on_epoch`` sees each report)."""
-    gen = train(samples, config, out, **kwargs)
-    while True:
-        try:
-            report = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if on_epoch and isinstance(report, EpochReport):
-            on_epoch(report)
+    def on_item(item) -> None:
+        if on_epoch and isinstance(item, EpochReport):
+            on_epoch(item)
+
+    return drain(train(samples, config, out, **kwargs), on_item)
 
 
 __all__ = ["EpochReport", "BatchProgress", "TrainingResult", "train", "run_training",
