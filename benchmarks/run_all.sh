@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Every benchmark in turn (about an hour on 2 cores); results land in benchmarks/results/.
+#   bash benchmarks/run_all.sh ../shared/data/isic2018
+set -euo pipefail
+DATA=${1:?usage: run_all.sh DATA_DIR}
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+$PY benchmarks/evaluate_model.py --data "$DATA"
+$PY benchmarks/evaluate_model.py --data "$DATA" --tta --out benchmarks/results/evaluate_model_tta.json
+$PY benchmarks/paper_protocol.py --data "$DATA" --init scratch --out benchmarks/results/paper_protocol_scratch.json
+$PY benchmarks/paper_protocol.py --data "$DATA" --init bundled --out benchmarks/results/paper_protocol_bundled.json
+$PY benchmarks/speed.py --data "$DATA"
+$PY benchmarks/data_efficiency.py --data "$DATA"
