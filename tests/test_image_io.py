@@ -1,3 +1,4 @@
+import os
 import warnings
 
 import numpy as np
@@ -97,3 +98,6 @@ def test_write_never_overwrites_unless_asked(tmp_path):
     assert np.unique(np.asarray(Image.open(path))).tolist() == [0]
     write_image(tmp_path / "x.png", np.zeros((8, 8, 3), np.uint8))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.png", "x.png"]  # no temp files left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # readable like any new file

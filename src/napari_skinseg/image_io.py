@@ -7,12 +7,13 @@ can report the file and go on.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from .atomic import atomic_write
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 MIN_SIDE = 8  # smaller images carry no lesion a U-Net could find
@@ -137,16 +138,7 @@ def write_image(path: str | os.PathLike, array: np.ndarray, overwrite: bool = Fa
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; not overwriting it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        Image.fromarray(np.asarray(array)).save(tmp, format=_pil_format(path))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: Image.fromarray(np.asarray(array)).save(tmp, format=_pil_format(path)))
 
 
 def write_mask(path: str | os.PathLike, mask: np.ndarray, overwrite: bool = False) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ with warnings.catch_warnings():
     # Qt worker thread crashes the process, so the import must happen on the main thread.
     import segmentation_models_pytorch as smp
 
+from .atomic import atomic_write
 from .config import IMAGENET_MEAN, IMAGENET_STD, TrainConfig
 
 FORMAT = "napari-skinseg-model"
@@ -119,17 +119,7 @@ class SkinSegModel:
 
 
 def atomic_torch_save(payload: dict[str, Any], path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def read_torch_file(path: str | os.PathLike, what: str = "model file",
