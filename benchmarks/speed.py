@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import statistics
 import subprocess
 import sys
@@ -121,13 +122,32 @@ def timed(fn, items, repeats=1):
 
 
 def peak_rss_mb(args):
-    code = ("import resource, sys; from napari_skinseg.cli import main; code = main(sys.argv[1:]); "
-            "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024); sys.exit(code)")
+    """Peak resident memory of one `skinseg` command in a fresh process (VmHWM: unlike
+    ru_maxrss, it starts afresh at exec and does not inherit this process's peak)."""
+    code = ("import sys; from napari_skinseg.cli import main; code = main(sys.argv[1:]); "
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]; "
+            "print('PEAK', int(hwm.split()[1]) / 1024); sys.exit(code)")
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
     peak = [line for line in out.stdout.splitlines() if line.startswith("PEAK")]
     if not peak:
         raise RuntimeError(out.stderr[-2000:])
     return float(peak[0].split()[1])
+
+
+def peak_memory(train_pairs, size, batch_size):
+    with tempfile.TemporaryDirectory() as tmp:
+        img_dir = Path(tmp) / "images"
+        msk_dir = Path(tmp) / "masks"
+        img_dir.mkdir()
+        msk_dir.mkdir()
+        for p in train_pairs:
+            (img_dir / p.image.name).symlink_to(p.image.resolve())
+            (msk_dir / p.mask.name).symlink_to(p.mask.resolve())
+        train_mb = peak_rss_mb(["train", str(img_dir), str(msk_dir), "--out", f"{tmp}/m.pt", "--epochs", "1",
+                                "--size", str(size), "--batch-size", str(batch_size), "--device", "cpu"])
+        segment_mb = peak_rss_mb(["segment", str(img_dir), f"{tmp}/Results", "--model", f"{tmp}/m.pt",
+                                  "--device", "cpu"])
+    return {"train": train_mb, "segment_folder": segment_mb, "images": len(train_pairs)}
 
 
 def main():
@@ -139,9 +159,18 @@ def main():
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--infer", type=int, default=20, help="images timed for inference")
     parser.add_argument("--out", default="benchmarks/results/speed.json")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="only (re)measure peak memory and update --out")
     args = parser.parse_args()
     pairs = all_pairs(args.data)
     train_pairs = random_subset(pairs, args.n, seed=1)
+    if args.memory_only:
+        data = json.loads(Path(args.out).read_text())
+        data["results"]["peak_rss_mb"] = peak_memory(train_pairs, args.size, args.batch_size)
+        print(data["results"]["peak_rss_mb"])
+        data.pop("date"), data.pop("machine")
+        save_json(data, args.out)
+        return
     infer_pairs = random_subset(pairs, args.infer, seed=2)
     config = TrainConfig(size=args.size, batch_size=args.batch_size, epochs=args.epochs, device="cpu",
                          val_fraction=0.1)
@@ -192,24 +221,13 @@ def main():
         dices.append(image_metrics(a > 0.5, b > 0.5).dice)
 
     # Peak memory of the two CLI jobs, each in a fresh process.
-    with tempfile.TemporaryDirectory() as tmp:
-        img_dir = Path(tmp) / "images"
-        msk_dir = Path(tmp) / "masks"
-        img_dir.mkdir()
-        msk_dir.mkdir()
-        for p in train_pairs:
-            (img_dir / p.image.name).symlink_to(p.image.resolve())
-            (msk_dir / p.mask.name).symlink_to(p.mask.resolve())
-        train_mb = peak_rss_mb(["train", str(img_dir), str(msk_dir), "--out", f"{tmp}/m.pt", "--epochs", "1",
-                                "--size", str(args.size), "--batch-size", str(args.batch_size), "--device", "cpu"])
-        segment_mb = peak_rss_mb(["segment", str(img_dir), f"{tmp}/Results", "--model", f"{tmp}/m.pt",
-                                  "--device", "cpu"])
+    memory = peak_memory(train_pairs, args.size, args.batch_size)
     rows = {"size": args.size, "batch_size": args.batch_size, "encoder": encoder,
             "train_images_per_s": {"ours": ours_train_ips, "naive": naive_ips, "ratio": ours_train_ips / naive_ips},
             "inference_ms_per_image": {"ours": ours_ms, "naive": naive_ms, "ratio": naive_ms / ours_ms},
             "network_ms": net_only_ms, "network_gflop": flops / 1e9, "network_gflops_per_s": gflops,
             "sgemm_gflops_per_s": peak, "fraction_of_sgemm": gflops / peak,
-            "peak_rss_mb": {"train": train_mb, "segment_folder": segment_mb},
+            "peak_rss_mb": memory,
             "channels_last_vs_nchw": {"network_ms_nchw": nchw_ms, "network_ms_channels_last": cl_ms,
                                       "speedup": nchw_ms / cl_ms,
                                       "max_probability_difference": max(diffs),

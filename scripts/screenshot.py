@@ -38,24 +38,26 @@ def main():
         MODEL.set(args.model)
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1500, 950)
-    # A short training on six synthetic pairs, so the Train dock shows a real curve.
+    # A short fine-tuning on six synthetic pairs, so the Train dock shows a real curve.
     for i in range(6):
         image, mask = make_synthetic_lesion((256, 256), seed=30 + i)
         viewer.add_image(image, name=f"train{i}", rgb=True, visible=False)
         viewer.add_labels(mask.astype(np.uint8), name=f"train{i} mask", visible=False)
     _, train = viewer.window.add_plugin_dock_widget("napari-skinseg", "Train")
     train.labels_layers.value = [f"train{i} mask" for i in range(6)]
-    train.epochs.value, train.size.value, train.learning_rate.value = 12, 128, "0.003"
-    train.start_from.value = "scratch"
+    train.epochs.value, train.size.value, train.learning_rate.value = 6, 192, "0.0003"
+    train.start_from.value = "bundled model"  # fine-tune, as a user with a few new pairs would
     train.output.value = Path(args.workdir) / f"demo-{int(time.time())}.pt"
     train.start_button.native.click()
     wait(lambda: not train.controller.running)
-    if args.model:
-        MODEL.set(args.model)  # segment with the given model, not the 4-epoch demo
     viewer.open_sample("napari-skinseg", "synthetic_lesion")
     viewer.layers["synthetic lesion mask"].visible = False
     _, segment = viewer.window.add_plugin_dock_widget("napari-skinseg", "Segment", tabify=True)
     segment.images.value = ["synthetic lesion"]
+    if args.model:  # segment with the given model, not the short demo training
+        MODEL.set(args.model)
+    else:
+        segment.model.choice.value = "bundled model"
     segment.segment_button.native.click()
     wait(lambda: "synthetic lesion prediction" in viewer.layers and segment.worker is None)
     viewer.layers["synthetic lesion prediction"].contour = 3

@@ -226,6 +226,7 @@ def test_curate_save_next_and_retrain(make_napari_viewer, qtbot, tmp_path, tiny_
     result = widget.controller.result
     assert result is not None and MODEL.path == result.model_path
     assert result.model.metadata.started_from == str(tiny_model_path)
+    assert result.model.metadata.config.learning_rate == curate_widget.FINE_TUNE_LR
     assert len(widget.plot.history) == 1
 
 

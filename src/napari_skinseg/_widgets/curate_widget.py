@@ -29,6 +29,7 @@ from .training_controller import TrainingController
 from .workers import start_worker
 
 BASE, CONTINUE = "base model", "current model"
+FINE_TUNE_LR = 3e-4
 
 
 def ask_overwrite(message: str) -> bool:
@@ -192,8 +193,10 @@ class CurateWidget(Container):
         if init is not None:
             from ..model import load_model
 
-            config = load_model(init).metadata.config.replace(epochs=self.epochs.value,
-                                                               lr_schedule="constant", device="auto")
+            # Fine-tuning: a lower rate than from scratch, so a few curated pairs adjust the
+            # model instead of overwriting it (benchmarks/data_efficiency.py uses the same).
+            config = load_model(init).metadata.config.replace(
+                epochs=self.epochs.value, lr_schedule="constant", device="auto", learning_rate=FINE_TUNE_LR)
         out = self.folder / "models" / f"retrained-{dt.datetime.now():%Y%m%d-%H%M%S}.pt"
         folder = self.folder
         self._set_status(f"retraining on {n} curated pairs from {init.name if init else 'scratch'}")
