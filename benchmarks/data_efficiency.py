@@ -37,7 +37,14 @@ def main():
     parser.add_argument("--budget", type=int, default=1200, help="training images seen per run (at least 5 epochs)")
     parser.add_argument("--size", type=int, default=None, help="working size (default: the bundled model's)")
     parser.add_argument("--out", default="benchmarks/results/data_efficiency.json")
+    parser.add_argument("--replot", action="store_true", help="only redraw the PNG from --out")
     args = parser.parse_args()
+    if args.replot:
+        import json
+
+        data = json.loads(Path(args.out).read_text())
+        plot(data["rows"], data["bundled_as_is"]["dice"], Path(args.out).with_suffix(".png"))
+        return
 
     pairs = all_pairs(args.data)
     unseen = bundled_val_pairs(pairs)
@@ -86,6 +93,7 @@ def plot(rows, base_dice, path):
         ax.plot(*zip(*pts), marker, label=f"from {start}")
     ax.axhline(base_dice, color="grey", ls="--", label="bundled model, no fine-tuning")
     ax.set_xscale("log")
+    ax.minorticks_off()  # log-scale minor labels would overlap the image counts
     ax.set_xticks([r["n"] for r in rows if r["start"] == "scratch"])
     ax.set_xticklabels([str(r["n"]) for r in rows if r["start"] == "scratch"])
     ax.set_xlabel("training images")
