@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 # Encoders known to train in reasonable time on a laptop CPU; any smp encoder name is accepted.
@@ -154,12 +154,3 @@ class PostprocessConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-
-@dataclass
-class DataSummary:
-    """What a model was trained on, kept in its metadata."""
-
-    n_train: int = 0
-    n_val: int = 0
-    sources: list[str] = field(default_factory=list)
-    mean_lesion_fraction: float = 0.0

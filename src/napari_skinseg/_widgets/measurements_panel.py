@@ -71,9 +71,7 @@ class MeasurementsPanel(Container):
     def refresh(self) -> None:
         name = self.layer.value
         if name and name in self.viewer.layers:
-            row = self.measure(self.viewer.layers[name])
-            if row is not None:
-                self._fill_table(row)
+            self.measure(self.viewer.layers[name])  # fills the table for the chosen layer
 
     def _fill_table(self, row: dict) -> None:
         keys = [k for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))]
