@@ -277,14 +277,23 @@ COMMANDS = {"train": cmd_train, "segment": cmd_segment, "evaluate": cmd_evaluate
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .bundled import BundledModelMissing
-    from .devices import DeviceError
-    from .image_io import ImageReadError, NonBinaryMaskWarning
-    from .model import ModelFileError
+    from .image_io import NonBinaryMaskWarning
 
     args = build_parser().parse_args(argv)
-    warnings.simplefilter("always", NonBinaryMaskWarning)
-    warnings.showwarning = lambda msg, cat, *a, **k: print(f"warning: {msg}", file=sys.stderr)
+    # Warnings as one plain line each, for this command only (catch_warnings restores the
+    # caller's filters and showwarning, so `main()` called from Python changes nothing global).
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", NonBinaryMaskWarning)
+        warnings.showwarning = lambda msg, cat, *a, **k: print(f"warning: {msg}", file=sys.stderr)
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .bundled import BundledModelMissing
+    from .devices import DeviceError
+    from .image_io import ImageReadError
+    from .model import ModelFileError
+
     try:
         return COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, ModelFileError,

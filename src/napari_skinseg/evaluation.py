@@ -8,9 +8,8 @@ from pathlib import Path
 
 from .image_io import ImageReadError, read_mask
 from .metrics import METRIC_NAMES, ImageMetrics, image_metrics, mean_metrics
-from .pairs import Skipped, find_mask, list_images
+from .pairs import Skipped, find_mask, id_of_mask, list_images
 
-SUFFIX = "_segmentation"
 
 
 @dataclass
@@ -43,9 +42,10 @@ def evaluate_folders(pred_dir: str | Path, truth_dir: str | Path) -> Evaluation:
     result = Evaluation(skipped=skipped)
     for pred_path in preds:
         stem = pred_path.stem
-        if not stem.endswith(SUFFIX) and stem.endswith(("_overlay", "_probability")):
+        image_id = id_of_mask(pred_path)
+        if image_id is None and stem.endswith(("_overlay", "_probability")):
             continue  # other outputs of `skinseg segment`
-        image_id = stem[: -len(SUFFIX)] if stem.endswith(SUFFIX) else stem
+        image_id = image_id or stem
         truth_path = find_mask(Path(image_id), truth_dir)
         if truth_path is None:
             result.skipped.append(Skipped(pred_path, f"no true mask for {image_id} in {truth_dir}"))

@@ -16,7 +16,7 @@ from skimage import morphology, segmentation
 
 from .config import PostprocessConfig
 from .image_io import ImageReadError, mask_to_uint8, read_image, write_image
-from .pairs import is_mask_name, list_images
+from .pairs import is_mask_name, list_images, mask_filename
 from .prediction import Segmenter
 
 OVERLAY_COLOUR = (0, 255, 0)
@@ -66,7 +66,7 @@ def overlay_outline(image: np.ndarray, mask: np.ndarray, colour=OVERLAY_COLOUR) 
 
 
 def output_paths(results_dir: Path, stem: str, overlay: bool, probabilities: bool) -> dict[str, Path]:
-    paths = {"mask": results_dir / f"{stem}_segmentation.png"}
+    paths = {"mask": results_dir / mask_filename(stem)}
     if overlay:
         paths["overlay"] = results_dir / f"{stem}_overlay.png"
     if probabilities:

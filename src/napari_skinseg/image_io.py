@@ -17,8 +17,6 @@ from .atomic import atomic_write
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 MIN_SIDE = 8  # smaller images carry no lesion a U-Net could find
-# Pillow refuses larger images as "decompression bombs"; dermoscopy images are far smaller.
-Image.MAX_IMAGE_PIXELS = 200_000_000
 
 
 class ImageReadError(ValueError):
@@ -44,6 +42,10 @@ def _read_array(path: Path) -> np.ndarray:
             arr = np.asarray(img)
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found") from None
+    except Image.DecompressionBombError:
+        # Pillow's own limit (about 179 megapixels), left as it is for the whole process.
+        raise ImageReadError(f"{path.name}: image is too large to read safely (over "
+                             f"{2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(f"{path.name}: not a readable image ({err})") from None
     return arr

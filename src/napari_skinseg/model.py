@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,20 @@ class ModelFileError(ValueError):
 def _first_line(err: BaseException) -> str:
     lines = str(err).strip().splitlines()
     return lines[0][:200] if lines else type(err).__name__
+
+
+def _load_failure(path: Path, err: BaseException) -> str:
+    if "weights_only" in str(err) or "Unsupported global" in str(err):
+        return "it holds Python objects or code, which napari-skinseg never runs"
+    if not zipfile.is_zipfile(path):
+        return ("it is not a PyTorch file at all" if path.stat().st_size and
+                not _looks_truncated_zip(path) else "it is empty or truncated")
+    return "it is truncated or corrupt"
+
+
+def _looks_truncated_zip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"  # starts like a PyTorch (zip) file but ends early
 
 
 def build_unet(config: TrainConfig) -> nn.Module:
@@ -106,8 +121,11 @@ class SkinSegModel:
 
     @classmethod
     def new(cls, config: TrainConfig) -> "SkinSegModel":
-        torch.manual_seed(config.seed)
-        return cls(xavier_init(build_unet(config)), ModelMetadata(config=config))
+        # Seeded for reproducible weights, inside fork_rng so the caller's global RNG is untouched.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            network = xavier_init(build_unet(config))
+        return cls(network, ModelMetadata(config=config))
 
     def save(self, path: str | os.PathLike, half: bool = False) -> Path:
         """Write atomically; ``half=True`` stores floating weights as fp16 (half the size)."""
@@ -131,9 +149,10 @@ def read_torch_file(path: str | os.PathLike, what: str = "model file",
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt or pickled-code files
-        raise ModelFileError(f"{path.name} is not a readable napari-skinseg {what} "
-                             f"(truncated, corrupt, or holding code we refuse to run): "
-                             f"{_first_line(err)}") from None
+        # torch's own text names internals and, for pickled code, advises switching the safety
+        # check off; the person gets the reason in our words instead.
+        raise ModelFileError(f"{path.name} is not a readable napari-skinseg {what}: "
+                             f"{_load_failure(path, err)}") from None
     if not isinstance(payload, dict) or payload.get("format") != expected_format:
         raise ModelFileError(f"{path.name} is a PyTorch file but not a napari-skinseg {what}")
     if payload.get("version", 0) > FORMAT_VERSION:

@@ -7,7 +7,61 @@ from pathlib import Path
 
 from .image_io import is_image_file
 
-MASK_SUFFIXES = ("_segmentation", "_mask", "")
+# The pair-folder convention (ISIC's): <root>/images/<id>.<ext> + <root>/masks/<id>_segmentation.png.
+# Every module that reads or writes pairs or masks takes the names from here.
+IMAGES_DIR = "images"
+MASKS_DIR = "masks"
+MASK_SUFFIX = "_segmentation"
+MASK_SUFFIXES = (MASK_SUFFIX, "_mask", "")
+
+
+def mask_filename(image_id: str) -> str:
+    """``<id>_segmentation.png``: the mask file of an image, in training folders and results."""
+    return f"{image_id}{MASK_SUFFIX}.png"
+
+
+def id_of_mask(path: str | Path) -> str | None:
+    """The image id of a ``<id>_segmentation.<ext>`` file, else None."""
+    stem = Path(path).stem
+    return stem[: -len(MASK_SUFFIX)] if stem.endswith(MASK_SUFFIX) else None
+
+
+@dataclass(frozen=True)
+class PairFolder:
+    """A folder of training pairs: ``images/`` and ``masks/`` under one root."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def images(self) -> Path:
+        return self.root / IMAGES_DIR
+
+    @property
+    def masks(self) -> Path:
+        return self.root / MASKS_DIR
+
+    def image_path(self, image_id: str, ext: str = ".png") -> Path:
+        return self.images / f"{image_id}{ext}"
+
+    def mask_path(self, image_id: str) -> Path:
+        return self.masks / mask_filename(image_id)
+
+    def ids(self) -> set[str]:
+        """Ids that have a mask file (a curated pair)."""
+        if not self.masks.is_dir():
+            return set()
+        return {i for p in self.masks.glob(f"*{MASK_SUFFIX}.png") if (i := id_of_mask(p))}
+
+
+def pair_folders(folder: str | Path) -> tuple[Path, Path]:
+    """``folder/images`` + ``folder/masks`` when both exist, else one folder holding both."""
+    pf = PairFolder(Path(folder))
+    if pf.images.is_dir() and pf.masks.is_dir():
+        return pf.images, pf.masks
+    return pf.root, pf.root
 
 
 @dataclass(frozen=True)
@@ -37,7 +91,7 @@ class PairScan:
 
 def is_mask_name(path: Path) -> bool:
     """True for names that follow a mask convention (``<id>_segmentation.png``, ``<id>_mask.png``)."""
-    return path.stem.endswith(("_segmentation", "_mask"))
+    return path.stem.endswith((MASK_SUFFIX, "_mask"))
 
 
 def list_images(folder: str | Path) -> tuple[list[Path], list[Skipped]]:
@@ -83,7 +137,7 @@ def find_pairs(images_dir: str | Path, masks_dir: str | Path) -> PairScan:
             continue  # images and masks share a folder: masks are not images
         mask = find_mask(image, masks_dir)
         if mask is None:
-            scan.skipped.append(Skipped(image, f"no mask named {image.stem}_segmentation.png "
+            scan.skipped.append(Skipped(image, f"no mask named {mask_filename(image.stem)} "
                                                f"(or {image.stem}.png) in {masks_dir}"))
         else:
             scan.pairs.append(Pair(image, mask))

@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from .config import PostprocessConfig
-from .dataset import normalise, resize_rgb
+from .dataset import SampleSet, normalise, resize_rgb
 from .devices import resolve_device
 from .image_io import to_rgb_uint8
+from .metrics import image_metrics
 from .model import SkinSegModel, load_model
 from .postprocess import postprocess
 
@@ -68,3 +69,11 @@ class Segmenter:
                 tta: bool = False) -> Segmentation:
         probability = self.predict_probability(image, tta=tta)
         return Segmentation(probability, postprocess(probability, post))
+
+
+def mean_dice(segmenter: Segmenter, samples: SampleSet, threshold: float = 0.5) -> float:
+    """Mean per-image Dice of ``segmenter`` on pairs (at the pairs' size, no post-processing):
+    the one yardstick used to compare two models on the same validation pairs."""
+    dices = [image_metrics(segmenter.predict_probability(image) > threshold, mask).dice
+             for image, mask in zip(samples.images, samples.masks)]
+    return float(np.mean(dices)) if dices else float("nan")

@@ -14,6 +14,7 @@ from scipy import ndimage
 from skimage import draw
 
 from .image_io import write_image, write_mask
+from .pairs import PairFolder
 
 SKIN_TONES = np.array([[224, 184, 160], [210, 160, 130], [235, 200, 180], [190, 140, 110]],
                       dtype=np.float32)
@@ -86,10 +87,11 @@ def write_synthetic_dataset(folder: str | Path, n: int, shape: tuple[int, int] =
                             seed: int = 0, image_ext: str = ".png") -> tuple[Path, Path]:
     """Write ``n`` pairs as ``images/synth_XXXX<ext>`` and ``masks/synth_XXXX_segmentation.png``."""
     folder = Path(folder)
-    images_dir, masks_dir = folder / "images", folder / "masks"
+    pf = PairFolder(folder)
+    images_dir, masks_dir = pf.images, pf.masks
     images, masks = make_synthetic_dataset(n, shape, seed)
     for i, (image, mask) in enumerate(zip(images, masks)):
         name = f"synth_{seed:03d}_{i:04d}"
-        write_image(images_dir / f"{name}{image_ext}", image, overwrite=True)
-        write_mask(masks_dir / f"{name}_segmentation.png", mask, overwrite=True)
+        write_image(pf.image_path(name, image_ext), image, overwrite=True)
+        write_mask(pf.mask_path(name), mask, overwrite=True)
     return images_dir, masks_dir

@@ -18,7 +18,7 @@ import datetime as _dt
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Generator
 
@@ -33,43 +33,9 @@ from .dataset import SampleSet, normalise
 from .devices import resolve_device
 from .generators import drain
 from .model import FORMAT, ModelFileError, SkinSegModel, atomic_torch_save, load_model, read_torch_file
+from .reports import BatchProgress, EpochReport
 
 CHECKPOINT_FORMAT = FORMAT + "-checkpoint"
-
-
-@dataclass
-class EpochReport:
-    """The paper's per-epoch figures plus validation Dice/Jaccard (at the working size)."""
-
-    epoch: int
-    epochs: int
-    train_loss: float
-    val_loss: float
-    train_accuracy: float
-    val_accuracy: float
-    val_dice: float
-    val_jaccard: float
-    seconds: float
-    learning_rate: float
-    best: bool = False
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    def line(self) -> str:
-        return (f"epoch {self.epoch}/{self.epochs}  loss {self.train_loss:.4f}  "
-                f"acc {self.train_accuracy:.4f}  val_loss {self.val_loss:.4f}  "
-                f"val_acc {self.val_accuracy:.4f}  val_dice {self.val_dice:.4f}  "
-                f"val_jaccard {self.val_jaccard:.4f}  {self.seconds:.1f} s"
-                + ("  *best" if self.best else ""))
-
-
-@dataclass
-class BatchProgress:
-    epoch: int
-    batch: int
-    batches: int
-    elapsed: float  # seconds since training started
 
 
 @dataclass

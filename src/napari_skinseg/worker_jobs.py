@@ -1,0 +1,166 @@
+"""The jobs the model worker runs for napari (this is the worker's side: it imports torch).
+
+Each job is a generator function ``job(cancel, **kwargs)``: it yields small items (epoch reports,
+batch progress, per-image results) and returns its result. Everything yielded or returned is
+plain data, numpy arrays, or a class from :mod:`napari_skinseg.reports` / :mod:`.config`, so that
+napari can unpickle it without importing torch.
+
+A ``model`` argument is a model file path, or None for the bundled model.
+"""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+from typing import Any, Callable, Generator
+
+from .bundled import BundledModelMissing, bundled_model_path
+from .config import PostprocessConfig, TrainConfig
+from .dataset import samples_from_folders
+from .devices import DeviceError, available_devices
+from .folder_segmentation import segment_folder
+from .image_io import ImageReadError
+from .model import ModelFileError, load_model
+from .pairs import list_images
+from .prediction import Segmenter, mean_dice
+from .reports import TrainingSummary
+from .training import train
+
+Cancel = Callable[[], bool]
+
+# Segmenters stay loaded between jobs (that is why the worker is long-lived); keyed by file
+# identity so a retrained file under the same name is loaded again.
+_SEGMENTERS: dict[tuple, Segmenter] = {}
+_KEEP_LOADED = 2
+
+
+def _model_path(model: str | None) -> Path:
+    return Path(model) if model else bundled_model_path()
+
+
+def _segmenter(model: str | None, device: str = "auto") -> Segmenter:
+    path = _model_path(model)
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} does not exist")
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, device)
+    if key not in _SEGMENTERS:
+        while len(_SEGMENTERS) >= _KEEP_LOADED:
+            _SEGMENTERS.pop(next(iter(_SEGMENTERS)))
+        _SEGMENTERS[key] = Segmenter.from_file(path, device=device)
+    return _SEGMENTERS[key]
+
+
+def model_info(path: Path, metadata) -> dict[str, Any]:
+    """What the widgets show about a model (plain data)."""
+    return {"path": str(path), "name": path.name, "status": metadata.status,
+            "best_epoch": metadata.best_epoch, "epochs_completed": metadata.epochs_completed,
+            "val_dice": metadata.metrics.get("val_dice"), "size": metadata.size,
+            "encoder": metadata.config.encoder, "n_train": metadata.data.get("n_train"),
+            "created": metadata.created}
+
+
+def job_devices(cancel: Cancel) -> Generator[Any, None, tuple[str, ...]]:
+    """The devices that work in the worker (``auto``, ``cpu``, then ``cuda``/``mps`` if usable)."""
+    return available_devices()
+    yield  # a generator, like every job
+
+
+def job_model_info(cancel: Cancel, model: str | None = None) -> Generator[Any, None, dict]:
+    """Load a model file (checking it) and describe it."""
+    path = _model_path(model)
+    return model_info(path, load_model(path).metadata)
+    yield
+
+
+def job_predict(cancel: Cancel, images: list[tuple[str, Any]], model: str | None = None,
+                device: str = "auto", tta: bool = False) -> Generator[tuple, None, int]:
+    """Yield ``(name, probability)`` for each ``(name, image array)``; probabilities at the
+    image's own size. The first item is ``("model", info)``."""
+    segmenter = _segmenter(model, device)
+    yield "model", model_info(_model_path(model), segmenter.model.metadata)
+    done = 0
+    for name, array in images:
+        if cancel():
+            break
+        yield name, segmenter.predict_probability(array, tta=tta)
+        done += 1
+    return done
+
+
+def job_segment_folder(cancel: Cancel, input_dir: str, results_dir: str, model: str | None = None,
+                       device: str = "auto", post: PostprocessConfig | None = None,
+                       tta: bool = False, overwrite: bool = False,
+                       overlay: bool = True) -> Generator[dict, None, str]:
+    """Segment every image of a folder into a results folder; one dict per file."""
+    segmenter = _segmenter(model, device)
+    images, others = list_images(input_dir)
+    yield {"total": len(images) + len(others)}
+    gen = segment_folder(input_dir, results_dir, segmenter, post, tta=tta, overwrite=overwrite,
+                         overlay=overlay)
+    report = None
+    while True:
+        if cancel():
+            return "cancelled; outputs written so far are kept"
+        try:
+            outcome = next(gen)
+        except StopIteration as stop:
+            report = stop.value
+            break
+        yield {"name": outcome.path.name, "status": outcome.status, "message": outcome.message}
+    return report.summary()
+
+
+def job_train(cancel: Cancel, images_dir: str, masks_dir: str, config: TrainConfig, out: str,
+              init: str | None = None, sources: list[str] | None = None,
+              compare: bool = False, baseline: str | None = None
+              ) -> Generator[Any, None, TrainingSummary]:
+    """Train (yielding status lines, BatchProgress and EpochReports) and summarise the run.
+
+    With ``compare=True`` the model it would replace (``baseline``; None = the bundled model) is
+    measured on the same validation pairs, so the person can choose with both numbers in view.
+    """
+    yield "reading the training pairs ..."
+    samples = samples_from_folders(images_dir, masks_dir, config.size)
+    skipped = f" ({len(samples.skipped)} skipped)" if samples.skipped else ""
+    yield f"training on {len(samples)} pairs{skipped} ..."
+    result = yield from train(samples, config, out, init=init, cancel=cancel, yield_batches=True,
+                              sources=sources)
+    summary = TrainingSummary(model_path=str(result.model_path), history=result.history,
+                              best_epoch=result.best_epoch, cancelled=result.cancelled,
+                              status=result.model.metadata.status, val_names=result.val_names)
+    if summary.validated:
+        val = samples.subset([samples.names.index(n) for n in result.val_names])
+        summary.val_dice = mean_dice(Segmenter(result.model, config.device), val)
+        if compare:
+            path = _model_path(baseline)
+            yield f"measuring {path.name} on the same {len(val)} validation pairs ..."
+            summary.baseline_dice = mean_dice(_segmenter(baseline, config.device), val)
+            summary.baseline_name = path.name
+    return summary
+
+
+JOBS: dict[str, Callable[..., Generator]] = {
+    "devices": job_devices,
+    "model_info": job_model_info,
+    "predict": job_predict,
+    "segment_folder": job_segment_folder,
+    "train": job_train,
+}
+
+
+def describe_error(err: BaseException) -> str:
+    """One sentence for the person; library internals stay in the worker's log."""
+    text = (str(err).strip().splitlines() or [""])[0][:300]
+    if isinstance(err, MemoryError) or "out of memory" in text.lower():
+        return ("out of memory: lower the batch size or the working size, or choose the CPU"
+                + (f" ({text})" if text else ""))
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return f"no space left on device{f' for {err.filename}' if err.filename else ''}"
+    if isinstance(err, (ModelFileError, ImageReadError, DeviceError, BundledModelMissing,
+                        ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
+                        PermissionError)):
+        return text or type(err).__name__
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.strerror}{f': {err.filename}' if err.filename else ''}"
+    return f"unexpected {type(err).__name__} in the model worker; the details are in the worker's log"
