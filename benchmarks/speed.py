@@ -34,7 +34,8 @@ from skimage import io as skio  # noqa: E402
 from skimage import transform as sktransform  # noqa: E402
 
 from napari_skinseg.config import TrainConfig  # noqa: E402
-from napari_skinseg.dataset import normalise, resize_rgb, samples_from_pairs  # noqa: E402
+from napari_skinseg.dataset import samples_from_pairs  # noqa: E402
+from napari_skinseg.transforms import normalise, resize_rgb  # noqa: E402
 from napari_skinseg.image_io import read_image  # noqa: E402
 from napari_skinseg.metrics import image_metrics  # noqa: E402
 from napari_skinseg.model import SkinSegModel  # noqa: E402

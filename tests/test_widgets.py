@@ -1,33 +1,46 @@
-"""Widget tests: created through the npe2 manifest, driven like a user, real thread workers."""
+"""Widget tests: docks created through the npe2 manifest, driven like a person, with the real
+model worker process (napari's side never imports torch; see test_user_path.py for that)."""
 
 from __future__ import annotations
+
+import shlex
 
 import numpy as np
 import pytest
 
-from napari_skinseg._widgets import curate_widget, segment_widget, train_widget, workers
-from napari_skinseg._widgets.state import MODEL
-from napari_skinseg.image_io import read_mask
+from napari_skinseg import cli
+from napari_skinseg._widgets import curate_widget, fields, jobs, measurements_panel, segment_widget, train_widget
+from napari_skinseg._widgets.fields import DISCARD, STAY
+from napari_skinseg._widgets.session import SESSION
+from napari_skinseg.image_io import read_mask, write_image
 from napari_skinseg.model import load_model
 from napari_skinseg.synthetic import make_synthetic_lesion, write_synthetic_dataset
 
 PLUGIN = "napari-skinseg"
+SLOW = 120_000
 
 
 @pytest.fixture(autouse=True)
-def fresh_model_state():
-    MODEL.path, MODEL._cache = None, None
+def fresh_session(qtbot):
+    SESSION.model.reset()
+    SESSION.post.set(SESSION.post.config.__class__())
     yield
-    MODEL.path, MODEL._cache = None, None
+    qtbot.waitUntil(lambda: not jobs.RUNNING, timeout=60_000)  # no thread outlives its test
+    SESSION.model.reset()
 
 
 @pytest.fixture
 def errors(monkeypatch):
     """Error notifications the widgets show, collected instead of popping up."""
     shown: list[str] = []
-    for module in (train_widget, segment_widget, curate_widget, workers):
+    for module in (train_widget, segment_widget, curate_widget, jobs, measurements_panel):
         monkeypatch.setattr(module, "show_error", shown.append)
     return shown
+
+
+def shown(widget) -> bool:
+    """Whether a widget is meant to be seen (the test viewer's window itself is never shown)."""
+    return not widget.native.isHidden()
 
 
 def dock(viewer, name):
@@ -51,33 +64,58 @@ def test_manifest_is_valid_and_offers_everything():
     assert [s.key for s in manifest.contributions.sample_data] == ["synthetic_lesion"]
 
 
-def test_sample_data_opens_an_image_and_its_mask(make_napari_viewer):
+def test_docks_fit_a_1080_pixel_screen(make_napari_viewer):
+    viewer = make_napari_viewer()
+    for name in ("Train", "Segment", "Curate"):
+        widget = dock(viewer, name)
+        assert type(widget.native).__name__ == "QScrollArea"  # what napari docks scrolls
+        assert widget.native.minimumSizeHint().height() < 300
+
+
+def test_sample_data_opens_an_image_and_its_mask_in_truth_colours(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "synthetic_lesion")
     assert viewer.layers["synthetic lesion"].data.shape == (512, 512, 3)
-    assert viewer.layers["synthetic lesion mask"].data.max() == 1
+    mask = viewer.layers["synthetic lesion mask"]
+    assert mask.data.max() == 1
+    assert tuple(mask.colormap.map([1])[0][:3]) == (0.0, 1.0, 0.0)  # green; predictions magenta
 
 
 def test_train_on_layers_through_the_worker(make_napari_viewer, qtbot, tmp_path, errors):
     viewer = make_napari_viewer()
     add_pairs(viewer)
     widget = dock(viewer, "Train")
+    assert widget.start_from.choices == ("scratch", "bundled model", "model file")  # nothing trained yet
     widget.labels_layers.value = ["lesion0 mask", "lesion1 mask", "lesion2 mask"]
     widget.epochs.value, widget.size.value, widget.start_from.value = 2, 128, "scratch"
     widget.output.value = tmp_path / "gui.pt"
     widget.start_button.native.click()
     assert widget.start_button.text == "Cancel"  # the GUI thread is free while it trains
-    qtbot.waitUntil(lambda: not widget.controller.running, timeout=120_000)
+    qtbot.waitUntil(lambda: not widget.controller.running, timeout=SLOW)
     assert errors == []
-    assert widget.controller.result is not None and not widget.controller.result.cancelled
-    assert len(widget.plot.history) == 2  # the live plot saw both epochs
-    assert MODEL.path == tmp_path / "gui.pt" and load_model(MODEL.path).metadata.epochs_completed == 2
-    assert widget.command.value.startswith("skinseg train ")
-    assert "--epochs 2" in widget.command.value and str(tmp_path / "gui_data" / "images") in widget.command.value
+    summary = widget.controller.summary
+    assert summary is not None and not summary.cancelled and summary.validated
+    assert len(widget.controller.plot.history) == 2  # the live plot saw both epochs
+    assert load_model(tmp_path / "gui.pt").metadata.epochs_completed == 2
+    # Compared with the model in use (the bundled one) on the same validation pair.
+    assert summary.baseline_name == "skinseg_isic2018.pt" and summary.baseline_dice is not None
+    assert "vs skinseg_isic2018.pt" in widget.controller.result_line.value
+    if summary.val_dice < summary.baseline_dice:  # two epochs from scratch rarely win
+        assert SESSION.model.is_bundled and shown(widget.controller.use_new)
+        widget.controller.use_new.native.click()
+    assert SESSION.model.path == tmp_path / "gui.pt"
+    assert "gui.pt" in widget.model_line.value
+    assert "model in use" in widget.start_from.choices  # offered once something was trained
+    # The command repeats the run verbatim: absolute paths, an --out of its own.
+    command = widget.command.value
+    assert command.startswith("skinseg train ") and "--epochs 2" in command
+    args = shlex.split(command)
+    assert all(a.startswith("/") for a in args[2:4]) and args[args.index("--out") + 1].endswith("gui-repeat.pt")
     assert len(list((tmp_path / "gui_data" / "masks").iterdir())) == 3
+    assert cli.main(args[1:]) == 0 and (tmp_path / "gui-repeat.pt").exists()
 
 
-def test_cancel_leaves_a_usable_model(make_napari_viewer, qtbot, tmp_path, errors):
+def test_cancel_before_the_first_validation_never_replaces_the_model(make_napari_viewer, qtbot, tmp_path, errors):
     viewer = make_napari_viewer()
     add_pairs(viewer, n=4)
     widget = dock(viewer, "Train")
@@ -86,14 +124,16 @@ def test_cancel_leaves_a_usable_model(make_napari_viewer, qtbot, tmp_path, error
     widget.start_from.value = "scratch"
     widget.output.value = tmp_path / "cancel.pt"
     widget.start_button.native.click()
-    qtbot.waitUntil(lambda: len(widget.plot.history) >= 1, timeout=120_000)
-    widget.start_button.native.click()  # Cancel
+    qtbot.waitUntil(lambda: widget.controller.progress_bar.value >= 1, timeout=SLOW)  # first batch
+    widget.start_button.native.click()  # Cancel, within the first epoch
     qtbot.waitUntil(lambda: not widget.controller.running, timeout=60_000)
-    assert widget.start_button.text == "Start training"
-    result = widget.controller.result
-    assert result.cancelled and 1 <= len(result.history) < 200
-    model = load_model(tmp_path / "cancel.pt")
-    assert model.metadata.status == "cancelled" and model.metadata.best_epoch >= 1
+    assert widget.start_button.text == "Start training" and errors == []
+    summary = widget.controller.summary
+    assert summary.cancelled and not summary.validated
+    assert SESSION.model.is_bundled  # the unmeasured model is not used
+    assert "never measured" in widget.controller.result_line.value
+    assert not shown(widget.controller.use_new)
+    assert load_model(tmp_path / "cancel.pt").metadata.status == "cancelled"
 
 
 def test_training_errors_become_notifications(make_napari_viewer, tmp_path, errors):
@@ -113,11 +153,17 @@ def test_training_errors_become_notifications(make_napari_viewer, tmp_path, erro
     widget.labels_layers.value = ["b mask"]
     widget.start_button.native.click()
     assert "image is 64x64 but its labels are (32, 32)" in errors[-1]
+    # An empty folder field is "nothing chosen", never the folder napari was started from.
+    widget.source.value = "folder of curated pairs"
+    widget.start_button.native.click()
+    assert "choose the folder of curated pairs first" in errors[-1]
+    assert widget.status.value == f"cannot start training: {errors[-1].split(': ', 1)[1]}"
     assert not widget.controller.running and not (tmp_path / "x.pt").exists()
 
 
-def test_segment_layers_rethreshold_and_measure(make_napari_viewer, qtbot, tmp_path, tiny_model_path, errors):
-    MODEL.set(tiny_model_path)
+def test_segment_rethreshold_measure_and_keep_hand_corrections(make_napari_viewer, qtbot, tmp_path,
+                                                             tiny_model_path, errors):
+    SESSION.model.use(tiny_model_path)
     viewer = make_napari_viewer()
     image, truth = make_synthetic_lesion((90, 120), seed=60)
     viewer.add_image(image, name="skin", rgb=True)
@@ -128,28 +174,42 @@ def test_segment_layers_rethreshold_and_measure(make_napari_viewer, qtbot, tmp_p
     qtbot.waitUntil(lambda: "skin prediction" in viewer.layers and widget.worker is None, timeout=60_000)
     labels = viewer.layers["skin prediction"]
     assert labels.data.shape == (90, 120) and set(np.unique(labels.data)) <= {0, 1}
-    assert "skin probability" in viewer.layers
+    assert viewer.layers["skin probability"].visible  # shown when asked for
+    assert viewer.layers[-1] is labels and viewer.layers.selection.active is labels  # on top
+    assert tuple(labels.colormap.map([1])[0][:3]) == (1.0, 0.0, 1.0)
     dice = 2 * (labels.data.astype(bool) & truth).sum() / (labels.data.astype(bool).sum() + truth.sum())
     assert dice > 0.7
     assert labels.features["area_px"][0] == labels.data.sum()  # measured as a napari feature
-    assert "compactness" in [row[0] for row in widget.measurements.table.data.to_list()]  # in the dock
+    table = dict(widget.measurements.table.data.to_list())
+    assert "area (px²)" in table and "e+" not in "".join(map(str, table.values()))
     before = labels.data.sum()
     widget.post.threshold.value = 0.95  # re-applied from stored probabilities, no network run
     assert labels.data.sum() < before
+    labels.paint((5, 5), 1)  # a correction with the brush ...
     edited = labels.data.copy()
-    edited[:5, :5] = 1
-    labels.data = edited
+    assert labels.features["area_px"][0] == edited.sum()  # ... re-measured
     widget.post.threshold.value = 0.3
     assert np.array_equal(labels.data, edited)  # a hand-corrected mask is never re-thresholded
     assert "edited by hand" in widget.status.value and errors == []
-    assert labels.features["area_px"][0] == edited.sum()  # re-measured after the correction
+    labels.undo()
+    assert labels.features["area_px"][0] == labels.data.sum() != edited.sum()  # undo re-measures
+    labels.paint((5, 5), 1)
+    # Segmenting again asks before replacing corrections; "no" keeps them.
+    widget.confirm_replace = lambda message: False
+    widget.segment_button.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert np.array_equal(labels.data, edited) and "kept" in widget.status.value
+    widget.confirm_replace = lambda message: True
+    widget.segment_button.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert not np.array_equal(labels.data, edited)
     widget.measurements.csv_path.value = tmp_path / "m.csv"
     assert widget.measurements.export() == tmp_path / "m.csv"
     assert "skin," in (tmp_path / "m.csv").read_text() and errors == []
 
 
 def test_segment_folder_from_the_widget(make_napari_viewer, qtbot, tmp_path, tiny_model_path, errors):
-    MODEL.set(tiny_model_path)
+    SESSION.model.use(tiny_model_path)
     images_dir, _ = write_synthetic_dataset(tmp_path / "data", 3, (64, 80), seed=5)
     viewer = make_napari_viewer()
     widget = dock(viewer, "Segment")
@@ -161,82 +221,186 @@ def test_segment_folder_from_the_widget(make_napari_viewer, qtbot, tmp_path, tin
     assert errors == []
 
 
-def test_segment_without_image_or_with_bad_model_file(make_napari_viewer, tmp_path, errors):
+def test_model_choice_checks_files_and_errors_read_plainly(make_napari_viewer, qtbot, tmp_path, errors):
     viewer = make_napari_viewer()
     widget = dock(viewer, "Segment")
+    assert widget.model.choice.choices == ("bundled model", "model file")  # nothing trained yet
     widget.segment_button.native.click()
-    assert "select an image layer" in errors[-1]
-    viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="x", rgb=True)
-    (tmp_path / "bad.pt").write_bytes(b"garbage")
-    widget.model.choice.value, widget.model.file.value = "model file", tmp_path / "bad.pt"
-    widget.images.value = ["x"]
-    widget.segment_button.native.click()
-    assert "bad.pt is not a readable napari-skinseg model file" in errors[-1]
+    assert "select an image layer" in errors[-1] and "select an image layer" in widget.status.value
+    (tmp_path / "notes.txt").write_text("not a model")
+    widget.model.choice.value, widget.model.file.value = "model file", tmp_path / "notes.txt"
+    qtbot.waitUntil(lambda: len(errors) >= 2, timeout=60_000)
+    assert "notes.txt is not a readable napari-skinseg model file" in errors[-1]
+    assert "weights_only" not in errors[-1] and "Traceback" not in errors[-1]
+    assert SESSION.model.is_bundled and "not changed" in widget.model.line.value
 
 
-def test_curate_save_next_and_retrain(make_napari_viewer, qtbot, tmp_path, tiny_model_path, errors):
-    MODEL.set(tiny_model_path)
-    source, _ = write_synthetic_dataset(tmp_path / "todo", 3, (80, 80), seed=9)
+def _open_two_images(viewer):
+    images = {}
+    for i, name in enumerate(("first", "second")):
+        image, _ = make_synthetic_lesion((64, 64), seed=70 + i)
+        viewer.add_image(image, name=name, rgb=True)
+        viewer.add_labels(np.zeros((64, 64), np.uint8), name=f"{name} mask")
+        images[name] = image
+    return images
+
+
+def test_save_takes_the_layer_being_worked_on(make_napari_viewer, tmp_path, errors):
+    viewer = make_napari_viewer()
+    _open_two_images(viewer)
+    widget = dock(viewer, "Curate")
+    widget.curated_dir.value = tmp_path / "curated"
+    second = viewer.layers["second mask"]
+    second.data[10:30, 10:30] = 1
+    viewer.layers.selection.active = viewer.layers["first"]  # the person clicks another image
+    viewer.layers.selection.active = second  # ... then paints on the second one's mask
+    assert "'second mask' as second" in widget.target.value
+    widget.save_button.native.click()
+    assert (tmp_path / "curated" / "masks" / "second_segmentation.png").exists()
+    assert not (tmp_path / "curated" / "masks" / "first_segmentation.png").exists()
+    assert "saved second" in widget.status.value and errors == []
+    viewer.layers.selection.active = viewer.layers["first"]  # an image: its labels are saved
+    widget.save_button.native.click()
+    assert read_mask(tmp_path / "curated" / "masks" / "first_segmentation.png").sum() == 0
+
+
+def test_curate_loop_never_loses_a_correction(make_napari_viewer, qtbot, tmp_path, tiny_model_path, errors):
+    SESSION.model.use(tiny_model_path)
+    source, _ = write_synthetic_dataset(tmp_path / "todo", 4, (80, 80), seed=9)
+    names = sorted(p.stem for p in source.iterdir())
     viewer = make_napari_viewer()
     widget = dock(viewer, "Curate")
     widget.curated_dir.value = tmp_path / "curated"
     widget.source_dir.value = source
     answers = []
-    widget.confirm_overwrite = lambda message: answers.append(message) or answers_value[0]
-    answers_value = [False]
+    widget.confirm_overwrite = lambda message: answers.append(message) or True
 
-    # Next image: opens the first uncurated image and segments it with the current model.
+    def opened(name):
+        return f"{name} prediction" in viewer.layers and widget.worker is None
+
+    # Next image: opens the first image and segments it, prediction on top and ready to paint.
     widget.next_button.native.click()
-    first = sorted(source.iterdir())[0].stem
-    qtbot.waitUntil(lambda: f"{first} prediction" in viewer.layers and widget.worker is None, timeout=60_000)
-    labels = viewer.layers[f"{first} prediction"]
-    assert labels.mode == "paint" and widget.labels_layer.value == labels.name
+    widget.next_button.native.click()  # a second click while it runs starts nothing
+    qtbot.waitUntil(lambda: opened(names[0]), timeout=60_000)
+    labels = viewer.layers[f"{names[0]} prediction"]
+    assert viewer.layers[-1] is labels and labels.mode == "paint"
+    assert [layer.name for layer in viewer.layers] == [names[0], labels.name]
 
-    # The user corrects the mask, then saves it: image + 0/255 mask round-trip.
-    corrected = np.zeros_like(labels.data)
-    corrected[20:50, 10:60] = 1
-    labels.data = corrected
-    widget.save_button.native.click()
-    saved = read_mask(tmp_path / "curated" / "masks" / f"{first}_segmentation.png")
+    # A correction, then Next: the person is asked; "stay" keeps everything as it is.
+    labels.paint((40, 40), 1)
+    labels.paint((5, 5), 1)
+    corrected = labels.data.copy()
+    widget.ask_unsaved = lambda message: STAY
+    widget.next_button.native.click()
+    assert viewer.layers[f"{names[0]} prediction"] is labels and np.array_equal(labels.data, corrected)
+    assert "unsaved corrections" in widget.target.value
+
+    # Save & next in one step.
+    widget.save_next_button.native.click()
+    saved = read_mask(tmp_path / "curated" / "masks" / f"{names[0]}_segmentation.png")
     assert np.array_equal(saved, corrected > 0)
-    assert (tmp_path / "curated" / "images" / f"{first}.png").exists()
-    assert widget.count.value.startswith("1 curated pair ")
+    qtbot.waitUntil(lambda: opened(names[1]), timeout=60_000)
+    assert names[0] not in viewer.layers  # the finished image was closed
 
-    # Saving again asks first; "no" keeps the file, "yes" replaces it.
-    labels.data = np.zeros_like(corrected)
-    widget.save_button.native.click()
-    assert len(answers) == 1 and read_mask(tmp_path / "curated" / "masks" / f"{first}_segmentation.png").any()
-    answers_value[0] = True
-    labels.data = corrected * 0 + (np.arange(80)[None, :] < 40)
-    widget.save_button.native.click()
-    assert read_mask(tmp_path / "curated" / "masks" / f"{first}_segmentation.png")[:, :40].all()
-
-    # Next image skips the curated one.
+    # Discarding is a choice the person makes.
+    viewer.layers[f"{names[1]} prediction"].paint((5, 5), 1)
+    widget.ask_unsaved = lambda message: DISCARD
     widget.next_button.native.click()
-    second = sorted(source.iterdir())[1].stem
-    qtbot.waitUntil(lambda: f"{second} prediction" in viewer.layers and widget.worker is None, timeout=60_000)
-    widget.save_button.native.click()
-    assert widget.update_count() == 2
+    qtbot.waitUntil(lambda: opened(names[2]), timeout=60_000)
+    assert not (tmp_path / "curated" / "masks" / f"{names[1]}_segmentation.png").exists()
 
-    # Retrain on the curated pairs, continuing from the current model.
-    widget.start_from.value, widget.epochs.value = "current model", 1
-    widget.retrain_button.native.click()
-    qtbot.waitUntil(lambda: not widget.controller.running, timeout=120_000)
-    assert errors == []
-    result = widget.controller.result
-    assert result is not None and MODEL.path == result.model_path
-    assert result.model.metadata.started_from == str(tiny_model_path)
-    assert result.model.metadata.config.learning_rate == curate_widget.FINE_TUNE_LR
-    assert len(widget.plot.history) == 1
+    # Previous goes back; an image already curated comes back with its saved mask.
+    widget.previous_button.native.click()
+    qtbot.waitUntil(lambda: opened(names[1]), timeout=60_000)
+    widget.previous_button.native.click()
+    qtbot.waitUntil(lambda: opened(names[0]), timeout=60_000)
+    assert np.array_equal(viewer.layers[f"{names[0]} prediction"].data > 0, saved)
+    assert answers == [] and errors == []
 
 
-def test_curate_errors(make_napari_viewer, tmp_path, errors):
+def test_curate_uses_the_segment_settings(make_napari_viewer, qtbot, tmp_path, tiny_model_path, errors):
+    SESSION.model.use(tiny_model_path)
+    source, _ = write_synthetic_dataset(tmp_path / "todo", 1, (80, 80), seed=9)
+    viewer = make_napari_viewer()
+    segment, curate = dock(viewer, "Segment"), dock(viewer, "Curate")
+    curate.curated_dir.value, curate.source_dir.value = tmp_path / "curated", source
+    curate.next_button.native.click()
+    qtbot.waitUntil(lambda: curate.worker is None and len(viewer.layers) == 2, timeout=60_000)
+    default_area = viewer.layers[-1].data.sum()
+    segment.post.threshold.value = 0.95
+    assert "threshold 0.95" in curate.post_line.value
+    curate.ask_unsaved = lambda message: DISCARD
+    viewer.layers.clear()
+    curate._opened, curate.visited, curate.position = [], [], -1
+    curate.next_button.native.click()
+    qtbot.waitUntil(lambda: curate.worker is None and len(viewer.layers) == 2, timeout=60_000)
+    assert viewer.layers[-1].data.sum() < default_area and errors == []
+
+
+def test_retrain_on_curated_shows_both_models_on_the_same_pairs(make_napari_viewer, qtbot, tmp_path,
+                                                               tiny_model_path, errors):
+    SESSION.model.use(tiny_model_path)
+    curated = tmp_path / "curated"
+    write_synthetic_dataset(curated, 4, (80, 80), seed=11)
     viewer = make_napari_viewer()
     widget = dock(viewer, "Curate")
-    widget.curated_dir.value = tmp_path / "curated"
-    widget.save_button.native.click()
-    assert "no labels layer to save" in errors[-1]
+    widget.curated_dir.value = curated
+    assert widget.update_count() == 4
+    widget.start_from.value, widget.epochs.value = "model in use", 1
     widget.retrain_button.native.click()
-    assert "at least 2 curated pairs" in errors[-1]
-    widget.next_button.native.click()
-    assert "choose the folder of images" in errors[-1]
+    qtbot.waitUntil(lambda: widget.controller.summary is not None and not widget.controller.running,
+                    timeout=SLOW)
+    assert errors == []
+    summary = widget.controller.summary
+    assert summary.baseline_name == "tiny.pt" and summary.val_dice is not None
+    assert f"vs tiny.pt: {summary.baseline_dice:.3f} on the same 1 validation pair" in \
+        widget.controller.result_line.value
+    model = load_model(summary.model_path)
+    assert model.metadata.started_from == str(tiny_model_path)
+    assert model.metadata.config.learning_rate == curate_widget.FINE_TUNE_LR
+    adopted = summary.val_dice >= summary.baseline_dice
+    assert (SESSION.model.path == __import__("pathlib").Path(summary.model_path)) == adopted
+
+
+def test_a_dead_worker_never_takes_napari_down(make_napari_viewer, qtbot, tmp_path, errors):
+    viewer = make_napari_viewer()
+    add_pairs(viewer, n=4)
+    widget = dock(viewer, "Train")
+    widget.labels_layers.value = [f"lesion{i} mask" for i in range(4)]
+    widget.epochs.value, widget.size.value, widget.batch_size.value = 200, 128, 1
+    widget.start_from.value = "scratch"
+    widget.output.value = tmp_path / "killed.pt"
+    widget.start_button.native.click()
+    qtbot.waitUntil(lambda: widget.controller.progress_bar.value >= 1, timeout=SLOW)
+    layers_before = [layer.name for layer in viewer.layers]
+    SESSION.client.kill()  # as the system's out-of-memory killer would
+    qtbot.waitUntil(lambda: not widget.controller.running, timeout=60_000)
+    assert "model worker was killed" in errors[-1] and "next action starts a new worker" in errors[-1]
+    assert "training failed" in widget.status.value
+    assert [layer.name for layer in viewer.layers] == layers_before
+    # The next action starts a fresh worker and works.
+    segment = dock(viewer, "Segment")
+    segment.images.value = ["lesion0"]
+    segment.segment_button.native.click()
+    qtbot.waitUntil(lambda: "lesion0 prediction" in viewer.layers and segment.worker is None, timeout=SLOW)
+    assert len(errors) == 1
+
+
+def test_jobs_can_run_synchronously(monkeypatch, tmp_path):
+    monkeypatch.setattr(jobs, "RUN_SYNCHRONOUSLY", True)
+    got = []
+    runner = jobs.run_job("devices", returned=got.append)
+    assert not runner.running and got and got[0][:2] == ("auto", "cpu")
+
+
+def test_chosen_path_treats_empty_as_nothing(tmp_path):
+    from magicgui.widgets import FileEdit
+
+    field = FileEdit(mode="d")
+    assert fields.chosen_path(field) is None
+    field.value = tmp_path
+    assert fields.chosen_path(field) == tmp_path
+    write_image(tmp_path / "x.png", np.zeros((8, 8, 3), np.uint8))
+    field.value = tmp_path / "x.png"
+    with pytest.raises(ValueError, match="is a file"):
+        fields.required_folder(field, "input folder")

@@ -11,20 +11,11 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
-from .image_io import ImageReadError, labels_to_mask, read_image, read_mask, to_rgb_uint8
+from .image_io import ImageReadError, pair_arrays, read_image, read_mask
 from .pairs import Pair, Skipped, find_pairs
-
-
-def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize uint8 RGB to (H, W) = size; Pillow's filter antialiases when shrinking and works in
-    uint8, so a 6000 x 4000 photograph needs no float copy."""
-    h, w = size
-    if image.shape[:2] == (h, w):
-        return image
-    return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+from .transforms import resize_rgb
 
 
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -75,13 +66,9 @@ def samples_from_arrays(images: Sequence[np.ndarray], labels: Sequence[np.ndarra
     names = list(names) if names is not None else [f"pair {i + 1}" for i in range(len(images))]
     out_images, out_masks = [], []
     for image, label, name in zip(images, labels, names):
-        rgb = to_rgb_uint8(image, name=name)
-        label = np.asarray(label)
-        if label.shape[:2] != rgb.shape[:2] or label.ndim != 2:
-            raise ValueError(f"{name}: image is {rgb.shape[1]}x{rgb.shape[0]} but its labels are "
-                             f"{label.shape[::-1]} ({label.ndim}D); they must match pixel for pixel")
+        rgb, mask = pair_arrays(image, label, name)
         out_images.append(resize_rgb(rgb, (size, size)))
-        out_masks.append(resize_mask(labels_to_mask(label, name=name), (size, size)))
+        out_masks.append(resize_mask(mask, (size, size)))
     return _stack(out_images, out_masks, names, size, [])
 
 
@@ -116,17 +103,3 @@ def samples_from_folders(images_dir, masks_dir, size: int) -> SampleSet:
         raise ValueError(f"none of the pairs in {images_dir} could be read: "
                          + "; ".join(str(s) for s in samples.skipped[:3]))
     return samples
-
-
-def normalise(images: np.ndarray | torch.Tensor, mean: Sequence[float],
-              std: Sequence[float]) -> torch.Tensor:
-    """(N, H, W, 3) uint8 (or float 0..1 NCHW tensor) -> normalised float NCHW, channels_last."""
-    if isinstance(images, np.ndarray):
-        if not images.flags.writeable:  # arrays from Pillow are read-only; torch wants to own them
-            images = images.copy()
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
-    else:
-        x = images
-    m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
-    return ((x - m) / s).contiguous(memory_format=torch.channels_last)

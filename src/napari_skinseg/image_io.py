@@ -120,6 +120,17 @@ def labels_to_mask(labels: np.ndarray, name: str = "mask") -> np.ndarray:
     return arr > 0
 
 
+def pair_arrays(image: np.ndarray, labels: np.ndarray, name: str = "pair") -> tuple[np.ndarray, np.ndarray]:
+    """An image and its labels as (RGB uint8, boolean lesion mask); raises ``ImageReadError``
+    naming the pair when they differ in shape."""
+    rgb = to_rgb_uint8(image, name=name)
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or labels.shape != rgb.shape[:2]:
+        raise ImageReadError(f"{name}: image is {rgb.shape[1]}x{rgb.shape[0]} but its labels are "
+                             f"{labels.shape[::-1]} ({labels.ndim}D); they must match pixel for pixel")
+    return rgb, labels_to_mask(labels, name=name)
+
+
 def read_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> np.ndarray:
     """Read a mask file as a boolean array; ``shape`` (H, W) is checked when given."""
     path = Path(path)

@@ -161,3 +161,57 @@ def write_measurements_csv(rows: Sequence[dict[str, Any]], path: str | Path,
         for row in rows:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     return path
+
+
+# What the napari table shows for each column: a readable name and its unit.
+COLUMN_LABELS: dict[str, tuple[str, str]] = {
+    "n_components": ("separate parts", ""),
+    "area_px": ("area", "px²"),
+    "perimeter_px": ("perimeter", "px"),
+    "equivalent_diameter_px": ("equivalent diameter", "px"),
+    "feret_diameter_max_px": ("largest diameter (Feret)", "px"),
+    "area_mm2": ("area", "mm²"),
+    "perimeter_mm": ("perimeter", "mm"),
+    "equivalent_diameter_mm": ("equivalent diameter", "mm"),
+    "feret_diameter_max_mm": ("largest diameter (Feret)", "mm"),
+    "asymmetry_major_axis": ("asymmetry, major axis", "%"),
+    "asymmetry_minor_axis": ("asymmetry, minor axis", "%"),
+    "compactness": ("compactness (disc = 1)", ""),
+    "solidity": ("solidity (convex = 1)", ""),
+    "L_mean": ("lightness L* mean", ""),
+    "L_std": ("lightness L* spread", ""),
+    "a_mean": ("red-green a* mean", ""),
+    "a_std": ("red-green a* spread", ""),
+    "b_mean": ("yellow-blue b* mean", ""),
+    "b_std": ("yellow-blue b* spread", ""),
+    "n_colours": ("colour families present", ""),
+    "colours": ("colours", ""),
+    **{f"fraction_{name}": (f"{name.replace('_', ' ')} share", "%") for name in COLOUR_FAMILIES},
+}
+
+
+def display_value(column: str, value: Any) -> str:
+    """A value as a person reads it: no exponents, thousands grouped, shares in percent."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, str):
+        return value.replace(";", ", ").replace("_", " ")
+    if COLUMN_LABELS.get(column, ("", ""))[1] == "%":
+        return f"{100 * float(value):.1f} %"
+    if isinstance(value, (int, np.integer)) or float(value).is_integer() and abs(value) >= 10:
+        return f"{int(value):,}"
+    value = float(value)
+    return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.2f}" if abs(value) >= 1 else f"{value:.3f}"
+
+
+def display_rows(row: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(names with units, values) for the descriptors that have a value."""
+    names, values = [], []
+    for column, value in row.items():
+        text = display_value(column, value)
+        if text == "" and column != "colours":
+            continue
+        label, unit = COLUMN_LABELS.get(column, (column, ""))
+        names.append(f"{label} ({unit})" if unit and unit != "%" else label)
+        values.append(text)
+    return names, values

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from .config import PostprocessConfig
-from .dataset import SampleSet, normalise, resize_rgb
+from .dataset import SampleSet
+from .transforms import normalise, resize_rgb
 from .devices import resolve_device
 from .image_io import to_rgb_uint8
 from .metrics import image_metrics

@@ -57,7 +57,7 @@ def model_info(path: Path, metadata) -> dict[str, Any]:
             "best_epoch": metadata.best_epoch, "epochs_completed": metadata.epochs_completed,
             "val_dice": metadata.metrics.get("val_dice"), "size": metadata.size,
             "encoder": metadata.config.encoder, "n_train": metadata.data.get("n_train"),
-            "created": metadata.created}
+            "created": metadata.created, "config": metadata.config}
 
 
 def job_devices(cancel: Cancel) -> Generator[Any, None, tuple[str, ...]]:

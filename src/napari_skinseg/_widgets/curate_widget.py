@@ -1,7 +1,9 @@
 """Curate dock widget: the human-in-the-loop cycle.
 
-Correct a prediction with napari's paint tools -> "Save as training mask" -> "Next image" (opened
-and segmented with the current model) -> ... -> "Retrain on curated".
+Next image (opened and segmented with the model in use) -> correct the prediction with napari's
+paint tools -> Save & next -> ... -> Retrain on curated. A correction is never lost or filed
+under another image: saving takes the layer being worked on and names the image it saved; moving
+on with unsaved corrections asks first; Previous goes back (to the saved mask, if there is one).
 """
 
 from __future__ import annotations
@@ -11,81 +13,91 @@ from pathlib import Path
 from typing import Callable
 
 import napari
+import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, PushButton, SpinBox
-from napari.layers import Labels
-from napari.utils.notifications import show_error, show_info
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..bundled import bundled_model_path, has_bundled_model
-from ..config import PostprocessConfig, TrainConfig
-from ..dataset import samples_from_folders
-from ..image_io import read_image, write_image, write_mask
-from ..pairs import list_images
-from .history_plot import HistoryPlot
-from .layers import PREDICTION_SUFFIX, image_array, image_for_labels, image_id, labels_array, show_prediction
-from .state import CURRENT, MODEL
+from ..config import TrainConfig
+from ..image_io import ImageReadError, read_image, read_mask, write_image, write_mask
+from ..pairs import PairFolder, is_mask_name, list_images
+from .fields import SAVE, STAY, DockContainer, follow, ask_save_discard, ask_yes_no, chosen_path, model_in_use_line, required_folder
+from .jobs import JobRunner, run_job
+from .layers import (
+    AUTO_HASH_KEY,
+    PREDICTION_COLOURS,
+    PREDICTION_SUFFIX,
+    PROBABILITY_SUFFIX,
+    SAVED_HASH_KEY,
+    bring_to_top,
+    image_array,
+    image_for_labels,
+    image_id,
+    labels_array,
+    labels_for_image,
+    mark_saved,
+    mask_hash,
+    show_prediction,
+    unsaved_corrections,
+)
+from .session import SESSION
 from .status_label import status_label
 from .train_widget import DEFAULT_HOME
 from .training_controller import TrainingController
-from .workers import start_worker
 
-BASE, CONTINUE = "base model", "current model"
+BASE, IN_USE = "bundled model", "model in use"
 FINE_TUNE_LR = 3e-4
 
 
-def ask_overwrite(message: str) -> bool:
-    from qtpy.QtWidgets import QMessageBox
-
-    answer = QMessageBox.question(None, "napari-skinseg", message,
-                                  QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
-    return answer == QMessageBox.Yes
-
-
-def curated_ids(folder: Path) -> set[str]:
-    masks = folder / "masks"
-    if not masks.is_dir():
-        return set()
-    return {p.name[: -len("_segmentation.png")] for p in masks.glob("*_segmentation.png")}
-
-
-class CurateWidget(Container):
+class CurateWidget(DockContainer):
     #: asked before an existing curated pair is replaced; tests replace it
-    confirm_overwrite: Callable[[str], bool] = staticmethod(ask_overwrite)
+    confirm_overwrite: Callable[[str], bool] = staticmethod(ask_yes_no)
+    #: asked when moving on with unsaved corrections: "save", "discard" or "stay"
+    ask_unsaved: Callable[[str], str] = staticmethod(ask_save_discard)
 
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
         self.viewer = viewer
         self.curated_dir = FileEdit(label="curated folder", mode="d", value=DEFAULT_HOME / "curated")
-        self.labels_layer = ComboBox(label="corrected labels", choices=self._labels_choices)
-        self.save_button = PushButton(text="Save as training mask")
         self.source_dir = FileEdit(label="images to curate", mode="d")
-        self.next_button = PushButton(text="Next image")
+        self.model_line = model_in_use_line()
+        self.post_line = status_label(SESSION.post.describe())
+        self.target = status_label("")
+        self.previous_button = PushButton(text="◀ Previous")
+        self.next_button = PushButton(text="Next ▶")
+        self.save_next_button = PushButton(text="Save && next ▶")
+        self.save_button = PushButton(text="Save as training mask")
+        nav = Container(widgets=[self.previous_button, self.next_button, self.save_next_button],
+                        layout="horizontal", labels=False)
         self.count = status_label("")
-        self.start_from = ComboBox(label="retrain from", choices=[BASE, CONTINUE], value=BASE,
-                                   tooltip="base: the bundled model (or scratch); current: continue "
-                                           "from the last trained model")
+        self.start_from = ComboBox(label="retrain from", choices=[BASE, IN_USE], value=IN_USE,
+                                   tooltip="bundled: fine-tune the bundled model; in use: "
+                                           "continue from the model Segment and Curate use")
         self.epochs = SpinBox(label="epochs", value=10, min=1, max=1000)
         self.retrain_button = PushButton(text="Retrain on curated")
         self.status = status_label("")
-        self.extend([self.curated_dir, self.labels_layer, self.save_button, self.source_dir,
-                     self.next_button, self.count, self.start_from, self.epochs,
-                     self.retrain_button, self.status])
-        self.plot = HistoryPlot()
-        self.native.layout().addWidget(self.plot)
-        self.controller = TrainingController(self.plot, self._set_running, self._set_status)
-        self.worker = None
-        self.save_button.changed.connect(self._guard(self.save_training_mask))
+        self.controller = TrainingController(self._set_running, self._set_status)
+        self.extend([self.curated_dir, self.source_dir, self.model_line, self.post_line, nav,
+                     self.save_button, self.target, self.count, self.status, self.start_from,
+                     self.epochs, self.retrain_button, self.controller])
+        self.runner: JobRunner | None = None
+        self.visited: list[Path] = []  # images opened here, in order; Previous walks back
+        self.position = -1
+        self._opened: list[str] = []  # names of the layers Curate opened for the current image
+        self.previous_button.changed.connect(self._guard(self.previous_image))
         self.next_button.changed.connect(self._guard(self.next_image))
+        self.save_next_button.changed.connect(self._guard(self.save_and_next))
+        self.save_button.changed.connect(self._guard(self.save_training_mask))
         self.retrain_button.changed.connect(self._retrain_or_cancel)
         self.curated_dir.changed.connect(self.update_count)
-        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            event.connect(self.reset_choices)
+        follow(SESSION.post.changed, self, lambda *_: setattr(self.post_line, "value", SESSION.post.describe()))
+        viewer.layers.selection.events.active.connect(self.update_target)
+        viewer.layers.events.inserted.connect(self._watch_edits)
         self.update_count()
+        self.update_target()
 
     # -- helpers -----------------------------------------------------------------------------
-    def _labels_choices(self, _widget=None) -> list[str]:
-        labels = [layer.name for layer in self.viewer.layers if isinstance(layer, Labels)]
-        return sorted(labels, key=lambda n: not n.endswith(PREDICTION_SUFFIX))
-
     def _guard(self, action):
         def run(*_):
             try:
@@ -102,77 +114,220 @@ class CurateWidget(Container):
         self.retrain_button.text = "Cancel" if running else "Retrain on curated"
 
     @property
-    def folder(self) -> Path:
-        return Path(self.curated_dir.value)
+    def worker(self):
+        """The running segmentation job, or None."""
+        return self.runner if self.runner is not None and self.runner.running else None
+
+    @property
+    def folder(self) -> PairFolder:
+        path = chosen_path(self.curated_dir)
+        if path is None:
+            raise ValueError("choose the curated folder first")
+        return PairFolder(path)
+
+    @property
+    def current(self) -> Path | None:
+        return self.visited[self.position] if 0 <= self.position < len(self.visited) else None
 
     def update_count(self, *_) -> int:
-        n = len(curated_ids(self.folder))
-        self.count.value = f"{n} curated pair{'s' if n != 1 else ''} in {self.folder.name}/"
+        try:
+            folder = self.folder
+        except ValueError:
+            self.count.value = "no curated folder chosen"
+            return 0
+        n = len(folder.ids())
+        self.count.value = f"{n} curated pair{'s' if n != 1 else ''} in {folder.root}"
         return n
 
-    # -- actions -----------------------------------------------------------------------------
+    def _watch_edits(self, event) -> None:
+        layer = event.value
+        if isinstance(layer, Labels):
+            layer.events.set_data.connect(lambda *_: self.update_target())  # paint, undo, .data = ...
+
+    def target_labels(self) -> Labels:
+        """The Labels layer the person is working on: the selected one, or the one over the
+        selected image, or the prediction of the image Curate opened."""
+        active = self.viewer.layers.selection.active
+        if isinstance(active, Labels):
+            return active
+        if isinstance(active, Image):
+            labels = labels_for_image(self.viewer, active)
+            if labels is not None:
+                return labels
+        if self._opened:
+            name = self._opened[0] + PREDICTION_SUFFIX
+            if name in self.viewer.layers:
+                return self.viewer.layers[name]
+        raise ValueError("select the Labels layer you corrected (or its image) first")
+
+    def update_target(self, *_) -> None:
+        try:
+            labels = self.target_labels()
+            stem = image_id(image_for_labels(self.viewer, labels))
+        except ValueError:
+            self.target.value = "saving: select a corrected Labels layer"
+            return
+        state = " (unsaved corrections)" if unsaved_corrections(labels) else ""
+        self.target.value = f"saving: '{labels.name}' as {stem}{state}"
+
+    # -- saving ------------------------------------------------------------------------------
     def save_training_mask(self) -> Path | None:
-        """Write the image and its corrected mask into the curated folder."""
-        if not self.labels_layer.value:
-            raise ValueError("no labels layer to save: segment an image or add a Labels layer")
-        labels = self.viewer.layers[self.labels_layer.value]
+        """Write the image and the mask being worked on into the curated folder."""
+        labels = self.target_labels()
         image_layer = image_for_labels(self.viewer, labels)
         image, mask = image_array(image_layer), labels_array(labels)
         if mask.shape != image.shape[:2]:
             raise ValueError(f"labels '{labels.name}' are {mask.shape[::-1]} but the image is "
                              f"{image.shape[1::-1]}")
         stem = image_id(image_layer)
-        image_path = self.folder / "images" / f"{stem}.png"
-        mask_path = self.folder / "masks" / f"{stem}_segmentation.png"
+        folder = self.folder
+        image_path, mask_path = folder.image_path(stem), folder.mask_path(stem)
         exists = image_path.exists() or mask_path.exists()
-        if exists and not self.confirm_overwrite(f"A curated pair '{stem}' exists. Replace it?"):
-            self._set_status(f"not saved: '{stem}' kept as it was")
+        if exists and not self._same_as_saved(mask_path, mask) and \
+                not self.confirm_overwrite(f"A curated pair '{stem}' exists. Replace it?"):
+            self._set_status(f"not saved: the curated '{stem}' was kept as it was")
             return None
         write_image(image_path, image, overwrite=exists)
         write_mask(mask_path, mask > 0, overwrite=exists)
+        mark_saved(labels)
         n = self.update_count()
-        self._set_status(f"saved {mask_path.name} ({n} curated pairs)")
-        show_info(f"saved {stem} as a training pair in {self.folder}")
+        self.update_target()
+        self._set_status(f"saved {stem} ('{labels.name}') as {mask_path.name} ({n} curated pairs)")
+        show_info(f"saved {stem} as a training pair in {folder.root}")
         return mask_path
 
-    def next_image(self) -> Path | None:
-        """Open the next image of the chosen folder without a curated mask and segment it."""
-        source = Path(self.source_dir.value)
-        if str(self.source_dir.value) in ("", ".") or not source.is_dir():
-            raise ValueError("choose the folder of images to curate")
-        done = curated_ids(self.folder)
+    @staticmethod
+    def _same_as_saved(mask_path: Path, mask: np.ndarray) -> bool:
+        try:
+            return mask_path.exists() and np.array_equal(read_mask(mask_path), mask > 0)
+        except ValueError:
+            return False
+
+    # -- moving between images ---------------------------------------------------------------
+    def _leave_current(self) -> bool:
+        """Close the current image's layers; unsaved corrections are saved or dropped only as
+        the person says. False: stay on this image."""
+        labels = next((self.viewer.layers[n] for n in self._opened[1:2] if n in self.viewer.layers), None)
+        if labels is not None and unsaved_corrections(labels):
+            answer = self.ask_unsaved(f"'{labels.name}' has corrections that are not saved. "
+                                      "Save them as a training mask before moving on?")
+            if answer == STAY:
+                self._set_status(f"stayed on {self._opened[0]}: its corrections are not saved yet")
+                return False
+            if answer == SAVE and self.save_training_mask_for(labels) is None:
+                return False
+        for name in self._opened:
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+        self._opened = []
+        return True
+
+    def save_training_mask_for(self, labels: Labels) -> Path | None:
+        self.viewer.layers.selection.active = labels
+        return self.save_training_mask()
+
+    def _todo(self) -> list[Path]:
+        source = required_folder(self.source_dir, "folder of images to curate")
         images, _ = list_images(source)
-        todo = [p for p in images if p.stem not in done and not p.stem.endswith("_segmentation")]
+        done = self.folder.ids()
+        return [p for p in images if p.stem not in done and not is_mask_name(p)]
+
+    def next_image(self) -> Path | None:
+        """Open the next image without a curated mask (folder order) and segment it."""
+        if self._busy():
+            return None
+        todo = self._todo()
+        current = self.current
+        if current is not None and current in todo:
+            todo = todo[todo.index(current) + 1:] + todo[:todo.index(current)]  # go on, wrap round
+        elif current is not None:
+            later = [p for p in todo if p.name > current.name]
+            todo = later + [p for p in todo if p not in later]
         if not todo:
             self._set_status("every image of that folder has a curated mask")
             show_info("every image of that folder has a curated mask")
             return None
-        path = todo[0]
-        image = read_image(path)
-        if path.stem in self.viewer.layers:
-            self.viewer.layers.remove(path.stem)
-        self.viewer.add_image(image, name=path.stem, rgb=True, metadata={"source_path": str(path)})
-        segmenter = MODEL.segmenter(MODEL.resolve(CURRENT))
-        self._set_status(f"segmenting {path.name} ({len(todo) - 1} more to curate) ...")
-
-        def body():
-            yield segmenter.predict_probability(image)
-            return path
-
-        def shown(probability):
-            layer = show_prediction(self.viewer, path.stem, probability, PostprocessConfig())
-            self.viewer.layers.selection.active = layer
-            layer.mode = "paint"
-            self.reset_choices()
-            self.labels_layer.value = layer.name
-            self._set_status(f"correct '{layer.name}' with the brush/eraser, then save it")
-
-        def finished():
-            self.worker = None
-
-        self.worker = start_worker(body, yielded=shown, finished=finished)
+        for path in todo:
+            try:
+                opened = self._open(path)
+            except ImageReadError as err:  # report it and go on to the next image
+                show_warning(f"skipped: {err}")
+                continue
+            break
+        else:
+            self._set_status("none of the remaining images could be read")
+            return None
+        if not opened:
+            return None
+        self.visited = self.visited[: self.position + 1] + [path]
+        self.position = len(self.visited) - 1
         return path
 
+    def previous_image(self) -> Path | None:
+        """Go back to the image opened before this one (its saved mask, if it has one)."""
+        if self._busy():
+            return None
+        if self.position <= 0:
+            raise ValueError("there is no previous image")
+        path = self.visited[self.position - 1]
+        if not self._open(path):
+            return None
+        self.position -= 1
+        return path
+
+    def save_and_next(self) -> Path | None:
+        if self.save_training_mask() is None:
+            return None
+        return self.next_image()
+
+    def _busy(self) -> bool:
+        if self.worker is not None:
+            show_warning("still segmenting the previous image; one moment")
+            return True
+        return False
+
+    def _open(self, path: Path) -> bool:
+        image = read_image(path)  # a bad file is reported before anything is closed
+        if not self._leave_current():
+            return False
+        layer = self.viewer.add_image(image, name=path.stem, rgb=True,
+                                      metadata={"source_path": str(path)})
+        self._opened = [layer.name, layer.name + PREDICTION_SUFFIX, layer.name + PROBABILITY_SUFFIX]
+        saved = self.folder.mask_path(image_id(layer))
+        left = len(self._todo()) - (0 if saved.exists() else 1)
+        if saved.exists():
+            self._show_saved_mask(layer, read_mask(saved, shape=image.shape[:2]))
+            self._set_status(f"{path.name}: its saved training mask ({left} more to curate)")
+            return True
+        self._set_status(f"segmenting {path.name} ({left} more to curate) ...")
+
+        def shown(item):
+            name, value = item
+            if name == "model" or layer not in self.viewer.layers:
+                return
+            labels = show_prediction(self.viewer, layer.name, value, SESSION.post.config)
+            labels.mode = "paint"
+            self.update_target()
+            self._set_status(f"correct '{labels.name}' with the brush/eraser, then Save & next "
+                             f"({left} more to curate)")
+
+        self.runner = run_job("predict", dict(images=[(layer.name, image)],
+                                              model=SESSION.model.job_arg),
+                              yielded=shown,
+                              failed=lambda message: self._set_status(f"cannot segment {path.name}: {message}"))
+        return True
+
+    def _show_saved_mask(self, image_layer: Image, mask: np.ndarray) -> None:
+        data = mask.astype(np.uint8)
+        digest = mask_hash(data)
+        labels = self.viewer.add_labels(data, name=image_layer.name + PREDICTION_SUFFIX, opacity=0.5,
+                                        colormap=PREDICTION_COLOURS,
+                                        metadata={AUTO_HASH_KEY: digest, SAVED_HASH_KEY: digest})
+        bring_to_top(self.viewer, labels)
+        labels.mode = "paint"
+        self.update_target()
+
+    # -- retraining --------------------------------------------------------------------------
     def _retrain_or_cancel(self, *_):
         if self.controller.running:
             self.controller.cancel()
@@ -184,21 +339,25 @@ class CurateWidget(Container):
         if n < 2:
             raise ValueError(f"retraining needs at least 2 curated pairs (have {n}): save more "
                              "corrected masks first")
-        if self.start_from.value == CONTINUE and MODEL.path is not None:
-            init = MODEL.path
+        folder = self.folder
+        if self.start_from.value == IN_USE and SESSION.model.path is not None:
+            init = SESSION.model.path
         else:
             init = bundled_model_path() if has_bundled_model() else None
-        base_cfg = TrainConfig()
-        config = base_cfg.replace(epochs=self.epochs.value)
-        if init is not None:
-            from ..model import load_model
+        out = folder.root / "models" / f"retrained-{dt.datetime.now():%Y%m%d-%H%M%S}.pt"
+        self._set_status(f"retraining on {n} curated pairs from {init.name if init else 'scratch'} ...")
 
-            # Fine-tuning: a lower rate than from scratch, so a few curated pairs adjust the
-            # model instead of overwriting it (benchmarks/data_efficiency.py uses the same).
-            config = load_model(init).metadata.config.replace(
-                epochs=self.epochs.value, lr_schedule="constant", device="auto", learning_rate=FINE_TUNE_LR)
-        out = self.folder / "models" / f"retrained-{dt.datetime.now():%Y%m%d-%H%M%S}.pt"
-        folder = self.folder
-        self._set_status(f"retraining on {n} curated pairs from {init.name if init else 'scratch'}")
-        self.controller.start(lambda: samples_from_folders(folder / "images", folder / "masks", config.size),
-                              config, out, init=init, sources=[str(folder)])
+        def start(info):
+            # Fine-tuning: the starting model's settings, a lower constant rate, so a few
+            # curated pairs adjust the model instead of overwriting it (as in
+            # benchmarks/data_efficiency.py).
+            config = info["config"].replace(epochs=self.epochs.value, lr_schedule="constant",
+                                            device="auto", learning_rate=FINE_TUNE_LR)
+            self.controller.start(folder.images, folder.masks, config, out, init=init,
+                                  sources=[str(folder.root)])
+
+        if init is None:
+            start({"config": TrainConfig(epochs=self.epochs.value)})
+            return
+        run_job("model_info", {"model": str(init)}, returned=start,
+                failed=lambda message: self._set_status(f"cannot retrain: {message}"))

@@ -1,9 +1,15 @@
-"""Reading napari layers as the core's arrays, and showing segmentations as layers."""
+"""Reading napari layers as the core's arrays, and showing segmentations as layers.
+
+A prediction is an editable Labels layer ``<image> prediction`` (lesion = 1) that remembers the
+probabilities it came from and a hash of the mask as the network made it, so the widgets can
+tell an untouched prediction from one a person corrected (and one corrected since it was saved).
+"""
 
 from __future__ import annotations
 
 import re
 import zlib
+from typing import Callable
 
 import numpy as np
 from napari.layers import Image, Labels
@@ -13,9 +19,13 @@ from ..image_io import to_rgb_uint8
 from ..postprocess import postprocess
 
 PREDICTION_SUFFIX = " prediction"
+PROBABILITY_SUFFIX = " probability"
 LABEL_SUFFIXES = (PREDICTION_SUFFIX, " mask", " labels", "_segmentation", " segmentation")
 PROBABILITY_KEY = "skinseg_probability"
 AUTO_HASH_KEY = "skinseg_auto_hash"
+SAVED_HASH_KEY = "skinseg_saved_hash"
+# Prediction and ground truth in different colours, so both can be shown at once.
+PREDICTION_COLOURS = {None: "transparent", 0: "transparent", 1: "magenta"}
 
 
 def image_array(layer: Image) -> np.ndarray:
@@ -38,7 +48,8 @@ def labels_array(layer: Labels) -> np.ndarray:
 def image_for_labels(viewer, labels: Labels) -> Image:
     """The image a labels layer belongs to: by name (`<image> prediction`, `<image> mask`, ...),
     else the only 2D image of the same height and width."""
-    images = [layer for layer in viewer.layers if isinstance(layer, Image)]
+    images = [layer for layer in viewer.layers if isinstance(layer, Image)
+              and not layer.name.endswith(PROBABILITY_SUFFIX)]
     for suffix in LABEL_SUFFIXES:
         if labels.name.endswith(suffix):
             match = [im for im in images if im.name == labels.name[: -len(suffix)]]
@@ -52,6 +63,15 @@ def image_for_labels(viewer, labels: Labels) -> Image:
                      f"'<image name> mask' or keep only one image of its size open")
 
 
+def labels_for_image(viewer, image: Image) -> Labels | None:
+    """The prediction (else mask/labels) layer drawn over ``image``, if any."""
+    for suffix in LABEL_SUFFIXES:
+        name = image.name + suffix
+        if name in viewer.layers and isinstance(viewer.layers[name], Labels):
+            return viewer.layers[name]
+    return None
+
+
 def image_id(layer: Image) -> str:
     """A file-name-safe id: the source file's stem, else the layer name."""
     source = layer.metadata.get("source_path") or getattr(layer.source, "path", None)
@@ -60,32 +80,79 @@ def image_id(layer: Image) -> str:
 
 
 def mask_hash(mask: np.ndarray) -> int:
-    return zlib.crc32(np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
+    return zlib.crc32(np.ascontiguousarray(np.asarray(mask) > 0, dtype=np.uint8).tobytes())
+
+
+def edited_by_hand(layer: Labels) -> bool:
+    """True when a prediction layer differs from the mask the network made."""
+    auto = layer.metadata.get(AUTO_HASH_KEY)
+    return auto is not None and mask_hash(layer.data) != auto
+
+
+def unsaved_corrections(layer: Labels) -> bool:
+    """Corrected by hand and not saved since (saving an untouched prediction is not needed to
+    keep anything, so it never counts as unsaved work)."""
+    return edited_by_hand(layer) and mask_hash(layer.data) != layer.metadata.get(SAVED_HASH_KEY)
+
+
+def mark_saved(layer: Labels) -> None:
+    layer.metadata[SAVED_HASH_KEY] = mask_hash(layer.data)
 
 
 def show_prediction(viewer, image_name: str, probability: np.ndarray, post: PostprocessConfig,
-                    with_probability: bool = False) -> Labels:
-    """Add or replace the editable `<image> prediction` labels layer (lesion = 1)."""
+                    with_probability: bool = False,
+                    confirm_replace: Callable[[str], bool] | None = None) -> Labels | None:
+    """Add or replace the editable `<image> prediction` labels layer (lesion = 1), on top.
+
+    A prediction the person corrected by hand is replaced only if ``confirm_replace(message)``
+    says yes; otherwise it is kept and None is returned.
+    """
     mask = postprocess(probability, post).astype(np.uint8)
     name = image_name + PREDICTION_SUFFIX
+    existing = viewer.layers[name] if name in viewer.layers else None
+    if isinstance(existing, Labels) and edited_by_hand(existing):
+        question = f"'{name}' holds corrections made by hand. Replace them with the new prediction?"
+        if confirm_replace is None or not confirm_replace(question):
+            return None
     metadata = {PROBABILITY_KEY: probability, AUTO_HASH_KEY: mask_hash(mask)}
-    if name in viewer.layers and isinstance(viewer.layers[name], Labels):
-        layer = viewer.layers[name]
+    if with_probability:
+        prob_name = image_name + PROBABILITY_SUFFIX
+        if prob_name in viewer.layers:
+            viewer.layers[prob_name].data = probability
+            viewer.layers[prob_name].visible = True
+        else:
+            viewer.add_image(probability, name=prob_name, colormap="magma", opacity=0.5,
+                             contrast_limits=(0, 1), blending="additive")
+    if isinstance(existing, Labels):
+        layer = existing
+        layer.metadata.pop(SAVED_HASH_KEY, None)
         layer.data = mask
         layer.metadata.update(metadata)
     else:
-        layer = viewer.add_labels(mask, name=name, opacity=0.45, metadata=metadata)
+        if existing is not None:  # a non-Labels layer took the name: keep it, use a fresh name
+            name = _free_name(viewer, name)
+        layer = viewer.add_labels(mask, name=name, opacity=0.5, metadata=metadata,
+                                  colormap=PREDICTION_COLOURS)
         if image_name in viewer.layers:
             layer.scale = viewer.layers[image_name].scale[-2:]
             layer.translate = viewer.layers[image_name].translate[-2:]
-    if with_probability:
-        prob_name = image_name + " probability"
-        if prob_name in viewer.layers:
-            viewer.layers[prob_name].data = probability
-        else:
-            viewer.add_image(probability, name=prob_name, colormap="magma", opacity=0.5,
-                             contrast_limits=(0, 1), visible=False)
+    bring_to_top(viewer, layer)
     return layer
+
+
+def bring_to_top(viewer, layer) -> None:
+    """Move ``layer`` to the top of the layer list and make it the one being edited."""
+    index = viewer.layers.index(layer)
+    if index != len(viewer.layers) - 1:
+        viewer.layers.move(index, len(viewer.layers))
+    viewer.layers.selection.active = layer
+
+
+def _free_name(viewer, name: str) -> str:
+    i = 2
+    while f"{name} {i}" in viewer.layers:
+        i += 1
+    return f"{name} {i}"
 
 
 def reapply_postprocess(layer: Labels, post: PostprocessConfig) -> bool:
@@ -94,9 +161,7 @@ def reapply_postprocess(layer: Labels, post: PostprocessConfig) -> bool:
     Returns False (and changes nothing) for layers with manual corrections.
     """
     probability = layer.metadata.get(PROBABILITY_KEY)
-    if probability is None:
-        return False
-    if mask_hash(layer.data) != layer.metadata.get(AUTO_HASH_KEY):
+    if probability is None or edited_by_hand(layer):
         return False
     mask = postprocess(probability, post).astype(np.uint8)
     layer.metadata[AUTO_HASH_KEY] = mask_hash(mask)

@@ -1,8 +1,11 @@
-"""Lesion descriptors of a prediction/corrected Labels layer: its `features`, a table, a CSV."""
+"""Lesion descriptors of a prediction/corrected Labels layer: its `features`, a table, a CSV.
+
+Every prediction layer is measured when it appears (from Segment or from Curate's Next image) and
+again after every change of its data: paint, erase, fill, undo and redo.
+"""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -10,19 +13,16 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, PushBu
 from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
 
-from ..measurements import DISCLAIMER, measure_lesion, write_measurements_csv
-from .layers import image_array, image_for_labels, image_id, labels_array
+from ..measurements import DISCLAIMER, display_rows, measure_lesion, write_measurements_csv
+from .fields import chosen_path
+from .layers import AUTO_HASH_KEY, image_array, image_for_labels, image_id, labels_array, mask_hash
 from .status_label import status_label
 
-
-def _show(value) -> str:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.4g}"
-    return str(value)
+MEASURED_HASH_KEY = "skinseg_measured_hash"
 
 
 class MeasurementsPanel(Container):
-    """Measures the chosen Labels layer, and again after every paint/erase stroke."""
+    """Measures the chosen Labels layer, and again after every correction of it."""
 
     def __init__(self, viewer) -> None:
         self.viewer = viewer
@@ -30,7 +30,8 @@ class MeasurementsPanel(Container):
         self.pixel_size = FloatSpinBox(label="pixel size (mm, 0 = unknown)", value=0.0, min=0.0,
                                        max=10.0, step=0.001)
         self.table = Table(value={"descriptor": [], "value": []})
-        self.table.native.setMinimumHeight(160)
+        self.table.native.setMinimumHeight(240)
+        self.table.native.verticalHeader().setVisible(False)
         self.csv_path = FileEdit(label="export to", mode="w", filter="*.csv")
         self.export_button = PushButton(text="Export measurements CSV")
         self.note = status_label(DISCLAIMER)
@@ -38,23 +39,37 @@ class MeasurementsPanel(Container):
                                   self.export_button, self.note], labels=True)
         self._watched: set[int] = set()
         self.layer.changed.connect(lambda *_: self.refresh())
-        self.pixel_size.changed.connect(lambda *_: self.refresh())
+        self.pixel_size.changed.connect(lambda *_: self.refresh(force=True))
         self.export_button.changed.connect(self.export)
+        viewer.layers.events.inserted.connect(self._on_inserted)
+        viewer.layers.events.removed.connect(lambda *_: self.reset_choices())
+        for layer in viewer.layers:
+            self._on_inserted(layer=layer)
 
     def _labels_choices(self, _widget=None) -> list[str]:
         return [layer.name for layer in self.viewer.layers if isinstance(layer, Labels)]
 
+    def _on_inserted(self, event=None, layer=None) -> None:
+        layer = layer if layer is not None else event.value
+        self.reset_choices()
+        if isinstance(layer, Labels) and AUTO_HASH_KEY in layer.metadata:  # ours
+            self.watch(layer)
+
     def watch(self, layer: Labels) -> None:
-        """Measure ``layer`` now and after each correction of it."""
+        """Measure ``layer`` now and after each change of its data (undo included)."""
         if id(layer) not in self._watched:
             self._watched.add(id(layer))
-            layer.events.paint.connect(lambda *_: self.measure(layer))
-            layer.events.data.connect(lambda *_: self.measure(layer))
+            layer.events.set_data.connect(lambda *_: self.measure(layer))
         self.reset_choices()
-        self.measure(layer)
         self.layer.value = layer.name
+        self.measure(layer, force=True)
 
-    def measure(self, layer: Labels) -> dict | None:
+    def measure(self, layer: Labels, force: bool = False) -> dict | None:
+        if layer not in self.viewer.layers:
+            return None
+        current = mask_hash(layer.data)
+        if not force and layer.metadata.get(MEASURED_HASH_KEY) == current:
+            return None  # set_data also fires when nothing changed (redraws)
         try:
             image = image_array(image_for_labels(self.viewer, layer))
             mask = labels_array(layer) > 0
@@ -63,25 +78,31 @@ class MeasurementsPanel(Container):
         except Exception as err:  # noqa: BLE001 - measuring must never break painting
             self.note.value = f"cannot measure '{layer.name}': {err}"
             return None
+        layer.metadata[MEASURED_HASH_KEY] = current
         layer.features = pd.DataFrame([{"index": 1, **row}])
         if self.layer.value == layer.name:
             self._fill_table(row)
         return row
 
-    def refresh(self) -> None:
+    def refresh(self, force: bool = False) -> None:
         name = self.layer.value
         if name and name in self.viewer.layers:
-            self.measure(self.viewer.layers[name])  # fills the table for the chosen layer
+            layer = self.viewer.layers[name]
+            if force or layer.metadata.get(MEASURED_HASH_KEY) != mask_hash(layer.data):
+                self.measure(layer, force=True)
+            elif "area_px" in getattr(layer.features, "columns", []):
+                self._fill_table(layer.features.iloc[0].drop("index").to_dict())
 
     def _fill_table(self, row: dict) -> None:
-        keys = [k for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))]
-        self.table.value = {"descriptor": keys, "value": [_show(row[k]) for k in keys]}
+        names, values = display_rows(row)
+        self.table.value = {"descriptor": names, "value": values}
+        self.table.native.resizeColumnsToContents()
         self.note.value = DISCLAIMER
 
     def export(self, *_) -> Path | None:
         """Write the descriptors of every measured Labels layer to the chosen CSV."""
-        path = Path(self.csv_path.value)
-        if str(self.csv_path.value) in ("", ".") or path.is_dir():
+        path = chosen_path(self.csv_path)
+        if path is None or path.is_dir():
             show_error("choose a CSV file to export to")
             return None
         rows = []
@@ -99,7 +120,7 @@ class MeasurementsPanel(Container):
             return None
         try:
             write_measurements_csv(rows, path, overwrite=False)
-        except FileExistsError as err:
+        except (FileExistsError, OSError) as err:
             show_error(str(err))
             return None
         show_info(f"measurements of {len(rows)} lesion(s) written to {path}")

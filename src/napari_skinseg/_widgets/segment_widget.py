@@ -1,31 +1,44 @@
-"""Segment dock widget: Image layers -> editable `<image> prediction` Labels layers, and folders."""
+"""Segment dock widget: Image layers -> editable `<image> prediction` Labels layers, and folders.
+
+The network runs in the model worker; thresholding and clean-up stay here (numpy/scikit-image),
+so moving the threshold re-applies instantly and never touches a mask corrected by hand.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Callable
 
 import napari
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSlider, PushButton, Select, SpinBox
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSlider,
+    ProgressBar,
+    PushButton,
+    Select,
+    SpinBox,
+)
 from napari.layers import Image, Labels
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..config import KEEP_MODES, PostprocessConfig
-from ..devices import available_devices
-from ..folder_segmentation import segment_folder
-from ..prediction import Segmenter
-from .layers import PROBABILITY_KEY, image_array, reapply_postprocess, show_prediction
+from .fields import follow, DockContainer, ask_yes_no, chosen_path, required_folder
+from .jobs import JobRunner, run_job
+from .layers import PROBABILITY_KEY, PROBABILITY_SUFFIX, image_array, reapply_postprocess, show_prediction
 from .measurements_panel import MeasurementsPanel
-from .state import BUNDLED, CURRENT, FILE, MODEL
+from .model_choice import ModelChoice
+from .session import SESSION
 from .status_label import status_label
-from .workers import start_worker
 
 
 class PostprocessControls(Container):
-    """Threshold and clean-up options; shared by the Segment and Curate widgets."""
+    """Threshold and clean-up options; they are the session's settings (Curate uses them too)."""
 
     def __init__(self) -> None:
-        d = PostprocessConfig()
+        d = SESSION.post.config
         self.threshold = FloatSlider(label="threshold", value=d.threshold, min=0.05, max=0.95, step=0.05)
         self.fill_holes = CheckBox(label="fill holes", value=d.fill_holes)
         self.keep = ComboBox(label="keep", choices=list(KEEP_MODES), value=d.keep,
@@ -35,31 +48,25 @@ class PostprocessControls(Container):
                             tooltip="average with flipped copies: slower, slightly smoother")
         super().__init__(widgets=[self.threshold, self.fill_holes, self.keep, self.min_size, self.tta],
                          labels=True)
+        for widget in (self.threshold, self.fill_holes, self.keep, self.min_size):
+            widget.changed.connect(lambda *_: SESSION.post.set(self.config()))
 
     def config(self) -> PostprocessConfig:
         return PostprocessConfig(threshold=round(self.threshold.value, 4), fill_holes=self.fill_holes.value,
                                  keep=self.keep.value, min_size=self.min_size.value)
 
 
-class ModelChoice(Container):
-    def __init__(self) -> None:
-        self.choice = ComboBox(label="model", choices=[BUNDLED, CURRENT, FILE], value=CURRENT,
-                               tooltip="last trained falls back to the bundled model")
-        self.file = FileEdit(label="model file", mode="r", filter="*.pt", visible=False)
-        self.device = ComboBox(label="device", choices=list(available_devices()), value="auto")
-        super().__init__(widgets=[self.choice, self.file, self.device], labels=True)
-        self.choice.changed.connect(lambda v: setattr(self.file, "visible", v == FILE))
+class SegmentWidget(DockContainer):
+    #: asked before a prediction corrected by hand is replaced; tests replace it
+    confirm_replace: Callable[[str], bool] = staticmethod(ask_yes_no)
 
-    def segmenter(self) -> Segmenter:
-        return MODEL.segmenter(MODEL.resolve(self.choice.value, self.file.value), self.device.value)
-
-
-class SegmentWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=False)
         self.viewer = viewer
         self.model = ModelChoice()
-        self.images = Select(label="images", choices=self._image_choices)
+        self.images = Select(label="images", choices=self._image_choices,
+                             tooltip="none selected: the selected image layer")
+        self.images.native.setMaximumHeight(90)
         self.post = PostprocessControls()
         self.probabilities = CheckBox(label="also show probability layer", value=False)
         self.segment_button = PushButton(text="Segment selected images")
@@ -67,25 +74,31 @@ class SegmentWidget(Container):
         self.results_dir = FileEdit(label="results folder", mode="d")
         self.overlay = CheckBox(label="write overlays", value=True)
         self.overwrite = CheckBox(label="overwrite existing", value=False)
-        self.folder_button = PushButton(text="Segment folder…")
+        self.folder_button = PushButton(text="Segment folder")
+        self.progress_bar = ProgressBar(value=0, min=0, max=1, visible=False)
         self.status = status_label("")
         self.measurements = MeasurementsPanel(viewer)
         folder_box = Container(widgets=[self.input_dir, self.results_dir, self.overlay,
                                         self.overwrite], labels=True)
         self.extend([self.model, Container(widgets=[self.images], labels=True), self.post,
                      Container(widgets=[self.probabilities], labels=False), self.segment_button,
-                     folder_box, self.folder_button, self.status, self.measurements])
-        self.worker = None
+                     folder_box, self.folder_button, self.progress_bar, self.status,
+                     self.measurements])
+        self.runner: JobRunner | None = None
         self.segment_button.changed.connect(self._segment_layers)
         self.folder_button.changed.connect(self._segment_folder)
-        for widget in (self.post.threshold, self.post.fill_holes, self.post.keep, self.post.min_size):
-            widget.changed.connect(self._reapply)
+        follow(SESSION.post.changed, self, self._reapply)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self.reset_choices)
 
+    @property
+    def worker(self):
+        """The running job, or None (the name the tests and older code use)."""
+        return self.runner if self.runner is not None and self.runner.running else None
+
     def _image_choices(self, _widget=None) -> list[str]:
         return [layer.name for layer in self.viewer.layers
-                if isinstance(layer, Image) and not layer.name.endswith(" probability")]
+                if isinstance(layer, Image) and not layer.name.endswith(PROBABILITY_SUFFIX)]
 
     def _busy(self) -> bool:
         if self.worker is not None:
@@ -93,8 +106,9 @@ class SegmentWidget(Container):
             return True
         return False
 
-    def _done(self) -> None:
-        self.worker = None
+    def _fail(self, message: str) -> None:
+        show_error(message)
+        self.status.value = message
 
     def _segment_layers(self, *_):
         if self._busy():
@@ -102,73 +116,96 @@ class SegmentWidget(Container):
         try:
             names = list(self.images.value) or (
                 [self.viewer.layers.selection.active.name]
-                if isinstance(self.viewer.layers.selection.active, Image) else [])
+                if isinstance(self.viewer.layers.selection.active, Image)
+                and not self.viewer.layers.selection.active.name.endswith(PROBABILITY_SUFFIX) else [])
             if not names:
                 raise ValueError("select an image layer to segment")
             arrays = [(name, image_array(self.viewer.layers[name])) for name in names]
-            segmenter = self.model.segmenter()
         except Exception as err:  # noqa: BLE001
-            show_error(f"cannot segment: {err}")
-            self.status.value = f"cannot segment: {err}"
+            self._fail(f"cannot segment: {err}")
             return
-        post, tta, with_prob = self.post.config(), self.post.tta.value, self.probabilities.value
-        self.status.value = f"segmenting {len(arrays)} image(s) with {segmenter.name} ..."
-
-        def body():
-            for name, array in arrays:
-                yield name, segmenter.predict_probability(array, tta=tta)
-            return len(arrays)
+        with_prob = self.probabilities.value
+        self.status.value = f"segmenting {len(arrays)} image(s) ..."
+        kept: list[str] = []
 
         def shown(item):
-            name, probability = item
-            layer = show_prediction(self.viewer, name, probability, post, with_probability=with_prob)
+            name, value = item
+            if name == "model":  # the worker says which model it used
+                if SESSION.model.info is None:
+                    SESSION.model.use(SESSION.model.path, value)
+                return
+            layer = show_prediction(self.viewer, name, value, SESSION.post.config,
+                                    with_probability=with_prob, confirm_replace=self.confirm_replace)
+            if layer is None:
+                kept.append(name)
+                self.status.value = f"kept your corrections of '{name}'"
+                return
             self.measurements.watch(layer)
-            self.status.value = f"{layer.name}: {int(layer.data.sum())} lesion pixels"
+            self.status.value = f"{layer.name}: {int((layer.data > 0).sum()):,} lesion pixels"
 
-        self.worker = start_worker(body, yielded=shown, finished=self._done,
-                                   returned=lambda n: show_info(f"segmented {n} image(s)"))
+        def returned(n):
+            done = n - len(kept)
+            text = f"segmented {done} image(s)" + (f"; kept the hand corrections of {', '.join(kept)}"
+                                                   if kept else "")
+            show_info(text)
+            if kept or n > 1:
+                self.status.value = text
 
-    def _reapply(self, *_):
-        post = self.post.config()
+        self.runner = run_job("predict", dict(images=arrays, model=SESSION.model.job_arg,
+                                              device=self.model.device.value, tta=self.post.tta.value),
+                              yielded=shown, returned=returned,
+                              failed=lambda message: setattr(self.status, "value", f"segmentation failed: {message}"))
+
+    def _reapply(self, post: PostprocessConfig):
         edited = []
         for layer in self.viewer.layers:
             if isinstance(layer, Labels) and PROBABILITY_KEY in layer.metadata:
                 if not reapply_postprocess(layer, post):
                     edited.append(layer.name)
-        if edited:
-            self.status.value = (f"not re-thresholded (edited by hand): {', '.join(edited)}")
+        self.status.value = (f"re-thresholded; not changed (edited by hand): {', '.join(edited)}"
+                             if edited else "re-thresholded")
 
     def _segment_folder(self, *_):
         if self._busy():
             return
         try:
-            input_dir, results_dir = Path(self.input_dir.value), Path(self.results_dir.value)
-            if str(self.input_dir.value) in ("", ".") or not input_dir.is_dir():
-                raise ValueError("choose an input folder")
-            if str(self.results_dir.value) in ("", "."):
+            input_dir = required_folder(self.input_dir, "input folder")
+            results_dir = chosen_path(self.results_dir)
+            if results_dir is None:
                 raise ValueError("choose a results folder")
-            segmenter = self.model.segmenter()
-            gen = segment_folder(input_dir, results_dir, segmenter, self.post.config(),
-                                 tta=self.post.tta.value, overwrite=self.overwrite.value,
-                                 overlay=self.overlay.value)
+            if results_dir.exists() and not results_dir.is_dir():
+                raise ValueError(f"{results_dir} is a file; choose a folder for the results")
         except Exception as err:  # noqa: BLE001
-            show_error(f"cannot segment folder: {err}")
+            self._fail(f"cannot segment folder: {err}")
             return
-        n_files = sum(1 for p in input_dir.iterdir() if p.is_file())
-        bar = progress(total=n_files, desc="segmenting folder")
+        bar = progress(total=0, desc="segmenting folder")
+        self.progress_bar.visible, self.progress_bar.value = True, 0
+        failures: list[str] = []
 
-        def step(outcome):
+        def step(item):
+            if "total" in item:
+                bar.total = item["total"]
+                self.progress_bar.max = max(item["total"], 1)
+                return
             bar.update(1)
-            if outcome.status == "failed":
-                show_warning(outcome.message)
+            self.progress_bar.value = min(self.progress_bar.value + 1, self.progress_bar.max)
+            self.progress_bar.label = item["name"]
+            if item["status"] == "failed":
+                failures.append(item["message"])
+                show_warning(item["message"])
 
         def finished():
             bar.close()
-            self._done()
+            self.progress_bar.visible = False
 
-        def returned(report):
-            self.status.value = report.summary()
-            show_info(f"{report.summary()}; results in {results_dir}")
+        def returned(summary):
+            self.status.value = summary + (f" (first failure: {failures[0]})" if failures else "")
+            show_info(f"{summary}; results in {results_dir}")
 
-        self.worker = start_worker(lambda: (yield from gen), yielded=step, returned=returned,
-                                   finished=finished)
+        self.status.value = f"segmenting {input_dir} ..."
+        self.runner = run_job("segment_folder", dict(
+            input_dir=str(input_dir), results_dir=str(results_dir), model=SESSION.model.job_arg,
+            device=self.model.device.value, post=SESSION.post.config, tta=self.post.tta.value,
+            overwrite=self.overwrite.value, overlay=self.overlay.value),
+            yielded=step, returned=returned, finished=finished,
+            failed=lambda message: setattr(self.status, "value", f"folder run failed: {message}"))

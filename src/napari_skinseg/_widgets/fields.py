@@ -1,0 +1,101 @@
+"""Small pieces every dock uses: reading path fields, the model-in-use line, asking questions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from magicgui.widgets import Container, FileEdit, Label
+
+from .session import SESSION
+from .status_label import status_label
+
+
+def chosen_path(field: FileEdit) -> Path | None:
+    """The path in a FileEdit, or None when the field is empty.
+
+    An empty FileEdit reads as ``Path(".")`` - the folder napari was started from - which must
+    never stand in for "nothing chosen".
+    """
+    text = str(field.value).strip() if field.value is not None else ""
+    if text in ("", "."):
+        return None
+    return Path(text).expanduser().absolute()
+
+
+def required_folder(field: FileEdit, what: str) -> Path:
+    path = chosen_path(field)
+    if path is None:
+        raise ValueError(f"choose the {what} first")
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file; choose the {what} (a folder)")
+    if not path.is_dir():
+        raise ValueError(f"the {what} {path} does not exist")
+    return path
+
+
+def follow(signal, widget, callback: Callable[..., None]) -> None:
+    """Connect ``callback`` to a session-wide signal for as long as ``widget`` exists.
+
+    The session outlives every dock (a dock can be closed and opened again), so a callback
+    whose widget is gone disconnects itself instead of touching a deleted Qt object.
+    """
+    def relay(*args):
+        try:
+            callback(*args)
+        except RuntimeError as err:
+            if "deleted" not in str(err):
+                raise
+            signal.disconnect(relay)
+
+    signal.connect(relay)
+    widget.native.destroyed.connect(lambda *_: signal.disconnect(relay, missing_ok=True))
+
+
+def model_in_use_line() -> Label:
+    """A status line that always names the model Segment and Curate use."""
+    line = status_label(SESSION.model.describe())
+    follow(SESSION.model.changed, line, lambda model: setattr(line, "value", model.describe()))
+    return line
+
+
+def ask_yes_no(message: str) -> bool:
+    from qtpy.QtWidgets import QMessageBox
+
+    answer = QMessageBox.question(None, "napari-skinseg", message,
+                                  QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                  QMessageBox.StandardButton.No)
+    return answer == QMessageBox.StandardButton.Yes
+
+
+SAVE, DISCARD, STAY = "save", "discard", "stay"
+
+
+def ask_save_discard(message: str) -> str:
+    """Unsaved corrections: save them, discard them, or stay on this image."""
+    from qtpy.QtWidgets import QMessageBox
+
+    box = QMessageBox(QMessageBox.Icon.Warning, "napari-skinseg", message)
+    save = box.addButton("Save and go on", QMessageBox.ButtonRole.AcceptRole)
+    discard = box.addButton("Discard corrections", QMessageBox.ButtonRole.DestructiveRole)
+    stay = box.addButton("Stay here", QMessageBox.ButtonRole.RejectRole)
+    box.setDefaultButton(stay)
+    box.exec()
+    clicked = box.clickedButton()
+    return SAVE if clicked is save else DISCARD if clicked is discard else STAY
+
+
+class DockContainer(Container):
+    """A dock's top container that scrolls, so every dock fits a 1080-pixel screen.
+
+    napari docks a magicgui widget's ``.native``, which for a scrollable container is the inner
+    widget (not the scroll area); here ``.native`` is the scroll area itself.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(scrollable=True, **kwargs)
+        self.root_native_widget.setMinimumHeight(200)
+
+    @property
+    def native(self):
+        return self.root_native_widget

@@ -1,0 +1,140 @@
+"""Running model-worker jobs from the docks without blocking napari.
+
+A job's items stream back through a napari thread worker (which only waits on the worker
+process; the computing happens there), so the GUI stays live and a crashed worker becomes a
+notification. ``RUN_SYNCHRONOUSLY = True`` runs the same code on the calling thread (for tests
+that want no event loop), as stardist-napari does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error
+
+from ..worker_client import Job, WorkerError
+from .session import SESSION
+
+RUN_SYNCHRONOUSLY = False
+#: runners whose thread has not finished yet (kept referenced until then)
+RUNNING: set["JobRunner"] = set()
+
+
+class _Failure:
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+class JobRunner:
+    """One running job of a dock: start it, cancel it, know whether it runs."""
+
+    def __init__(self, name: str, kwargs: dict, *, yielded: Callable[[Any], None] | None = None,
+                 returned: Callable[[Any], None] | None = None,
+                 failed: Callable[[str], None] | None = None,
+                 finished: Callable[[], None] | None = None) -> None:
+        self.name, self.kwargs = name, kwargs
+        self.yielded, self.returned, self.failed, self.finished = yielded, returned, failed, finished
+        self.job: Job | None = None
+        self.running = False
+        self._cancel_requested = False
+
+    def _body(self):
+        try:
+            self.job = SESSION.client.submit(self.name, **self.kwargs)
+            if self._cancel_requested:
+                self.job.cancel()
+            result = yield from self.job.stream()
+        except WorkerError as err:
+            return _Failure(str(err))
+        return result
+
+    def _on_returned(self, value: Any) -> None:
+        if isinstance(value, _Failure):
+            if SESSION.closing:
+                return
+            show_error(value.message)
+            if self.failed is not None:
+                self.failed(value.message)
+        elif self.returned is not None:
+            self.returned(value)
+
+    def _on_finished(self) -> None:
+        self.running = False
+        RUNNING.discard(self)
+        if self.finished is not None:
+            self.finished()
+
+    def start(self) -> "JobRunner":
+        _hook_quit()
+        self.running = True
+        RUNNING.add(self)
+        if RUN_SYNCHRONOUSLY:
+            gen = self._body()
+            while True:
+                try:
+                    item = next(gen)
+                except StopIteration as stop:
+                    self._on_returned(stop.value)
+                    break
+                if self.yielded is not None:
+                    self.yielded(item)
+            self._on_finished()
+            return self
+        worker = self.worker = thread_worker(self._body)()
+        if self.yielded is not None:
+            worker.yielded.connect(self.yielded)
+        worker.returned.connect(self._on_returned)
+        worker.finished.connect(self._on_finished)
+        worker.start()
+        return self
+
+    def cancel(self) -> None:
+        self._cancel_requested = True
+        if self.job is not None:
+            try:
+                self.job.cancel()
+            except WorkerError:
+                pass  # the worker is gone; the job ends by itself
+
+
+_hooked = False
+
+
+def _hook_quit() -> None:
+    """When napari quits, stop the worker and let the waiting threads end before Qt goes away
+    (a thread still waiting on a job when Python exits would abort the process)."""
+    global _hooked
+    if _hooked:
+        return
+    from qtpy.QtCore import QThreadPool
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is None:
+        return
+
+    def quit_():
+        SESSION.close()
+        QThreadPool.globalInstance().waitForDone(5000)
+
+    app.aboutToQuit.connect(quit_)
+    _hooked = True
+
+
+def run_job(name: str, kwargs: dict | None = None, **callbacks) -> JobRunner:
+    """Start worker job ``name``; see :class:`JobRunner` for the callbacks."""
+    return JobRunner(name, kwargs or {}, **callbacks).start()
+
+
+def fetch_devices(then: Callable[[tuple[str, ...]], None]) -> None:
+    """Ask the worker which devices work (starting it, so the first real job finds it warm)."""
+    if SESSION.devices_known:
+        then(SESSION.devices)
+        return
+
+    def known(devices):
+        SESSION.devices, SESSION.devices_known = tuple(devices), True
+        then(SESSION.devices)
+
+    run_job("devices", returned=known, failed=lambda _message: None)
