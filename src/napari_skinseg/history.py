@@ -24,11 +24,12 @@ def write_history_csv(history: Sequence[Any], path: str | Path) -> Path:
     return path
 
 
-def draw_history(figure, history: Sequence[Any]) -> None:
-    """Draw loss (left) and accuracy/Dice (right) per epoch into a matplotlib Figure."""
+def draw_history(figure, history: Sequence[Any], stacked: bool = False) -> None:
+    """Draw loss (left, or top when ``stacked``: for a narrow dock) and accuracy/Dice per epoch
+    into a matplotlib Figure."""
     rows = _rows(history)
     figure.clear()
-    ax_loss, ax_acc = figure.subplots(1, 2)
+    ax_loss, ax_acc = figure.subplots(2, 1, sharex=True) if stacked else figure.subplots(1, 2)
     epochs = [r["epoch"] for r in rows]
     ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
     ax_loss.plot(epochs, [r["val_loss"] for r in rows], "s-", label="validation")
@@ -40,7 +41,7 @@ def draw_history(figure, history: Sequence[Any]) -> None:
     for ax in (ax_loss, ax_acc):
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="x-small" if stacked else "small")
         if epochs:
             ax.set_xticks(epochs if len(epochs) <= 12 else epochs[:: max(1, len(epochs) // 10)])
     figure.tight_layout()

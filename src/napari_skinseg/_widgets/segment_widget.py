@@ -27,7 +27,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from ..config import KEEP_MODES, PostprocessConfig
 from .fields import follow, DockContainer, ask_yes_no, chosen_path, required_folder
 from .jobs import JobRunner, run_job
-from .layers import PROBABILITY_KEY, PROBABILITY_SUFFIX, image_array, reapply_postprocess, show_prediction
+from .layers import PROBABILITY_KEY, PROBABILITY_SUFFIX, image_array, image_for_labels, reapply_postprocess, show_prediction
 from .measurements_panel import MeasurementsPanel
 from .model_choice import ModelChoice
 from .session import SESSION
@@ -85,6 +85,7 @@ class SegmentWidget(DockContainer):
                      folder_box, self.folder_button, self.progress_bar, self.status,
                      self.measurements])
         self.runner: JobRunner | None = None
+        self._status_watched: set[int] = set()
         self.segment_button.changed.connect(self._segment_layers)
         self.folder_button.changed.connect(self._segment_folder)
         follow(SESSION.post.changed, self, self._reapply)
@@ -100,6 +101,19 @@ class SegmentWidget(DockContainer):
         return [layer.name for layer in self.viewer.layers
                 if isinstance(layer, Image) and not layer.name.endswith(PROBABILITY_SUFFIX)]
 
+    def _selected_image(self) -> list[str]:
+        """The image the person is looking at: the selected image, or the one under the
+        selected prediction/mask layer."""
+        active = self.viewer.layers.selection.active
+        if isinstance(active, Labels):
+            try:
+                active = image_for_labels(self.viewer, active)
+            except ValueError:
+                return []
+        if isinstance(active, Image) and not active.name.endswith(PROBABILITY_SUFFIX):
+            return [active.name]
+        return []
+
     def _busy(self) -> bool:
         if self.worker is not None:
             show_warning("segmentation is already running")
@@ -114,10 +128,7 @@ class SegmentWidget(DockContainer):
         if self._busy():
             return
         try:
-            names = list(self.images.value) or (
-                [self.viewer.layers.selection.active.name]
-                if isinstance(self.viewer.layers.selection.active, Image)
-                and not self.viewer.layers.selection.active.name.endswith(PROBABILITY_SUFFIX) else [])
+            names = list(self.images.value) or self._selected_image()
             if not names:
                 raise ValueError("select an image layer to segment")
             arrays = [(name, image_array(self.viewer.layers[name])) for name in names]
@@ -142,6 +153,10 @@ class SegmentWidget(DockContainer):
                 return
             self.measurements.watch(layer)
             self.status.value = f"{layer.name}: {int((layer.data > 0).sum()):,} lesion pixels"
+            if id(layer) not in self._status_watched:  # the line must not go stale after edits
+                self._status_watched.add(id(layer))
+                layer.events.paint.connect(lambda *_: setattr(
+                    self.status, "value", f"{layer.name}: corrected by hand"))
 
         def returned(n):
             done = n - len(kept)
