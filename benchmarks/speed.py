@@ -35,12 +35,12 @@ from skimage import transform as sktransform  # noqa: E402
 
 from napari_skinseg.config import TrainConfig  # noqa: E402
 from napari_skinseg.dataset import samples_from_pairs  # noqa: E402
-from napari_skinseg.transforms import normalise, resize_rgb  # noqa: E402
 from napari_skinseg.image_io import read_image  # noqa: E402
 from napari_skinseg.metrics import image_metrics  # noqa: E402
 from napari_skinseg.model import SkinSegModel  # noqa: E402
 from napari_skinseg.prediction import Segmenter  # noqa: E402
 from napari_skinseg.training import run_training  # noqa: E402
+from napari_skinseg.transforms import normalise, resize_rgb  # noqa: E402
 
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from napari_skinseg import cli
-from napari_skinseg._widgets import curate_widget, fields, jobs, measurements_panel, segment_widget, train_widget
+from napari_skinseg._widgets import (
+    curate_widget,
+    fields,
+    jobs,
+    measurements_panel,
+    segment_widget,
+    train_widget,
+)
 from napari_skinseg._widgets.fields import DISCARD, STAY
 from napari_skinseg._widgets.session import SESSION
 from napari_skinseg.image_io import read_mask, write_image

@@ -11,7 +11,6 @@ from .metrics import METRIC_NAMES, ImageMetrics, image_metrics, mean_metrics
 from .pairs import Skipped, find_mask, id_of_mask, list_images
 
 
-
 @dataclass
 class Evaluation:
     rows: list[tuple[str, ImageMetrics]] = field(default_factory=list)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -12,12 +12,12 @@ import torch.nn.functional as F
 
 from .config import PostprocessConfig
 from .dataset import SampleSet
-from .transforms import normalise, resize_rgb
 from .devices import resolve_device
 from .image_io import to_rgb_uint8
 from .metrics import image_metrics
 from .model import SkinSegModel, load_model
 from .postprocess import postprocess
+from .transforms import normalise, resize_rgb
 
 
 @dataclass

@@ -30,11 +30,11 @@ from torch import nn
 from .augmentation import augment_batch
 from .config import TrainConfig
 from .dataset import SampleSet
-from .transforms import normalise
 from .devices import resolve_device
 from .generators import drain
 from .model import FORMAT, ModelFileError, SkinSegModel, atomic_torch_save, load_model, read_torch_file
 from .reports import BatchProgress, EpochReport
+from .transforms import normalise
 
 CHECKPOINT_FORMAT = FORMAT + "-checkpoint"
 

@@ -22,7 +22,17 @@ from ..bundled import bundled_model_path, has_bundled_model
 from ..config import TrainConfig
 from ..image_io import ImageReadError, read_image, read_mask, write_image, write_mask
 from ..pairs import PairFolder, is_mask_name, list_images
-from .fields import SAVE, STAY, DockContainer, follow, ask_save_discard, ask_yes_no, chosen_path, model_in_use_line, required_folder
+from .fields import (
+    SAVE,
+    STAY,
+    DockContainer,
+    ask_save_discard,
+    ask_yes_no,
+    chosen_path,
+    follow,
+    model_in_use_line,
+    required_folder,
+)
 from .jobs import JobRunner, run_job
 from .layers import (
     AUTO_HASH_KEY,

@@ -7,7 +7,7 @@ from pathlib import Path
 from magicgui.widgets import ComboBox, Container, FileEdit
 from napari.utils.notifications import show_error
 
-from .fields import follow, chosen_path, model_in_use_line
+from .fields import chosen_path, follow, model_in_use_line
 from .jobs import fetch_devices, run_job
 from .session import SESSION
 

@@ -25,9 +25,16 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..config import KEEP_MODES, PostprocessConfig
-from .fields import follow, DockContainer, ask_yes_no, chosen_path, required_folder
+from .fields import DockContainer, ask_yes_no, chosen_path, follow, required_folder
 from .jobs import JobRunner, run_job
-from .layers import PROBABILITY_KEY, PROBABILITY_SUFFIX, image_array, image_for_labels, reapply_postprocess, show_prediction
+from .layers import (
+    PROBABILITY_KEY,
+    PROBABILITY_SUFFIX,
+    image_array,
+    image_for_labels,
+    reapply_postprocess,
+    show_prediction,
+)
 from .measurements_panel import MeasurementsPanel
 from .model_choice import ModelChoice
 from .session import SESSION

@@ -13,7 +13,6 @@ import napari
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
-    Container,
     FileEdit,
     FloatSpinBox,
     LineEdit,
@@ -30,7 +29,7 @@ from ..bundled import bundled_model_path, has_bundled_model
 from ..config import TrainConfig
 from ..image_io import pair_arrays, write_image, write_mask
 from ..pairs import PairFolder, pair_folders
-from .fields import follow, DockContainer, chosen_path, model_in_use_line, required_folder
+from .fields import DockContainer, chosen_path, follow, model_in_use_line, required_folder
 from .jobs import fetch_devices
 from .layers import image_array, image_for_labels, image_id, labels_array
 from .session import SESSION
