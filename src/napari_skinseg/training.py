@@ -32,7 +32,14 @@ from .config import TrainConfig
 from .dataset import SampleSet
 from .devices import resolve_device
 from .generators import drain
-from .model import FORMAT, ModelFileError, SkinSegModel, atomic_torch_save, load_model, read_torch_file
+from .model import (
+    FORMAT,
+    ModelFileError,
+    SkinSegModel,
+    atomic_torch_save,
+    load_model,
+    read_torch_file,
+)
 from .reports import BatchProgress, EpochReport
 from .transforms import normalise
 

@@ -30,7 +30,8 @@ import sys
 import tempfile
 import threading
 import time
-from multiprocessing.connection import Connection, Listener
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
 from typing import Any, Generator
 
@@ -99,11 +100,25 @@ class Job:
         self.client._send("cancel", self.id)
 
 
-class WorkerClient:
-    """Starts and talks to one model worker process."""
+REMOTE_ENV = "SKINSEG_WORKER"
 
-    def __init__(self, python: str | None = None) -> None:
+
+class WorkerClient:
+    """Starts and talks to one model worker process.
+
+    ``remote=(host, port)`` (or the environment variable ``SKINSEG_WORKER=HOST:PORT`` with
+    ``SKINSEG_WORKER_KEY``) talks to a worker started elsewhere with
+    ``python -m napari_skinseg.worker_process --listen HOST:PORT`` instead of starting one; folder
+    paths must then mean the same on both machines (arrays travel with the request).
+    """
+
+    def __init__(self, python: str | None = None, remote: tuple[str, int] | None = None,
+                 authkey: bytes | None = None) -> None:
         self.python = python or sys.executable
+        if remote is None and os.environ.get(REMOTE_ENV):
+            host, port = os.environ[REMOTE_ENV].rsplit(":", 1)
+            remote, authkey = (host, int(port)), bytes.fromhex(os.environ[KEY_ENV])
+        self.remote, self.authkey = remote, authkey
         self._lock = threading.RLock()
         self._send_lock = threading.Lock()
         self._conn: Connection | None = None
@@ -117,6 +132,8 @@ class WorkerClient:
     # -- lifecycle ---------------------------------------------------------------------------
     @property
     def alive(self) -> bool:
+        if self.remote is not None:
+            return self._conn is not None
         return self._conn is not None and self._process is not None and self._process.poll() is None
 
     @property
@@ -129,7 +146,7 @@ class WorkerClient:
             if self.alive:
                 return
             self._discard()
-            self._start()
+            self._connect() if self.remote is not None else self._start()
 
     def start_in_background(self) -> None:
         """Start the worker now without waiting, so the first real job finds it warm."""
@@ -183,6 +200,22 @@ class WorkerClient:
         threading.Thread(target=self._receive, args=(conn, process), name="skinseg-worker-receive",
                          daemon=True).start()
 
+    def _connect(self) -> None:
+        try:
+            conn = Client(self.remote, authkey=self.authkey)
+            if not conn.poll(START_TIMEOUT):
+                raise OSError("no answer")
+            hello = loads(conn.recv_bytes())
+        except (OSError, EOFError, AuthenticationError) as err:
+            raise WorkerDied(f"cannot reach the model worker at {self.remote[0]}:{self.remote[1]} "
+                             f"({err or type(err).__name__})") from None
+        if hello[0] != "hello":
+            raise WorkerDied(f"{self.remote[0]}:{self.remote[1]} is not a napari-skinseg worker")
+        self._conn = conn
+        self.starts += 1
+        threading.Thread(target=self._receive, args=(conn, None), name="skinseg-worker-receive",
+                         daemon=True).start()
+
     def _log_tail(self, lines: int = 3) -> str:
         try:
             text = self._log_path.read_text(errors="replace").strip().splitlines()
@@ -191,7 +224,7 @@ class WorkerClient:
         useful = [t for t in text if t.strip()][-lines:]
         return (": " + " | ".join(u.strip() for u in useful)[:400]) if useful else ""
 
-    def _receive(self, conn: Connection, process: subprocess.Popen) -> None:
+    def _receive(self, conn: Connection, process: subprocess.Popen | None) -> None:
         while True:
             try:
                 kind, job_id, value = loads(conn.recv_bytes())
@@ -206,16 +239,20 @@ class WorkerClient:
                 value = f"{value} ({self._log_path})"
             job.queue.put((kind, value))
         # The worker is gone: fail every job that was waiting on it.
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        if process is not None:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            cause = _exit_cause(process.returncode)
+        else:
+            cause = f"at {self.remote[0]}:{self.remote[1]} disconnected"
         with self._lock:
             if self._conn is conn:
                 self._conn = None
             orphans = [j for j in self._jobs.values() if j.client is self]
             self._jobs.clear()
-        message = (f"the model worker {_exit_cause(process.returncode)}; napari and its layers are "
+        message = (f"the model worker {cause}; napari and its layers are "
                    "unaffected, and the next action starts a new worker")
         for job in orphans:
             job.queue.put(("died", message))

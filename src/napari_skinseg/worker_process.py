@@ -16,7 +16,8 @@ import os
 import sys
 import threading
 import traceback
-from multiprocessing.connection import Client, Connection
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Client, Connection, Listener
 from typing import Any, Callable
 
 from .worker_protocol import dumps, loads
@@ -61,6 +62,15 @@ def serve(conn: Connection, jobs: dict[str, Callable], describe_error: Callable[
     send = _Sender(conn)
     send("hello", {"pid": os.getpid(), "python": sys.version.split()[0]})
     cancels: dict[int, threading.Event] = {}
+    try:
+        _serve(conn, send, cancels, jobs, describe_error)
+    finally:
+        for cancel in cancels.values():  # nobody is listening any more: stop what still runs
+            cancel.set()
+
+
+def _serve(conn: Connection, send: _Sender, cancels: dict[int, threading.Event],
+           jobs: dict[str, Callable], describe_error: Callable[[BaseException], str]) -> None:
     while True:
         try:
             message = loads(conn.recv_bytes())
@@ -83,17 +93,36 @@ def serve(conn: Connection, jobs: dict[str, Callable], describe_error: Callable[
                              args=(send, job_id, jobs[name], kwargs, cancel, describe_error)).start()
 
 
+def _address(text: str) -> tuple[str, int]:
+    host, port = text.rsplit(":", 1)
+    return host, int(port)
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="napari-skinseg model worker (started by napari)")
-    parser.add_argument("--connect", required=True, help="HOST:PORT of the napari process")
+    parser = argparse.ArgumentParser(
+        description="napari-skinseg model worker. napari starts one itself (--connect); "
+                    "--listen runs one for napari on another machine, e.g. a GPU server "
+                    f"(napari then needs SKINSEG_WORKER=HOST:PORT and the same {KEY_ENV}).")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--connect", help="HOST:PORT of the napari process that started it")
+    where.add_argument("--listen", help="HOST:PORT to wait on for napari (one session at a time)")
     args = parser.parse_args(argv)
-    host, port = args.connect.rsplit(":", 1)
     key = bytes.fromhex(os.environ.pop(KEY_ENV))
-    conn = Client((host, int(port)), authkey=key)
     # torch, torchvision and smp are imported here, on the main thread: importing smp first in
     # another thread has crashed the process before.
     from .worker_jobs import JOBS, describe_error
 
+    if args.listen:
+        with Listener(_address(args.listen), authkey=key) as listener:
+            print(f"model worker listening on {args.listen}", file=sys.stderr, flush=True)
+            while True:
+                try:
+                    conn = listener.accept()
+                except (OSError, EOFError, AuthenticationError):
+                    continue  # a wrong key or a dropped connection: wait for the next one
+                serve(conn, JOBS, describe_error)
+                conn.close()
+    conn = Client(_address(args.connect), authkey=key)
     try:
         serve(conn, JOBS, describe_error)
     finally:

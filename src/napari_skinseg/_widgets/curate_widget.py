@@ -31,6 +31,7 @@ from .fields import (
     chosen_path,
     follow,
     model_in_use_line,
+    plain_error,
     required_folder,
 )
 from .jobs import JobRunner, run_job
@@ -113,8 +114,9 @@ class CurateWidget(DockContainer):
             try:
                 action()
             except Exception as err:  # noqa: BLE001 - a notification, never a traceback
-                show_error(str(err))
-                self._set_status(str(err))
+                message = plain_error(err)
+                show_error(message)
+                self._set_status(message)
         return run
 
     def _set_status(self, text: str) -> None:

@@ -99,3 +99,16 @@ class DockContainer(Container):
     @property
     def native(self):
         return self.root_native_widget
+
+
+def plain_error(err: BaseException) -> str:
+    """One sentence for a notification. Expected problems (bad input, files) keep their message;
+    anything else is a bug: its traceback goes to the terminal, not into the person's face."""
+    if isinstance(err, (ValueError, OSError)):
+        return str(err) or type(err).__name__
+    import sys
+    import traceback
+
+    traceback.print_exception(err, file=sys.stderr)
+    return (f"something unexpected went wrong ({type(err).__name__}); the details were printed "
+            "in the terminal napari was started from")

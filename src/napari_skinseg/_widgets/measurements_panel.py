@@ -9,13 +9,34 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, PushButton, Table
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    PushButton,
+    Table,
+)
 from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QTableWidgetItem
 
-from ..measurements import DISCLAIMER, display_rows, measure_lesion, write_measurements_csv
+from ..measurements import (
+    DISCLAIMER,
+    display_rows,
+    measure_lesion,
+    write_measurements_csv,
+)
 from .fields import chosen_path
-from .layers import AUTO_HASH_KEY, image_array, image_for_labels, image_id, labels_array, mask_hash
+from .layers import (
+    AUTO_HASH_KEY,
+    image_array,
+    image_for_labels,
+    image_id,
+    labels_array,
+    mask_hash,
+)
 from .status_label import status_label
 
 MEASURED_HASH_KEY = "skinseg_measured_hash"
@@ -96,7 +117,14 @@ class MeasurementsPanel(Container):
     def _fill_table(self, row: dict) -> None:
         names, values = display_rows(row)
         self.table.value = {"descriptor": names, "value": values}
-        self.table.native.resizeColumnsToContents()
+        # As text, exactly as formatted: the table would show numbers-as-text as "936.9000".
+        table = self.table.native
+        for r, (name, value) in enumerate(zip(names, values)):
+            for c, text in enumerate((name, value)):
+                item = QTableWidgetItem(text)
+                item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
+                table.setItem(r, c, item)
+        table.resizeColumnsToContents()
         self.note.value = DISCLAIMER
 
     def export(self, *_) -> Path | None:

@@ -25,7 +25,14 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..config import KEEP_MODES, PostprocessConfig
-from .fields import DockContainer, ask_yes_no, chosen_path, follow, required_folder
+from .fields import (
+    DockContainer,
+    ask_yes_no,
+    chosen_path,
+    follow,
+    plain_error,
+    required_folder,
+)
 from .jobs import JobRunner, run_job
 from .layers import (
     PROBABILITY_KEY,
@@ -140,7 +147,7 @@ class SegmentWidget(DockContainer):
                 raise ValueError("select an image layer to segment")
             arrays = [(name, image_array(self.viewer.layers[name])) for name in names]
         except Exception as err:  # noqa: BLE001
-            self._fail(f"cannot segment: {err}")
+            self._fail(f"cannot segment: {plain_error(err)}")
             return
         with_prob = self.probabilities.value
         self.status.value = f"segmenting {len(arrays)} image(s) ..."
@@ -198,7 +205,7 @@ class SegmentWidget(DockContainer):
             if results_dir.exists() and not results_dir.is_dir():
                 raise ValueError(f"{results_dir} is a file; choose a folder for the results")
         except Exception as err:  # noqa: BLE001
-            self._fail(f"cannot segment folder: {err}")
+            self._fail(f"cannot segment folder: {plain_error(err)}")
             return
         bar = progress(total=0, desc="segmenting folder")
         self.progress_bar.visible, self.progress_bar.value = True, 0

@@ -29,7 +29,14 @@ from ..bundled import bundled_model_path, has_bundled_model
 from ..config import TrainConfig
 from ..image_io import pair_arrays, write_image, write_mask
 from ..pairs import PairFolder, pair_folders
-from .fields import DockContainer, chosen_path, follow, model_in_use_line, required_folder
+from .fields import (
+    DockContainer,
+    chosen_path,
+    follow,
+    model_in_use_line,
+    plain_error,
+    required_folder,
+)
 from .jobs import fetch_devices
 from .layers import image_array, image_for_labels, image_id, labels_array
 from .session import SESSION
@@ -166,8 +173,8 @@ class TrainWidget(DockContainer):
         try:
             self.start()
         except Exception as err:  # noqa: BLE001 - shown to the user, never a traceback
-            show_error(f"cannot start training: {err}")
-            self._set_status(f"cannot start training: {err}")
+            show_error(f"cannot start training: {plain_error(err)}")
+            self._set_status(f"cannot start training: {plain_error(err)}")
 
     def _output_path(self) -> Path:
         out = chosen_path(self.output) or default_model_path()

@@ -1,0 +1,121 @@
+"""The model worker and its client, without napari: jobs, streaming, cancel, death, safety."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import secrets
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from napari_skinseg.config import TrainConfig
+from napari_skinseg.reports import BatchProgress, EpochReport, TrainingSummary
+from napari_skinseg.synthetic import make_synthetic_lesion, write_synthetic_dataset
+from napari_skinseg.worker_client import WorkerClient, WorkerDied, WorkerError
+from napari_skinseg.worker_protocol import dumps, loads
+
+
+@pytest.fixture(scope="module")
+def client():
+    c = WorkerClient()
+    yield c
+    c.shutdown()
+
+
+def test_predict_streams_probabilities_at_the_image_size(client):
+    image, truth = make_synthetic_lesion((120, 90), seed=3)
+    items = list(client.submit("predict", images=[("a", image), ("b", image[:64])]).stream())
+    assert items[0][0] == "model" and items[0][1]["name"] == "skinseg_isic2018.pt"
+    assert [(name, p.shape) for name, p in items[1:]] == [("a", (120, 90)), ("b", (64, 90))]
+    dice = 2 * ((items[1][1] > 0.5) & truth).sum() / ((items[1][1] > 0.5).sum() + truth.sum())
+    assert dice > 0.8
+
+
+def test_errors_come_back_as_one_sentence(client, tmp_path):
+    (tmp_path / "x.pt").write_bytes(b"\x00" * 10)
+    with pytest.raises(WorkerError, match="x.pt is not a readable napari-skinseg model file"):
+        client.call("model_info", model=str(tmp_path / "x.pt"))
+    with pytest.raises(WorkerError, match="no job called 'nope'"):
+        client.call("nope")
+    assert client.alive  # a failed job leaves the worker running
+
+
+def test_training_streams_reports_and_cancels_within_a_batch(client, tmp_path):
+    images_dir, masks_dir = write_synthetic_dataset(tmp_path / "d", 6, (64, 64), seed=4)
+    config = TrainConfig(size=64, epochs=50, batch_size=1, decoder_channels=(16, 8, 8, 8, 8),
+                         device="cpu")
+    job = client.submit("train", images_dir=str(images_dir), masks_dir=str(masks_dir),
+                        config=config, out=str(tmp_path / "m.pt"), compare=True)
+    stream, seen = job.stream(), []
+    try:
+        while True:
+            item = next(stream)
+            seen.append(item)
+            if isinstance(item, EpochReport):
+                job.cancel()
+    except StopIteration as stop:
+        summary = stop.value
+    assert isinstance(summary, TrainingSummary) and summary.cancelled and summary.validated
+    epochs = [i for i in seen if isinstance(i, EpochReport)]
+    batches_after_cancel = [i for i in seen if isinstance(i, BatchProgress) and i.epoch > 1]
+    assert len(epochs) == 1 and len(batches_after_cancel) <= 1  # stopped within one batch
+    assert summary.baseline_name == "skinseg_isic2018.pt" and 0 <= summary.baseline_dice <= 1
+
+
+def test_a_killed_worker_fails_its_jobs_and_the_next_job_starts_a_new_one(tmp_path):
+    c = WorkerClient()
+    try:
+        images_dir, masks_dir = write_synthetic_dataset(tmp_path / "d", 4, (64, 64), seed=5)
+        job = c.submit("train", images_dir=str(images_dir), masks_dir=str(masks_dir),
+                       config=TrainConfig(size=64, epochs=100, batch_size=1, device="cpu"),
+                       out=str(tmp_path / "m.pt"))
+        stream = job.stream()
+        next(stream)
+        c.kill()
+        with pytest.raises(WorkerDied, match="was killed"):
+            for _ in stream:
+                pass
+        assert c.call("devices")[:2] == ("auto", "cpu") and c.starts == 2
+    finally:
+        c.shutdown()
+
+
+def test_only_plain_data_crosses_into_napari():
+    assert loads(dumps(("event", 1, np.ones(3, np.float32))))[2].sum() == 3
+    assert loads(dumps(TrainConfig(size=64))) == TrainConfig(size=64)
+    with pytest.raises(pickle.UnpicklingError, match="refused"):
+        loads(pickle.dumps(os.system))  # code a stranger's pickle would run
+    import torch
+
+    with pytest.raises(pickle.UnpicklingError, match="refused torch"):
+        loads(pickle.dumps(torch.zeros(2)))  # would import torch into napari
+
+
+def test_a_remote_worker_serves_a_client_that_connects_to_it():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    key = secrets.token_bytes(16)
+    server = subprocess.Popen([sys.executable, "-m", "napari_skinseg.worker_process", "--listen",
+                               f"127.0.0.1:{port}"], env={**os.environ, "SKINSEG_WORKER_KEY": key.hex()},
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert "listening" in server.stderr.readline()
+        wrong = WorkerClient(remote=("127.0.0.1", port), authkey=b"wrong key")
+        with pytest.raises(WorkerDied, match="cannot reach the model worker"):
+            wrong.call("devices")
+        c = WorkerClient(remote=("127.0.0.1", port), authkey=key)
+        assert c.call("devices")[:2] == ("auto", "cpu")
+        image, _ = make_synthetic_lesion((80, 80), seed=1)
+        assert list(c.submit("predict", images=[("x", image)]).stream())[1][1].shape == (80, 80)
+        c.shutdown()
+        time.sleep(0.2)
+        assert server.poll() is None  # the worker waits for the next session
+    finally:
+        server.kill()
+        server.wait()
