@@ -11,7 +11,8 @@ lesions) and measured on the *benchmark* parts only (the other ISIC half, 200 ot
 Spearman between predicted and true Dice, AUROC for finding masks with true Dice < 0.80, and the
 mean Dice after correcting (Dice := 1) the 20 % ranked worst, against 20 % at random (expected
 value) and the oracle (the truly worst 20 %). Baseline: the plain score ``tta_dice`` (mean Dice
-between the mask and its flip/rotation views). The fitted calibration is written beside the
+between the mask and its seven other flip/rotation views) and the issue's 3-view version (the
+mask against its horizontal and vertical flip predictions). The fitted calibration is written beside the
 results (``quality_calibration.json``); ``scripts/add_quality_calibration.py`` puts it into the
 bundled model file. ``--cache`` keeps the views between runs (derived from the data: keep it out
 of the repository).
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import save_json  # noqa: E402
 from heldout import ham_split, isic_split  # noqa: E402
 
+from napari_skinseg.postprocess import postprocess  # noqa: E402
 from napari_skinseg.quality import QualityModel, quality_features  # noqa: E402
 
 THRESHOLD = 0.80
@@ -98,8 +100,19 @@ def views_for(pairs: list, cache: Path | None, source: str) -> dict:
     return {p.name: store[p.name] for p in pairs}
 
 
+def three_view_score(views: np.ndarray) -> float:
+    """The issue's plain score: mean Dice between the mask and its horizontal/vertical flip views
+    (views 4 and 6 of ``tta.VIEWS``)."""
+    mask = postprocess(views[0])
+    return float(np.mean([2 * (mask & (views[i] > 0.5)).sum() / max(mask.sum() + (views[i] > 0.5).sum(), 1)
+                          for i in (4, 6)]))
+
+
 def table(entries: dict) -> tuple[list[dict], np.ndarray]:
-    feats = [quality_features(e["views"].astype(np.float32)) for e in entries.values()]
+    feats = []
+    for e in entries.values():
+        views = e["views"].astype(np.float32)
+        feats.append({**quality_features(views), "_three_view": three_view_score(views)})
     return feats, np.array([e["dice"] for e in entries.values()])
 
 
@@ -109,7 +122,7 @@ def main():
     parser.add_argument("--ham", required=True, help="HAM10000 folder (images/, masks/, manifest.csv)")
     parser.add_argument("--ham-calibration", type=int, default=150)
     parser.add_argument("--ham-benchmark", type=int, default=150)
-    parser.add_argument("--ridge", type=float, default=3.0)
+    parser.add_argument("--ridge", type=float, default=30.0)
     parser.add_argument("--cache", type=Path, default=None)
     parser.add_argument("--out", default="benchmarks/results/review_queue.json")
     args = parser.parse_args()
@@ -130,6 +143,7 @@ def main():
         feats, dice = data[src, "benchmark"]
         pred = model.predict(feats)
         plain = np.array([f["tta_dice"] for f in feats])
+        three = np.array([f["_three_view"] for f in feats])
         k = int(round(FRACTION * len(dice)))
         results[label] = {
             "n_images": len(dice), "mean_dice": float(dice.mean()),
@@ -138,12 +152,13 @@ def main():
             "mean_dice_after_fixing_true_worst_20pct": float(np.sort(dice)[k:].sum() / len(dice) + k / len(dice)),
             "predicted_dice": queue_metrics(pred, dice),
             "plain_tta_dice": queue_metrics(plain, dice),
+            "plain_3_view_dice": queue_metrics(three, dice),
             "per_feature_spearman": {n: float(stats.spearmanr([f[n] for f in feats], dice).statistic)
-                                     for n in feats[0]},
+                                     for n in feats[0] if n[0] != "_" and n != "empty"},
         }
         r = results[label]
         print(f"{label}: n={len(dice)} mean Dice {dice.mean():.3f}, {r['share_below_080']:.0%} < 0.80")
-        for name in ("predicted_dice", "plain_tta_dice"):
+        for name in ("predicted_dice", "plain_tta_dice", "plain_3_view_dice"):
             q = r[name]
             print(f"  {name:15s} Spearman {q['spearman']:.3f}  AUROC {q['auroc_dice_below_080']:.3f}  "
                   f"Dice after fixing worst 20% {q['mean_dice_after_fixing_worst_20pct']:.3f} "

@@ -30,13 +30,14 @@ from skimage.segmentation import random_walker
 
 @dataclass
 class RefineParams:
-    window_factor: float = 3.0   # half-window = factor x distance from click to the mask outline
+    window_factor: float = 5.0   # half-window = factor x distance from click to the mask outline
     min_window: float = 0.06     # of the image's longer side
     max_window: float = 0.35
     grid: int = 72               # the walker's grid, pixels per side at most
     beta: float = 90.0           # random-walker edge sensitivity
     prob_weight: float = 2.0     # weight of the model's probability against colour
     click_radius: float = 0.02   # seed disk radius, as a share of the window side
+    outline_confidence: float = 0.0  # >0: outline pixels seed only where |p - 0.5| > this
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,8 @@ def refine_click(image: np.ndarray, probability: np.ndarray, mask: np.ndarray,
     outline = np.ones((gh, gw), dtype=bool)
     outline[1:-1, 1:-1] = False
     seeds[outline] = np.where(small_mask[outline], 2, 1)
+    if params.outline_confidence > 0:
+        seeds[outline & (np.abs(prob - 0.5) <= params.outline_confidence)] = 0
     radius = max(1.0, params.click_radius * max(gh, gw))
     yy, xx = np.mgrid[0:gh, 0:gw]
     for c in [*earlier, click]:

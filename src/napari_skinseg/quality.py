@@ -165,7 +165,7 @@ class QualityModel:
 
     @classmethod
     def fit(cls, features: list[dict[str, float]], dice: np.ndarray,
-            names: tuple[str, ...] = FEATURE_NAMES, ridge: float = 1.0,
+            names: tuple[str, ...] = FEATURE_NAMES, ridge: float = 30.0,
             info: dict | None = None) -> "QualityModel":
         """Ridge regression of logit(Dice) on the standardised features, then isotonic
         calibration of the linear score against Dice (both on the given images)."""
