@@ -213,7 +213,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: (stop.set(), print(
         "\ncancelling after this batch; the best model so far is kept", file=sys.stderr)))
-    bar = tqdm(total=0, unit="batch", leave=False, dynamic_ncols=True)
+    bar = tqdm(total=0, unit="batch", leave=False, dynamic_ncols=True, disable=None)  # no bar in logs
 
     def on_batch(p):
         if p.batch == 1:  # a new epoch: restart the bar and its clock
@@ -283,7 +283,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                          overwrite=args.overwrite, overlay=args.overlay, probabilities=args.probabilities,
                          measurements=measurements_csv if args.measure else None,
                          pixel_size_mm=args.pixel_size_mm)
-    with tqdm(unit="image", leave=False, dynamic_ncols=True) as bar:
+    with tqdm(unit="image", leave=False, dynamic_ncols=True, disable=None) as bar:
         def show(outcome):
             bar.update()
             if outcome.status in ("failed", "exists", "completed"):
