@@ -76,14 +76,18 @@ def _add_postprocess_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .pairs import overlay_filename, probability_filename
+
     d = TrainConfig()
     parser = argparse.ArgumentParser(prog="skinseg", description="Skin-lesion segmentation with a U-Net.")
     parser.add_argument("--version", action="version", version=f"napari-skinseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a U-Net on image/mask pairs (the analysis module)")
-    t.add_argument("images_dir", type=Path)
-    t.add_argument("masks_dir", type=Path)
+    t.add_argument("images_dir", type=Path,
+                   help="folder of images, or a pair folder holding the images and masks folders")
+    t.add_argument("masks_dir", type=Path, nargs="?", default=None,
+                   help="folder of masks (leave out for a pair folder)")
     t.add_argument("--out", type=Path, required=True, help="model file to write (e.g. model.pt)")
     t.add_argument("--epochs", type=AT_LEAST_ONE, default=d.epochs)
     t.add_argument("--batch-size", type=AT_LEAST_ONE, default=d.batch_size)
@@ -113,8 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true",
                    help="replace existing outputs (without it, a rerun keeps existing masks and "
                         "adds only what is missing)")
-    s.add_argument("--overlay", action="store_true", help="also write <id>_overlay.png (outline on image)")
-    s.add_argument("--probabilities", action="store_true", help="also write <id>_probability.png")
+    s.add_argument("--overlay", action="store_true",
+                   help=f"also write {overlay_filename('<id>')} (outline on image)")
+    s.add_argument("--probabilities", action="store_true",
+                   help=f"also write {probability_filename('<id>')}")
     s.add_argument("--measure", action="store_true",
                    help="also write RESULTS_DIR/measurements.csv (ABCD-style lesion descriptors)")
     s.add_argument("--pixel-size-mm", type=POSITIVE, default=None, help="pixel size for mm / mm² values")
@@ -192,10 +198,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from .dataset import samples_from_pairs
     from .history import plot_history, write_history_csv
-    from .pairs import find_pairs
+    from .pairs import find_pairs, pair_folders
     from .training import train
 
-    scan = find_pairs(args.images_dir, args.masks_dir)
+    images_dir, masks_dir = ((args.images_dir, args.masks_dir) if args.masks_dir is not None
+                             else pair_folders(args.images_dir))
+    scan = find_pairs(images_dir, masks_dir)
     pairs = scan.pairs
     if args.limit:
         import numpy as np
@@ -224,7 +232,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"training {config.encoder} U-Net: {len(samples)} pairs, {n_train}:{n_val} split, "
           f"{config.epochs} epochs, device {config.device}", flush=True)
     gen = train(samples, config, out, init=init, cancel=stop.is_set, on_batch=on_batch,
-                resume=args.resume, sources=[str(args.images_dir)])
+                resume=args.resume, sources=[str(images_dir)])
 
     def show(report):
         bar.clear()
