@@ -50,3 +50,12 @@ def test_napari_side_modules_never_import_torch_and_the_core_never_imports_qt():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**__import__("os").environ, "PYTHONPATH": str(PACKAGE.parent)})
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_train_takes_a_pair_folder(tmp_path, synthetic_folder, capsys):
+    from napari_skinseg.cli import main
+
+    root = synthetic_folder[0].parent  # <root>/images + <root>/masks, the convention's layout
+    assert main(["train", str(root), "--out", str(tmp_path / "m.pt"), "--epochs", "1", "--size", "64",
+                 "--decoder-channels", "32,16,16,8,8", "--device", "cpu"]) == 0
+    assert "reading 6 pairs" in capsys.readouterr().out
