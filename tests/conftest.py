@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from napari_skinseg.config import TrainConfig
 from napari_skinseg.dataset import samples_from_arrays
 from napari_skinseg.synthetic import make_synthetic_dataset, write_synthetic_dataset
+
+# One intra-op thread: the tiny test networks gain nothing from two, and on a busy 2-core machine
+# OpenMP's waiting threads made training fixtures 10-20x slower.
+torch.set_num_threads(1)
 
 TINY = dict(size=64, batch_size=4, epochs=1, decoder_channels=(32, 16, 16, 8, 8), device="cpu")
 

@@ -101,3 +101,137 @@ def test_write_never_overwrites_unless_asked(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # readable like any new file
+
+
+# Class 5: images as users have them.
+
+def _gradient(h=12, w=20):
+    rgb = np.zeros((h, w, 3), np.uint8)
+    rgb[..., 0] = np.arange(w)[None, :] * 10
+    rgb[..., 1] = np.arange(h)[:, None] * 20
+    return rgb
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg"])
+def test_exif_orientation_is_applied(tmp_path, ext):
+    from PIL import ImageOps
+
+    rgb = _gradient()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the camera was turned: viewers rotate 90 degrees clockwise
+    Image.fromarray(rgb).save(tmp_path / f"a{ext}", exif=exif, quality=100)
+    img = read_image(tmp_path / f"a{ext}")
+    assert img.shape == (20, 12, 3)
+    with Image.open(tmp_path / f"a{ext}") as shown:
+        expected = np.asarray(ImageOps.exif_transpose(shown).convert("RGB"))
+    assert np.array_equal(img, expected)
+    if ext == ".png":
+        assert np.array_equal(img, np.rot90(rgb, -1))
+        mask = np.zeros((12, 20), np.uint8)
+        mask[:, :5] = 255
+        Image.fromarray(mask).save(tmp_path / "m.png", exif=exif)
+        assert read_mask(tmp_path / "m.png", shape=img.shape).shape == (20, 12)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_tiff_orientation_matches_what_viewers_show(tmp_path, orientation):
+    from PIL import ImageOps
+
+    path = tmp_path / "o.tif"
+    Image.fromarray(_gradient()).save(path, tiffinfo={274: orientation})
+    with Image.open(path) as shown:
+        expected = np.asarray(ImageOps.exif_transpose(shown))
+    assert np.array_equal(read_image(path), expected)
+
+
+def test_float_and_twelve_bit_tiffs_are_images(tmp_path):
+    import tifffile
+
+    from napari_skinseg.image_io import ImageScalingWarning
+
+    rgb = _gradient().astype(np.float32)
+    tifffile.imwrite(tmp_path / "unit.tif", rgb / 255.0, photometric="rgb")  # float RGB: Pillow cannot open it
+    assert np.abs(read_image(tmp_path / "unit.tif").astype(int) - rgb).max() <= 1
+    tifffile.imwrite(tmp_path / "wide.tif", rgb * 4.0 - 100, photometric="rgb")
+    with pytest.warns(ImageScalingWarning, match="rescaled from its own range"):
+        wide = read_image(tmp_path / "wide.tif")
+    assert wide.min() == 0 and wide.max() == 255
+    twelve = (_gradient().astype(np.uint16) * 16 + 5)  # 12-bit camera data in a 16-bit file
+    tifffile.imwrite(tmp_path / "twelve.tif", twelve, photometric="rgb")  # Pillow reads this as 8-bit, too dark
+    with pytest.warns(ImageScalingWarning, match="read as 12-bit data \\(scaled by 4095\\)"):
+        img = read_image(tmp_path / "twelve.tif")
+    assert np.abs(img.astype(int) - np.rint(twelve / 4095 * 255)).max() <= 1
+    tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(twelve, -1, 0), photometric="rgb",
+                     planarconfig="separate")
+    with pytest.warns(ImageScalingWarning):
+        assert np.array_equal(read_image(tmp_path / "planar.tif"), img)
+    Image.fromarray((_gradient()[..., 0].astype(np.uint16) * 16)).save(tmp_path / "g12.png")
+    with pytest.warns(ImageScalingWarning, match="12-bit"):
+        assert read_image(tmp_path / "g12.png").max() == round(190 * 16 / 4095 * 255)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # full-range 16-bit data need no word
+        to_rgb_uint8(np.array([[0, 65535]] * 8 + [[1, 2]], np.uint16).repeat(4, axis=1))
+
+
+def test_other_pillow_formats_are_images(tmp_path):
+    from napari_skinseg.pairs import list_images
+
+    rgb = _gradient()
+    for ext in (".webp", ".gif", ".ppm"):
+        Image.fromarray(rgb).save(tmp_path / f"x{ext}", lossless=True)
+    images, skipped = list_images(tmp_path)
+    assert sorted(p.suffix for p in images) == [".gif", ".ppm", ".webp"] and skipped == []
+    for path in images:
+        assert read_image(path).shape == (12, 20, 3)
+
+
+def test_measuring_a_large_lesion_needs_bounded_memory():
+    import tracemalloc
+
+    from skimage import draw
+
+    from napari_skinseg.measurements import measure_lesion
+
+    shape = (2000, 3000)
+    mask = np.zeros(shape, bool)
+    mask[draw.ellipse(1000, 1500, 900, 1350, shape=shape)] = True
+    image = np.zeros((*shape, 3), np.uint8)
+    image[..., 0] = 150
+    image[:1000] = (60, 30, 20)
+    tracemalloc.start()
+    try:
+        row = measure_lesion(mask, image, 0.02)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # the image and mask are 24 MB; before, colour alone took ~1.7 GB here (6.6 GB at 6000x4000)
+    assert peak < 250e6, f"{peak / 1e6:.0f} MB"
+    assert row["area_px"] == mask.sum() and row["n_colours"] == 2
+    assert row["asymmetry_major_axis"] < 0.02 and row["solidity"] > 0.99
+
+
+def test_a_file_given_for_a_folder_says_so(tmp_path, capsys):
+    from napari_skinseg.cli import main
+
+    Image.fromarray(_gradient()).save(tmp_path / "photo.png")
+    assert main(["segment", str(tmp_path / "photo.png"), str(tmp_path / "R")]) == 2
+    assert "photo.png is a file, not a folder" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path), str(tmp_path / "photo.png")]) == 2
+    assert "photo.png is a file, not a folder" in capsys.readouterr().err
+    assert main(["measure", str(tmp_path / "photo.png"), str(tmp_path), "--out",
+                 str(tmp_path / "m.csv")]) == 2
+    assert "photo.png is a file, not a folder" in capsys.readouterr().err
+
+
+def test_a_non_utf8_terminal_never_turns_success_into_an_error(tmp_path, monkeypatch):
+    import io
+    import sys
+
+    from napari_skinseg.cli import main
+
+    out = io.TextIOWrapper(io.BytesIO(), encoding="ascii", errors="strict")
+    monkeypatch.setattr(sys, "stdout", out)
+    assert main(["sample", str(tmp_path / "Läsionen→"), "--n", "1", "--size", "64"]) == 0
+    out.flush()
+    assert b"L\\xe4sionen\\u2192" in out.buffer.getvalue()
+    assert out.errors == "strict"  # the stream's own setting is back

@@ -36,7 +36,7 @@ def test_empty_and_missing_folders_raise(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no image/mask pairs.*holds no images"):
         find_pairs(tmp_path / "empty", tmp_path / "empty")
-    with pytest.raises(FileNotFoundError, match="is not a folder"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         list_images(tmp_path / "nope")
 
 

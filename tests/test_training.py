@@ -102,3 +102,134 @@ def test_folder_data_reports_bad_pairs(tmp_path, synthetic_folder):
     assert len(samples) == 5
     reasons = " | ".join(str(s) for s in samples.skipped)
     assert "orphan.png: no mask" in reasons and f"{first.name}: not a readable image" in reasons
+
+
+# Class 4: training that cannot succeed stops early and clearly.
+
+TINY_TRAIN = ["--size", "64", "--batch-size", "3", "--decoder-channels", "32,16,16,8,8",
+              "--device", "cpu", "--epochs", "1"]
+
+
+def test_non_finite_loss_stops_training_and_no_such_model_is_complete(tmp_path, tiny_samples,
+                                                                      tiny_config, monkeypatch):
+    import napari_skinseg.training as training
+    from napari_skinseg.training import TrainingDiverged
+
+    real_forward = training._Loss.forward
+    calls = []
+
+    def explodes_in_epoch_two(self, logits, target):
+        calls.append(1)
+        loss = real_forward(self, logits, target)
+        return loss * float("nan") if len(calls) > 5 else loss  # epoch 1: 4 batches + validation
+
+    monkeypatch.setattr(training._Loss, "forward", explodes_in_epoch_two)
+    with pytest.raises(TrainingDiverged, match="not a finite number.*lower the learning rate"):
+        run_training(tiny_samples, tiny_config.replace(epochs=3), tmp_path / "d.pt")
+    meta = load_model(tmp_path / "d.pt").metadata
+    assert meta.status == "diverged" and meta.best_epoch == 1  # the good epoch, marked
+    calls.clear()
+    calls.extend([1] * 10)  # diverges at once: nothing is saved at all
+    with pytest.raises(TrainingDiverged, match="no model was saved"):
+        run_training(tiny_samples, tiny_config, tmp_path / "e.pt")
+    assert not (tmp_path / "e.pt").exists()
+
+
+def test_models_with_non_finite_weights_are_never_saved_or_used(tmp_path, tiny_config, synthetic_folder,
+                                                               capsys):
+    import torch
+
+    from napari_skinseg.cli import main
+    from napari_skinseg.model import ModelFileError, SkinSegModel
+
+    model = SkinSegModel.new(tiny_config)
+    path = model.save(tmp_path / "ok.pt")
+    with torch.no_grad():
+        next(model.network.parameters()).fill_(float("inf"))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        model.save(tmp_path / "bad.pt")
+    assert not (tmp_path / "bad.pt").exists()
+    payload = torch.load(path, weights_only=True)
+    first = next(k for k, v in payload["state_dict"].items() if v.is_floating_point())
+    payload["state_dict"][first] = payload["state_dict"][first] * float("nan")
+    torch.save(payload, tmp_path / "nan.pt")
+    with pytest.raises(ModelFileError, match="NaN or infinite values"):
+        load_model(tmp_path / "nan.pt")
+    assert main(["segment", str(synthetic_folder[0]), str(tmp_path / "R"), "--model",
+                 str(tmp_path / "nan.pt")]) == 2
+    assert "diverged" in capsys.readouterr().err and not (tmp_path / "R").exists()
+
+
+@pytest.mark.parametrize("option,match", [
+    (["--lr", "inf"], "--lr"), (["--lr", "nan"], "--lr"), (["--lr", "0"], "--lr"),
+    (["--limit", "0"], "--limit"), (["--val-fraction", "1"], "--val-fraction"),
+    (["--weight-decay", "-1"], "--weight-decay"), (["--size", "100"], "--size")])
+def test_impossible_settings_are_refused_at_parse_time(tmp_path, synthetic_folder, option, match, capsys):
+    from napari_skinseg.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", *map(str, synthetic_folder), "--out", str(tmp_path / "m.pt"), *option])
+    assert exit_.value.code == 2 and match in capsys.readouterr().err
+    with pytest.raises(ValueError, match="finite"):
+        from napari_skinseg.config import TrainConfig
+
+        TrainConfig(learning_rate=float("inf"))
+
+
+@pytest.mark.parametrize("option,message", [
+    (["--encoder", "resnet19"], "unknown encoder 'resnet19'; did you mean resnet18"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--init", "missing.pt"], "does not exist")])
+def test_encoder_device_and_init_are_checked_before_the_data(tmp_path, synthetic_folder, option,
+                                                             message, monkeypatch, capsys):
+    import napari_skinseg.pairs as pairs
+    from napari_skinseg.cli import main
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("training data read before the settings were checked")
+
+    monkeypatch.setattr(pairs, "find_pairs", forbidden)
+    assert main(["train", *map(str, synthetic_folder), "--out", str(tmp_path / "m.pt"), *option]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_printed_split_is_the_real_one_and_ctrl_c_exits_130(tmp_path, synthetic_folder, monkeypatch,
+                                                            capsys):
+    import os
+    import signal
+
+    import napari_skinseg.training as training
+    from napari_skinseg.cli import main
+
+    real_augment = training.augment_batch
+    calls = []
+
+    def press_ctrl_c(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # during the second batch of the second epoch
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_augment(*args, **kwargs)
+
+    out = tmp_path / "m.pt"
+    images, masks = map(str, synthetic_folder)
+    assert main(["train", images, masks, "--out", str(out), *TINY_TRAIN, "--limit", "5",
+                 "--val-fraction", "0.5", "--batch-size", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "5 pairs, 3:2 split" in text  # round(2.5) pairs held out, the rest trained on
+    assert load_model(out).metadata.data["n_train"] == 3
+    monkeypatch.setattr(training, "augment_batch", press_ctrl_c)
+    out2 = tmp_path / "c.pt"
+    assert main(["train", images, masks, "--out", str(out2), *TINY_TRAIN[:-2], "--epochs", "3",
+                 "--batch-size", "2"]) == 130
+    captured = capsys.readouterr()
+    assert "cancelled; best model so far" in captured.out and "--resume" in captured.err
+    assert load_model(out2).metadata.status == "cancelled"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_all_lesion_masks_are_refused_like_empty_ones(tmp_path, tiny_config):
+    img = np.zeros((32, 32, 3), np.uint8)
+    full = samples_from_arrays([img, img, img], [np.ones((32, 32), int)] * 3, size=64)
+    with pytest.raises(ValueError, match="every pixel of every training mask is lesion"):
+        next(train(full, tiny_config, tmp_path / "m.pt"))

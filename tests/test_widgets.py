@@ -4,6 +4,7 @@ model worker process (napari's side never imports torch; see test_user_path.py f
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,16 +123,22 @@ def test_train_on_layers_through_the_worker(make_napari_viewer, qtbot, tmp_path,
     assert cli.main(args[1:]) == 0 and (tmp_path / "gui-repeat.pt").exists()
 
 
-def test_cancel_before_the_first_validation_never_replaces_the_model(make_napari_viewer, qtbot, tmp_path, errors):
+def start_long_training(make_napari_viewer, qtbot, out):
+    """A Train dock running a long training from scratch, past its first batch."""
     viewer = make_napari_viewer()
     add_pairs(viewer, n=4)
     widget = dock(viewer, "Train")
     widget.labels_layers.value = [f"lesion{i} mask" for i in range(4)]
     widget.epochs.value, widget.size.value, widget.batch_size.value = 200, 128, 1
     widget.start_from.value = "scratch"
-    widget.output.value = tmp_path / "cancel.pt"
+    widget.output.value = out
     widget.start_button.native.click()
-    qtbot.waitUntil(lambda: widget.controller.progress_bar.value >= 1, timeout=SLOW)  # first batch
+    qtbot.waitUntil(lambda: widget.controller.progress_bar.value >= 1, timeout=SLOW)
+    return viewer, widget
+
+
+def test_cancel_before_the_first_validation_never_replaces_the_model(make_napari_viewer, qtbot, tmp_path, errors):
+    viewer, widget = start_long_training(make_napari_viewer, qtbot, tmp_path / "cancel.pt")
     widget.start_button.native.click()  # Cancel, within the first epoch
     qtbot.waitUntil(lambda: not widget.controller.running, timeout=60_000)
     assert widget.start_button.text == "Start training" and errors == []
@@ -366,19 +373,11 @@ def test_retrain_on_curated_shows_both_models_on_the_same_pairs(make_napari_view
     assert model.metadata.started_from == str(tiny_model_path)
     assert model.metadata.config.learning_rate == curate_widget.FINE_TUNE_LR
     adopted = summary.val_dice >= summary.baseline_dice
-    assert (SESSION.model.path == __import__("pathlib").Path(summary.model_path)) == adopted
+    assert (SESSION.model.path == Path(summary.model_path)) == adopted
 
 
 def test_a_dead_worker_never_takes_napari_down(make_napari_viewer, qtbot, tmp_path, errors):
-    viewer = make_napari_viewer()
-    add_pairs(viewer, n=4)
-    widget = dock(viewer, "Train")
-    widget.labels_layers.value = [f"lesion{i} mask" for i in range(4)]
-    widget.epochs.value, widget.size.value, widget.batch_size.value = 200, 128, 1
-    widget.start_from.value = "scratch"
-    widget.output.value = tmp_path / "killed.pt"
-    widget.start_button.native.click()
-    qtbot.waitUntil(lambda: widget.controller.progress_bar.value >= 1, timeout=SLOW)
+    viewer, widget = start_long_training(make_napari_viewer, qtbot, tmp_path / "killed.pt")
     layers_before = [layer.name for layer in viewer.layers]
     SESSION.client.kill()  # as the system's out-of-memory killer would
     qtbot.waitUntil(lambda: not widget.controller.running, timeout=60_000)

@@ -1,14 +1,21 @@
 """Writing files atomically: a temporary file beside the target, then a rename.
 
-A crash or cancel in the middle never leaves a half-written file under the real name.
+A crash or cancel in the middle never leaves a half-written file under the real name, and a
+failed write (a full disk) removes its temporary file and raises :class:`WriteError` naming the
+target and the cause. With ``overwrite=False`` the final step is a hard link, which fails when
+the target appeared meanwhile, so two runs writing the same file never replace each other's.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import secrets
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
+
+from .destinations import WriteError
 
 TEMP_SUFFIX = ".tmp"
 
@@ -18,10 +25,55 @@ def temp_path_for(path: Path) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(temporary_path)``, then move the result to ``path``."""
+def stale_temp_files(path: str | os.PathLike) -> list[Path]:
+    """Temporary files of ``path`` left behind by a process that was killed while writing it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.is_dir():
+        return []
+    return sorted(p for p in path.parent.glob(f".{path.name}.*{TEMP_SUFFIX}")
+                  if len(p.name) == len(path.name) + 10 + len(TEMP_SUFFIX))
+
+
+def remove_stale_temp_files(path: str | os.PathLike) -> list[Path]:
+    """Remove :func:`stale_temp_files` of ``path``; only for files that one process owns (a
+    model and its checkpoint), never for shared results another run may be writing."""
+    removed = []
+    for stale in stale_temp_files(path):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+            removed.append(stale)
+    return removed
+
+
+def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # atomic "create if absent"
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, f"{path} exists; not overwriting it", str(path)) from None
+    except OSError:  # a file system without hard links: check, then rename
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, f"{path} exists; not overwriting it",
+                                  str(path)) from None
+        os.replace(tmp, path)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *,
+                 overwrite: bool = True) -> Path:
+    """Call ``write(temporary_path)``, then move the result to ``path``.
+
+    ``overwrite=False`` raises ``FileExistsError`` if ``path`` exists when the file is ready
+    (checked atomically). Failures of the file system raise :class:`WriteError`.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise WriteError.from_os_error(path, err) from None
+    if path.is_dir():
+        raise WriteError(path, "it is a folder, not a file", errno.EISDIR)
     while True:
         tmp = temp_path_for(path)
         try:
@@ -31,10 +83,50 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
             break
         except FileExistsError:
             continue
+        except OSError as err:
+            raise WriteError.from_os_error(path, err) from None
     try:
         write(str(tmp))
-        os.replace(tmp, path)
+        _publish(tmp, path, overwrite)
+    except FileExistsError as err:
+        if err.filename == str(path):
+            raise
+        raise WriteError.from_os_error(path, err) from None
+    except OSError as err:
+        raise WriteError.from_os_error(path, err) from None
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        with contextlib.suppress(OSError):
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
     return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, *, overwrite: bool = True) -> Path:
+    """Write a text file (UTF-8, ``\\n`` line ends as given) atomically."""
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+
+    return atomic_write(path, write, overwrite=overwrite)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (POSIX ``flock``; a no-op where that is missing), so
+    that two runs merging into one file of the folder take turns."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -1,11 +1,15 @@
 """``skinseg``: train, segment, evaluate and measure from the command line.
 
-Exit codes: 0 success, 1 some images failed (the others were processed), 2 bad input.
+Exit codes: 0 success; 1 some images failed or are missing (the others were processed);
+2 bad input or a destination that cannot be written (one line says which and why); 130
+interrupted (Ctrl-C; what was finished is kept, and rerunning the command completes the rest).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import signal
 import sys
 import threading
@@ -16,7 +20,7 @@ from . import __version__
 from .config import KEEP_MODES, LR_SCHEDULES, PostprocessConfig, TrainConfig
 from .generators import drain
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def _decoder_channels(text: str) -> tuple[int, ...]:
@@ -26,12 +30,45 @@ def _decoder_channels(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected five comma-separated integers, got {text!r}")
 
 
+def _number(kind: type, low: float | None = None, high: float | None = None,
+            low_open: bool = False, high_open: bool = False, what: str = ""):
+    """An argparse type: a finite number within bounds (checked before any work is done)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        too_low = low is not None and (value <= low if low_open else value < low)
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if too_low or too_high:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+    return parse
+
+
+POSITIVE = _number(float, 0, low_open=True, what="positive")
+NON_NEGATIVE = _number(float, 0, what="zero or more")
+FRACTION = _number(float, 0, 1, low_open=True, high_open=True, what="between 0 and 1")
+AT_LEAST_ONE = _number(int, 1, what="at least 1")
+COUNT = _number(int, 0, what="zero or more")
+
+
+def _size(text: str) -> int:
+    value = AT_LEAST_ONE(text)
+    if value < 32 or value % 32:
+        raise argparse.ArgumentTypeError(f"must be a multiple of 32 and at least 32, got {text!r}")
+    return value
+
+
 def _add_postprocess_args(p: argparse.ArgumentParser) -> None:
     d = PostprocessConfig()
-    p.add_argument("--threshold", type=float, default=d.threshold, help="lesion probability cut-off")
+    p.add_argument("--threshold", type=FRACTION, default=d.threshold, help="lesion probability cut-off")
     p.add_argument("--keep", choices=KEEP_MODES, default=d.keep,
                    help="keep the largest lesion (default) or all components")
-    p.add_argument("--min-size", type=int, default=d.min_size,
+    p.add_argument("--min-size", type=COUNT, default=d.min_size,
                    help="drop components smaller than this many pixels")
     p.add_argument("--no-fill-holes", dest="fill_holes", action="store_false",
                    help="keep holes inside the lesion")
@@ -39,32 +76,37 @@ def _add_postprocess_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .pairs import overlay_filename, probability_filename
+
     d = TrainConfig()
     parser = argparse.ArgumentParser(prog="skinseg", description="Skin-lesion segmentation with a U-Net.")
     parser.add_argument("--version", action="version", version=f"napari-skinseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a U-Net on image/mask pairs (the analysis module)")
-    t.add_argument("images_dir", type=Path)
-    t.add_argument("masks_dir", type=Path)
+    t.add_argument("images_dir", type=Path,
+                   help="folder of images, or a pair folder holding the images and masks folders")
+    t.add_argument("masks_dir", type=Path, nargs="?", default=None,
+                   help="folder of masks (leave out for a pair folder)")
     t.add_argument("--out", type=Path, required=True, help="model file to write (e.g. model.pt)")
-    t.add_argument("--epochs", type=int, default=d.epochs)
-    t.add_argument("--batch-size", type=int, default=d.batch_size)
-    t.add_argument("--size", type=int, default=d.size, help="working size in pixels (multiple of 32)")
+    t.add_argument("--epochs", type=AT_LEAST_ONE, default=d.epochs)
+    t.add_argument("--batch-size", type=AT_LEAST_ONE, default=d.batch_size)
+    t.add_argument("--size", type=_size, default=d.size, help="working size in pixels (multiple of 32)")
     t.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N or mps")
-    t.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    t.add_argument("--val-fraction", type=FRACTION, default=d.val_fraction)
     t.add_argument("--seed", type=int, default=d.seed)
-    t.add_argument("--lr", type=float, default=d.learning_rate, help="Adam learning rate")
+    t.add_argument("--lr", type=POSITIVE, default=d.learning_rate, help="Adam learning rate")
     t.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=d.lr_schedule)
-    t.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    t.add_argument("--weight-decay", type=NON_NEGATIVE, default=d.weight_decay)
     t.add_argument("--encoder", default=d.encoder, help="segmentation-models-pytorch encoder name")
     t.add_argument("--decoder-channels", type=_decoder_channels, default=d.decoder_channels)
     t.add_argument("--no-augment", dest="augment", action="store_false")
     t.add_argument("--init", help="start from this model file ('bundled' for the shipped model)")
     t.add_argument("--resume", action="store_true",
                    help="continue from <out>.checkpoint.pt written by an interrupted run")
-    t.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    t.add_argument("--limit", type=int, default=None,
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out file and its history and curves")
+    t.add_argument("--limit", type=AT_LEAST_ONE, default=None,
                    help="use only N randomly chosen pairs (seeded), e.g. the paper's 100")
 
     s = sub.add_parser("segment", help="segment every image of a folder (the segmentation module)")
@@ -72,12 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("results_dir", type=Path)
     s.add_argument("--model", help="model file (default: the bundled model)")
     s.add_argument("--device", default="auto")
-    s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    s.add_argument("--overlay", action="store_true", help="also write <id>_overlay.png (outline on image)")
-    s.add_argument("--probabilities", action="store_true", help="also write <id>_probability.png")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace existing outputs (without it, a rerun keeps existing masks and "
+                        "adds only what is missing)")
+    s.add_argument("--overlay", action="store_true",
+                   help=f"also write {overlay_filename('<id>')} (outline on image)")
+    s.add_argument("--probabilities", action="store_true",
+                   help=f"also write {probability_filename('<id>')}")
     s.add_argument("--measure", action="store_true",
                    help="also write RESULTS_DIR/measurements.csv (ABCD-style lesion descriptors)")
-    s.add_argument("--pixel-size-mm", type=float, default=None, help="pixel size for mm / mm² values")
+    s.add_argument("--pixel-size-mm", type=POSITIVE, default=None, help="pixel size for mm / mm² values")
     _add_postprocess_args(s)
 
     e = sub.add_parser("evaluate", help="score predicted masks against true masks (ISIC 2018 metrics)")
@@ -90,13 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("images_dir", type=Path)
     m.add_argument("masks_dir", type=Path)
     m.add_argument("--out", type=Path, required=True, help="CSV file to write")
-    m.add_argument("--pixel-size-mm", type=float, default=None, help="pixel size for mm / mm² values")
+    m.add_argument("--pixel-size-mm", type=POSITIVE, default=None, help="pixel size for mm / mm² values")
     m.add_argument("--overwrite", action="store_true")
 
     g = sub.add_parser("sample", help="write synthetic dermoscopy-like image/mask pairs")
     g.add_argument("out_dir", type=Path)
-    g.add_argument("--n", type=int, default=6)
-    g.add_argument("--size", type=int, default=512)
+    g.add_argument("--n", type=AT_LEAST_ONE, default=6)
+    g.add_argument("--size", type=_number(int, 8, what="at least 8"), default=512)
     g.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -109,28 +155,55 @@ def _resolve_model_arg(value: str | None) -> str | None:
     return value
 
 
+def _history_paths(out: Path) -> tuple[Path, Path]:
+    stem = out.with_suffix("")
+    return Path(f"{stem}_history.csv"), Path(f"{stem}_curves.png")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from .destinations import check_output_file
+    from .devices import resolve_device
+    from .model import check_encoder, load_model
+    from .training import checkpoint_path, split_sizes
 
-    from .dataset import samples_from_pairs
-    from .history import plot_history, write_history_csv
-    from .pairs import find_pairs
-    from .training import checkpoint_path, train
-
+    # Everything that can be checked without the data is checked first, cheapest first.
     config = TrainConfig(encoder=args.encoder, decoder_channels=args.decoder_channels, size=args.size,
                          epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                          weight_decay=args.weight_decay, lr_schedule=args.lr_schedule,
                          val_fraction=args.val_fraction, seed=args.seed, augment=args.augment,
                          device=args.device)
+    check_encoder(config.encoder)
     out: Path = args.out
-    resuming = args.resume and checkpoint_path(out).exists()
+    ckpt = checkpoint_path(out)
+    resuming = args.resume and ckpt.is_file()
+    replace = args.overwrite or resuming
     if args.resume and not resuming:
-        print(f"no checkpoint {checkpoint_path(out).name} to resume; starting a new run")
-    if out.exists() and not (args.overwrite or resuming):
-        raise FileExistsError(f"{out} exists; choose another --out or pass --overwrite")
-    init = _resolve_model_arg(args.init) if args.init else None
+        if out.is_file() and not args.overwrite and _unfinished(out):
+            # Killed before its first checkpoint was written: nothing to continue, but this
+            # run's own unfinished model may be replaced.
+            print(f"no checkpoint {ckpt.name} to resume; {out.name} is an unfinished model of "
+                  "an interrupted run, so a new run starts and replaces it")
+            replace = True
+        else:
+            print(f"no checkpoint {ckpt.name} to resume; starting a new run")
+    history_csv, curves_png = _history_paths(out)
+    check_output_file(out, overwrite=replace, what="--out", example="model.pt")
+    for path in (history_csv, curves_png):
+        check_output_file(path, overwrite=replace, what="--out (its history and curves)")
+    check_output_file(ckpt, overwrite=True, what="checkpoint")
+    resolve_device(config.device)
+    init = load_model(_resolve_model_arg(args.init)) if args.init else None
 
-    scan = find_pairs(args.images_dir, args.masks_dir)
+    from tqdm import tqdm
+
+    from .dataset import samples_from_pairs
+    from .history import plot_history, write_history_csv
+    from .pairs import find_pairs, pair_folders
+    from .training import train
+
+    images_dir, masks_dir = ((args.images_dir, args.masks_dir) if args.masks_dir is not None
+                             else pair_folders(args.images_dir))
+    scan = find_pairs(images_dir, masks_dir)
     pairs = scan.pairs
     if args.limit:
         import numpy as np
@@ -143,11 +216,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     samples = samples_from_pairs(pairs, config.size)
     for skipped in samples.skipped:
         print(f"skipped {skipped}")
+    n_train, n_val = split_sizes(len(samples), config.val_fraction)
 
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: (stop.set(), print(
         "\ncancelling after this batch; the best model so far is kept", file=sys.stderr)))
-    bar = tqdm(total=0, unit="batch", leave=False, dynamic_ncols=True)
+    bar = tqdm(total=0, unit="batch", leave=False, dynamic_ncols=True, disable=None)  # no bar in logs
 
     def on_batch(p):
         if p.batch == 1:  # a new epoch: restart the bar and its clock
@@ -155,11 +229,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.set_description(f"epoch {p.epoch}/{config.epochs}")
         bar.update()
 
-    print(f"training {config.encoder} U-Net: {len(samples)} pairs, "
-          f"{round(len(samples) * (1 - config.val_fraction))}:{max(1, round(len(samples) * config.val_fraction))}"
-          f" split, {config.epochs} epochs, device {config.device}", flush=True)
+    print(f"training {config.encoder} U-Net: {len(samples)} pairs, {n_train}:{n_val} split, "
+          f"{config.epochs} epochs, device {config.device}", flush=True)
     gen = train(samples, config, out, init=init, cancel=stop.is_set, on_batch=on_batch,
-                resume=args.resume, sources=[str(args.images_dir)])
+                resume=args.resume, sources=[str(images_dir)])
+
     def show(report):
         bar.clear()
         tqdm.write(report.line())
@@ -169,81 +243,100 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         bar.close()
         signal.signal(signal.SIGINT, previous)
-    stem = out.with_suffix("")
-    history_csv = write_history_csv(result.history, f"{stem}_history.csv")
-    curves = plot_history(result.history, f"{stem}_curves.png") if result.history else None
+    write_history_csv(result.history, history_csv)
+    curves = plot_history(result.history, curves_png) if result.history else None
     state = "cancelled; best model so far" if result.cancelled else "done; best model"
     print(f"{state} (epoch {result.best_epoch}) saved to {out}")
     print(f"history: {history_csv}" + (f"  curves: {curves}" if curves else ""))
+    if result.cancelled:
+        print(f"continue it with the same command and --resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return EXIT_OK
 
 
+def _unfinished(path: Path) -> bool:
+    from .model import ModelFileError, read_torch_file
+
+    try:
+        import json
+
+        return json.loads(read_torch_file(path)["metadata"]).get("status") == "in progress"
+    except (ModelFileError, KeyError, TypeError, ValueError):
+        return False
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from .destinations import check_output_file
+    from .folder_segmentation import MEASUREMENTS_CSV, check_folders, segment_folder
 
-    from .folder_segmentation import check_folders, segment_folder
-    from .measurements import DISCLAIMER, measure_lesion, write_measurements_csv
-    from .prediction import Segmenter
-
-    note = check_folders(args.input_dir, args.results_dir)
-    if note:
-        print(note)
-    segmenter = Segmenter.from_file(_resolve_model_arg(args.model), device=args.device)
+    # Options, folders and destinations are checked before the model is loaded or anything is
+    # written.
     post = PostprocessConfig(threshold=args.threshold, fill_holes=args.fill_holes, keep=args.keep,
                              min_size=args.min_size)
-    measurements_csv = args.results_dir / "measurements.csv"
-    if args.measure and measurements_csv.exists() and not args.overwrite:
-        raise FileExistsError(f"{measurements_csv} exists; pass --overwrite to replace it")
-    rows = []
+    note = check_folders(args.input_dir, args.results_dir)
+    measurements_csv = args.results_dir / MEASUREMENTS_CSV
+    if args.measure:
+        check_output_file(measurements_csv, overwrite=True, what="measurements file")
+    if note:
+        print(note)
 
-    def measure(outcome):
-        if outcome.status == "written" and args.measure:
-            rows.append({"id": outcome.path.stem,
-                         **measure_lesion(outcome.mask, outcome.image, args.pixel_size_mm)})
+    from tqdm import tqdm
 
+    from .measurements import DISCLAIMER
+    from .prediction import Segmenter
+
+    segmenter = Segmenter.from_file(_resolve_model_arg(args.model), device=args.device)
     print(f"model: {segmenter.name} ({segmenter.size}x{segmenter.size}, {segmenter.model.metadata.config.encoder})")
     gen = segment_folder(args.input_dir, args.results_dir, segmenter, post, tta=args.tta,
                          overwrite=args.overwrite, overlay=args.overlay, probabilities=args.probabilities,
-                         after_each=measure)
-    with tqdm(unit="image", leave=False, dynamic_ncols=True) as bar:
+                         measurements=measurements_csv if args.measure else None,
+                         pixel_size_mm=args.pixel_size_mm)
+    with tqdm(unit="image", leave=False, dynamic_ncols=True, disable=None) as bar:
         def show(outcome):
             bar.update()
-            if outcome.status in ("failed", "exists"):
+            if outcome.status in ("failed", "exists", "completed"):
                 tqdm.write(f"{outcome.status}: {outcome.message}")
             elif outcome.status == "skipped":
                 tqdm.write(f"skipped {outcome.path.name}: {outcome.message}")
 
         report = drain(gen, show)
     print(f"{report.summary()}; results in {args.results_dir}")
-    if rows:
-        write_measurements_csv(rows, measurements_csv, overwrite=args.overwrite)
-        print(f"measurements of {len(rows)} lesions in {measurements_csv}\n{DISCLAIMER}")
+    if args.measure:
+        print(f"measurements: {report.measured} rows added to {measurements_csv}\n{DISCLAIMER}")
     return EXIT_SOME_FAILED if report.failed else EXIT_OK
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .destinations import check_output_file
     from .evaluation import evaluate_folders
 
     csv_path = args.csv or args.pred_dir / "evaluation.csv"
-    if csv_path.exists() and not args.overwrite:
-        raise FileExistsError(f"{csv_path} exists; choose another --csv or pass --overwrite")
+    check_output_file(csv_path, overwrite=args.overwrite, what="--csv", example="evaluation.csv")
     evaluation = evaluate_folders(args.pred_dir, args.truth_dir)
     for skipped in evaluation.skipped:
         print(f"skipped {skipped}")
-    evaluation.write_csv(csv_path)
-    print(f"{len(evaluation.rows)} images; per-image metrics in {csv_path}")
+    for missing in evaluation.missing:
+        print(f"missing: {missing}")
+    for bad in evaluation.unreadable_truth:
+        print(f"unreadable true mask: {bad}")
+    evaluation.write_csv(csv_path, overwrite=args.overwrite)
+    n_missing = len(evaluation.missing) + len(evaluation.unreadable_truth)
+    print(f"{len(evaluation.rows)} images scored of {evaluation.n_truth} true masks"
+          + (f" ({n_missing} without a usable prediction or readable true mask; the means cover "
+             f"the {len(evaluation.rows)} scored)" if n_missing else "")
+          + f"; per-image metrics in {csv_path}")
     for name, value in evaluation.means.items():
         print(f"  mean {name:18s} {value:.4f}")
-    return EXIT_OK
+    return EXIT_OK if evaluation.complete else EXIT_SOME_FAILED
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
+    from .destinations import check_output_file
     from .image_io import ImageReadError, read_image, read_mask
     from .measurements import DISCLAIMER, measure_lesion, write_measurements_csv
     from .pairs import find_pairs
 
-    if args.out.exists() and not args.overwrite:
-        raise FileExistsError(f"{args.out} exists; choose another --out or pass --overwrite")
+    check_output_file(args.out, overwrite=args.overwrite, what="--out", example="measurements.csv")
     scan = find_pairs(args.images_dir, args.masks_dir)
     failed = [str(s) for s in scan.skipped]
     rows = []
@@ -265,8 +358,10 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from .destinations import check_output_folder
     from .synthetic import write_synthetic_dataset
 
+    check_output_folder(args.out_dir, what="samples folder")
     images_dir, masks_dir = write_synthetic_dataset(args.out_dir, args.n, (args.size, args.size), args.seed)
     print(f"wrote {args.n} synthetic pairs: images in {images_dir}, masks in {masks_dir}")
     return EXIT_OK
@@ -277,33 +372,76 @@ COMMANDS = {"train": cmd_train, "segment": cmd_segment, "evaluate": cmd_evaluate
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .image_io import NonBinaryMaskWarning
+    from .image_io import ImageScalingWarning, NonBinaryMaskWarning
 
     args = build_parser().parse_args(argv)
+    said: set[str] = set()
+
+    def show_warning(message, category, *_args, **_kwargs) -> None:
+        text = str(message)
+        if issubclass(category, ImageScalingWarning):  # once per kind of data, not per file
+            kind = text.split(": ", 1)[-1]
+            if kind in said:
+                return
+            said.add(kind)
+            text += " (said once; other files like it are read the same way)"
+        print(f"warning: {text}", file=sys.stderr)
+
     # Warnings as one plain line each, for this command only (catch_warnings restores the
     # caller's filters and showwarning, so `main()` called from Python changes nothing global).
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _tolerant_output():
         warnings.simplefilter("always", NonBinaryMaskWarning)
-        warnings.showwarning = lambda msg, cat, *a, **k: print(f"warning: {msg}", file=sys.stderr)
+        warnings.simplefilter("always", ImageScalingWarning)
+        warnings.showwarning = show_warning
         return _run(args)
+
+
+@contextlib.contextmanager
+def _tolerant_output():
+    """While a command runs, text the terminal's encoding cannot show (a file name with accents
+    on a Latin-1 or ASCII terminal) is written as escapes instead of ending the run with an
+    error; the streams' own setting is restored afterwards."""
+    changed = []
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            with contextlib.suppress(Exception):
+                stream.reconfigure(errors="backslashreplace")
+                changed.append(stream)
+    try:
+        yield
+    finally:
+        for stream in changed:
+            with contextlib.suppress(Exception):
+                stream.reconfigure(errors="strict")
+
+
+def _error(args: argparse.Namespace, text: str) -> None:
+    print(f"skinseg {args.command}: error: {text}", file=sys.stderr)
 
 
 def _run(args: argparse.Namespace) -> int:
     from .bundled import BundledModelMissing
+    from .destinations import describe_os_error
     from .devices import DeviceError
     from .image_io import ImageReadError
     from .model import ModelFileError
 
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, ModelFileError,
-            DeviceError, ImageReadError, BundledModelMissing) as err:
-        print(f"skinseg {args.command}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"\nskinseg {args.command}: interrupted; what was finished is kept "
+              "(rerun the same command to complete the rest)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ValueError, ModelFileError, DeviceError, ImageReadError, BundledModelMissing) as err:
+        _error(args, str(err))
+        return EXIT_BAD_INPUT
+    except OSError as err:  # unwritable or full destinations, missing or misplaced inputs
+        _error(args, describe_os_error(err))
         return EXIT_BAD_INPUT
     except (RuntimeError, MemoryError) as err:
         if isinstance(err, MemoryError) or "out of memory" in str(err).lower():
-            print(f"skinseg {args.command}: error: out of memory; lower --batch-size or --size, "
-                  f"or use --device cpu ({str(err).strip()[:200]})", file=sys.stderr)
+            _error(args, f"out of memory; lower --batch-size or --size, or use --device cpu "
+                         f"({str(err).strip()[:200]})")
             return EXIT_BAD_INPUT
         raise
 

@@ -8,6 +8,7 @@ saved model's metadata, so a run started in napari can be repeated from the comm
 from __future__ import annotations
 
 import dataclasses
+import math
 import shlex
 from dataclasses import dataclass
 from typing import Any
@@ -77,10 +78,10 @@ class TrainConfig:
             raise ValueError(f"epochs must be at least 1 (got {self.epochs})")
         if self.batch_size < 1:
             raise ValueError(f"batch size must be at least 1 (got {self.batch_size})")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning rate must be positive (got {self.learning_rate})")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight decay must not be negative (got {self.weight_decay})")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"learning rate must be a positive finite number (got {self.learning_rate})")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight decay must be a finite number, not negative (got {self.weight_decay})")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"validation fraction must be between 0 and 1 (got {self.val_fraction})")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -144,7 +145,7 @@ class PostprocessConfig:
     min_size: int = 0
 
     def __post_init__(self) -> None:
-        if not 0 < self.threshold < 1:
+        if not 0 < self.threshold < 1:  # also refuses NaN
             raise ValueError(f"threshold must be between 0 and 1 (got {self.threshold})")
         if self.keep not in KEEP_MODES:
             raise ValueError(f"keep must be one of {KEEP_MODES} (got {self.keep!r})")

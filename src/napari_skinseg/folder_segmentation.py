@@ -2,11 +2,18 @@
 
 :func:`segment_folder` is a generator that yields one :class:`ImageOutcome` per input file (so a
 GUI can show progress) and returns a :class:`FolderReport`. Unreadable files are reported and
-skipped; existing outputs are kept unless ``overwrite=True``.
+skipped.
+
+Reruns complete what is missing: an image whose mask exists keeps that mask (a person may have
+corrected it) and gets only the outputs it lacks (overlay drawn from the mask on disk, probability
+map, measurement row); ``overwrite=True`` replaces everything. Every file is written atomically and
+never replaces one that appeared meanwhile, so two runs into one folder both finish: the first
+writes each file, the other keeps it.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Generator
@@ -15,17 +22,20 @@ import numpy as np
 from skimage import morphology, segmentation
 
 from .config import PostprocessConfig
-from .image_io import ImageReadError, mask_to_uint8, read_image, write_image
-from .pairs import is_mask_name, list_images, mask_filename
+from .destinations import WriteError, check_output_folder, require_folder
+from .image_io import ImageReadError, mask_to_uint8, read_image, read_mask, write_image
+from .measurements import measure_lesion, merge_measurements_csv, read_measurements_csv
+from .pairs import is_mask_name, list_images, mask_filename, overlay_filename, probability_filename
 from .prediction import Segmenter
 
 OVERLAY_COLOUR = (0, 255, 0)
+MEASUREMENTS_CSV = "measurements.csv"
 
 
 @dataclass
 class ImageOutcome:
     path: Path
-    status: str  # "written", "exists", "failed", "skipped"
+    status: str  # "written", "completed" (mask kept, missing outputs added), "exists", "failed", "skipped"
     message: str = ""
     outputs: list[Path] = field(default_factory=list)
     mask: np.ndarray | None = None
@@ -35,16 +45,20 @@ class ImageOutcome:
 @dataclass
 class FolderReport:
     written: list[ImageOutcome] = field(default_factory=list)
+    completed: list[ImageOutcome] = field(default_factory=list)
     existing: list[ImageOutcome] = field(default_factory=list)
     failed: list[ImageOutcome] = field(default_factory=list)
     skipped: list[ImageOutcome] = field(default_factory=list)  # not images, or mask files
+    measured: int = 0
 
     def add(self, outcome: ImageOutcome) -> None:
-        {"written": self.written, "exists": self.existing, "failed": self.failed,
-         "skipped": self.skipped}[outcome.status].append(outcome)
+        {"written": self.written, "completed": self.completed, "exists": self.existing,
+         "failed": self.failed, "skipped": self.skipped}[outcome.status].append(outcome)
 
     def summary(self) -> str:
         parts = [f"{len(self.written)} segmented"]
+        if self.completed:
+            parts.append(f"{len(self.completed)} completed (mask kept, missing outputs added)")
         if self.existing:
             parts.append(f"{len(self.existing)} kept because their outputs exist (use --overwrite)")
         if self.failed:
@@ -68,21 +82,21 @@ def overlay_outline(image: np.ndarray, mask: np.ndarray, colour=OVERLAY_COLOUR) 
 def output_paths(results_dir: Path, stem: str, overlay: bool, probabilities: bool) -> dict[str, Path]:
     paths = {"mask": results_dir / mask_filename(stem)}
     if overlay:
-        paths["overlay"] = results_dir / f"{stem}_overlay.png"
+        paths["overlay"] = results_dir / overlay_filename(stem)
     if probabilities:
-        paths["probability"] = results_dir / f"{stem}_probability.png"
+        paths["probability"] = results_dir / probability_filename(stem)
     return paths
 
 
 def check_folders(input_dir: Path, results_dir: Path) -> str | None:
-    """Raise for folder choices that would mix outputs with inputs; return a note for safe ones."""
-    if not input_dir.is_dir():
-        raise FileNotFoundError(f"input folder {input_dir} does not exist")
+    """Raise for folder choices that would mix outputs with inputs or cannot be written; return
+    a note for safe ones."""
+    input_dir, results_dir = Path(input_dir), Path(results_dir)
+    require_folder(input_dir, "input folder")
     if input_dir.resolve() == results_dir.resolve():
         raise ValueError(f"the results folder must differ from the input folder ({input_dir}): "
                          "masks written there would be mixed with the images")
-    if results_dir.exists() and not results_dir.is_dir():
-        raise NotADirectoryError(f"results path {results_dir} exists and is not a folder")
+    check_output_folder(results_dir)
     if input_dir.resolve() in results_dir.resolve().parents:
         return (f"note: the results folder is inside the input folder; sub-folders are not read "
                 f"as input, so {results_dir.name}/ is never segmented itself")
@@ -94,25 +108,65 @@ def segment_folder(input_dir: str | Path, results_dir: str | Path, segmenter: Se
                    overwrite: bool = False, overlay: bool = False, probabilities: bool = False,
                    keep_arrays: bool = False,
                    after_each: Callable[[ImageOutcome], None] | None = None,
+                   measurements: str | Path | bool | None = None,
+                   pixel_size_mm: float | None = None,
                    ) -> Generator[ImageOutcome, None, FolderReport]:
+    """Segment every image of ``input_dir`` into ``results_dir`` (see the module's docstring).
+
+    ``measurements``: a CSV file (``True``: ``results_dir/measurements.csv``) that gets one row
+    of lesion descriptors per image with a mask; rows already there are kept unless
+    ``overwrite``. The rows are added when the run ends, also when it is interrupted.
+    """
     input_dir, results_dir = Path(input_dir), Path(results_dir)
+    if pixel_size_mm is not None and not (np.isfinite(pixel_size_mm) and pixel_size_mm > 0):
+        raise ValueError(f"pixel size must be a positive number of millimetres (got {pixel_size_mm})")
     check_folders(input_dir, results_dir)
-    images, not_images = list_images(input_dir)
+    csv_path = (results_dir / MEASUREMENTS_CSV if measurements is True
+                else Path(measurements) if measurements else None)
+    measured_ids = set()
+    if csv_path is not None and not overwrite:
+        measured_ids = {row["id"] for row in read_measurements_csv(csv_path)}
+    images, not_images = list_images(input_dir, "input folder")
     report = FolderReport()
     for skipped in not_images:
         outcome = ImageOutcome(skipped.path, "skipped", skipped.reason)
         report.add(outcome)
         yield outcome
-    results_dir.mkdir(parents=True, exist_ok=True)
-    for path in images:
-        outcome = _segment_one(path, results_dir, segmenter, post, tta, overwrite, overlay,
-                               probabilities)
-        if after_each:
-            after_each(outcome)
-        if not keep_arrays:
-            outcome.mask = outcome.image = None
-        report.add(outcome)
-        yield outcome
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise WriteError.from_os_error(results_dir, err) from None
+    rows: list[dict] = []
+
+    def save_rows(failing: bool) -> None:
+        if not rows:
+            return
+        try:
+            _, report.measured = merge_measurements_csv(rows, csv_path, replace=overwrite)
+        except OSError:
+            if not failing:
+                raise
+            # The run is already failing (most likely the same full disk): that error is the
+            # one to report, and the rerun measures these images again.
+        rows.clear()
+
+    try:
+        for path in images:
+            want_row = csv_path is not None and (overwrite or path.stem not in measured_ids)
+            outcome, row = _segment_one(path, results_dir, segmenter, post, tta, overwrite,
+                                        overlay, probabilities, want_row, pixel_size_mm)
+            if row is not None:
+                rows.append(row)
+            if after_each:
+                after_each(outcome)
+            if not keep_arrays:
+                outcome.mask = outcome.image = None
+            report.add(outcome)
+            yield outcome
+    except BaseException:  # interrupted (Ctrl-C, a cancelled worker) or failing: keep the rows
+        save_rows(failing=True)
+        raise
+    save_rows(failing=False)
     if not images:
         raise ValueError(f"no images found in {input_dir}"
                          + (f" ({len(not_images)} other files)" if not_images else ""))
@@ -120,25 +174,56 @@ def segment_folder(input_dir: str | Path, results_dir: str | Path, segmenter: Se
 
 
 def _segment_one(path: Path, results_dir: Path, segmenter: Segmenter, post, tta, overwrite,
-                 overlay, probabilities) -> ImageOutcome:
+                 overlay, probabilities, want_row=False, pixel_size_mm=None
+                 ) -> tuple[ImageOutcome, dict | None]:
     if is_mask_name(path):
-        return ImageOutcome(path, "skipped", "named like a mask, not segmented")
+        return ImageOutcome(path, "skipped", "named like a mask, not segmented"), None
     outputs = output_paths(results_dir, path.stem, overlay, probabilities)
-    present = [p for p in outputs.values() if p.exists()]
-    if present and not overwrite:
-        return ImageOutcome(path, "exists", f"{present[0].name} exists; kept (use --overwrite)")
+    todo = dict(outputs) if overwrite else {k: p for k, p in outputs.items() if not p.exists()}
+    if not todo and not want_row:
+        return ImageOutcome(path, "exists", f"{outputs['mask'].name} exists; kept (use --overwrite)"), None
     try:
         image = read_image(path)
     except ImageReadError as err:
-        return ImageOutcome(path, "failed", str(err))
-    try:
-        seg = segmenter.segment(image, post, tta=tta)
-    except (RuntimeError, MemoryError) as err:  # e.g. out of memory on a GPU
-        return ImageOutcome(path, "failed", f"{path.name}: segmentation failed: {err}")
-    write_image(outputs["mask"], mask_to_uint8(seg.mask), overwrite=overwrite)
-    if "overlay" in outputs:
-        write_image(outputs["overlay"], overlay_outline(image, seg.mask), overwrite=overwrite)
-    if "probability" in outputs:
-        prob8 = np.clip(np.rint(seg.probability * 255), 0, 255).astype(np.uint8)
-        write_image(outputs["probability"], prob8, overwrite=overwrite)
-    return ImageOutcome(path, "written", "", list(outputs.values()), seg.mask, image)
+        return ImageOutcome(path, "failed", str(err)), None
+    seg = None
+    if "mask" in todo or "probability" in todo:
+        try:
+            seg = segmenter.segment(image, post, tta=tta)
+        except (RuntimeError, MemoryError) as err:  # e.g. out of memory on a GPU
+            return ImageOutcome(path, "failed", f"{path.name}: segmentation failed: {err}"), None
+    kept_mask = "mask" not in todo
+    if kept_mask:  # the mask on disk is the truth now: a person may have corrected it
+        try:
+            mask = read_mask(outputs["mask"], shape=image.shape[:2])
+        except ImageReadError as err:
+            return ImageOutcome(path, "failed", f"the existing mask cannot be used ({err}); "
+                                "delete it or pass --overwrite"), None
+    else:
+        mask = seg.mask
+    written = []
+    for kind, out in todo.items():
+        if kind == "mask":
+            data = mask_to_uint8(mask)
+        elif kind == "overlay":
+            data = overlay_outline(image, mask)
+        else:
+            data = np.clip(np.rint(seg.probability * 255), 0, 255).astype(np.uint8)
+        try:
+            write_image(out, data, overwrite=overwrite)
+        except FileExistsError:
+            continue  # another run wrote it meanwhile: theirs is kept
+        written.append(out)
+    row = None
+    if want_row:
+        with contextlib.suppress(ValueError):
+            row = {"id": path.stem, **measure_lesion(mask, image, pixel_size_mm)}
+    if not written:
+        status = "exists"
+        message = f"{outputs['mask'].name} exists; kept (use --overwrite)"
+    elif kept_mask:
+        status = "completed"
+        message = f"{outputs['mask'].name} kept; added " + ", ".join(p.name for p in written)
+    else:
+        status, message = "written", ""
+    return ImageOutcome(path, status, message, written, mask, image), row

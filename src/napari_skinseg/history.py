@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any, Sequence
+
+from .atomic import atomic_write, atomic_write_text
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "train_accuracy", "val_accuracy",
                    "val_dice", "val_jaccard", "seconds", "learning_rate")
@@ -15,13 +18,12 @@ def _rows(history: Sequence[Any]) -> list[dict]:
 
 
 def write_history_csv(history: Sequence[Any], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(_rows(history))
-    return path
+    """Write atomically (never a half-written or empty file under ``path``)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(_rows(history))
+    return atomic_write_text(path, buffer.getvalue())
 
 
 def draw_history(figure, history: Sequence[Any], stacked: bool = False) -> None:
@@ -51,9 +53,6 @@ def plot_history(history: Sequence[Any], path: str | Path) -> Path:
     """Save the training curves as a PNG (no GUI backend needed)."""
     from matplotlib.figure import Figure
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     figure = Figure(figsize=(9, 3.6), dpi=100)
     draw_history(figure, history)
-    figure.savefig(path)
-    return path
+    return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))

@@ -11,12 +11,30 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .atomic import atomic_write
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 MIN_SIDE = 8  # smaller images carry no lesion a U-Net could find
+TIFF_EXTENSIONS = (".tif", ".tiff")
+EXIF_ORIENTATION = 0x0112  # the EXIF / TIFF Orientation tag
+
+
+# Photograph and raster formats; each is offered where this Pillow can open it.
+_RASTER_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".tif", ".tiff", ".bmp",
+                      ".dib", ".webp", ".gif", ".jp2", ".j2k", ".jpx", ".jpf", ".ppm", ".pgm",
+                      ".pbm", ".pnm", ".tga", ".psd", ".avif", ".qoi", ".sgi", ".pcx")
+
+
+def _readable_extensions() -> tuple[str, ...]:
+    """The image files read from folders: every raster format this Pillow can open."""
+    Image.init()
+    openable = {ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+    return tuple(e for e in _RASTER_EXTENSIONS
+                 if e in openable or e in (".jpg", ".jpeg", ".png", ".bmp", *TIFF_EXTENSIONS))
+
+
+IMAGE_EXTENSIONS = _readable_extensions()
 
 
 class ImageReadError(ValueError):
@@ -27,21 +45,64 @@ class NonBinaryMaskWarning(UserWarning):
     """A mask holds values other than 0 and 255; every value above 0 is taken as lesion."""
 
 
+class ImageScalingWarning(UserWarning):
+    """An image was scaled to 8 bits by its data, not by its type (12-bit data in a 16-bit file,
+    floats outside 0..1); the message says how."""
+
+
 def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
+def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF/TIFF orientation (2-8) to an (H, W, ...) array, as Pillow's exif_transpose."""
+    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1),
+           7: lambda a: a[::-1, ::-1].swapaxes(0, 1), 8: lambda a: np.rot90(a, 1)}
+    return np.ascontiguousarray(ops[orientation](arr)) if orientation in ops else arr
+
+
+def _read_tiff(path: Path) -> np.ndarray | None:
+    """A TIFF's first image with tifffile (float, 16-bit RGB, planar, 12-bit data: what Pillow
+    misreads or cannot open); None when tifffile cannot read it either (Pillow then tries)."""
+    try:
+        import tifffile
+    except ImportError:  # pragma: no cover - a dependency of scikit-image
+        return None
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            arr = page.asarray()
+            axes = page.axes
+            tag = page.tags.get("Orientation")
+            orientation = int(tag.value) if tag is not None else 1
+    except Exception:  # compressions without a codec, broken files: leave them to Pillow
+        return None
+    if "S" in axes and arr.ndim == 3 and axes.index("S") == 0:
+        arr = np.moveaxis(arr, 0, -1)  # planar RGB -> interleaved
+    return _orient(arr, orientation)
+
+
 def _read_array(path: Path) -> np.ndarray:
+    if path.suffix.lower() in TIFF_EXTENSIONS and path.is_file():
+        arr = _read_tiff(path)
+        if arr is not None:
+            return arr
     try:
         with Image.open(path) as img:
             img.load()  # truncated files fail here, not later
-            if img.mode in ("P", "CMYK", "YCbCr", "LAB", "HSV"):
-                img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+            orientation = img.getexif().get(EXIF_ORIENTATION, 1)
+            if orientation in range(2, 9):  # show it as every viewer (and napari) does
+                img = ImageOps.exif_transpose(img)
+            if img.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
+                img = img.convert("RGBA" if "transparency" in img.info or "A" in img.mode else "RGB")
             elif img.mode in ("I;16", "I;16B", "I;16L"):
                 return np.array(img).astype(np.uint16)
             arr = np.asarray(img)
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ImageReadError(f"{path}: is a folder, not an image file") from None
     except Image.DecompressionBombError:
         # Pillow's own limit (about 179 megapixels), left as it is for the whole process.
         raise ImageReadError(f"{path.name}: image is too large to read safely (over "
@@ -51,13 +112,25 @@ def _read_array(path: Path) -> np.ndarray:
     return arr
 
 
+def _bits_used(arr: np.ndarray) -> int:
+    """Bit depth the data need (8, 10, 12, 14, 16, ... up to its type's width)."""
+    width = np.iinfo(arr.dtype).bits
+    top = int(arr.max()) if arr.size else 0
+    for bits in range(8, width, 2):
+        if top < 2 ** bits:
+            return bits
+    return width
+
+
 def to_rgb_uint8(array: np.ndarray, name: str = "image") -> np.ndarray:
     """Return an H x W x 3 uint8 copy of any 2D image array.
 
     RGB is kept, RGBA loses its alpha, grayscale (H x W or H x W x 1) is replicated to three
-    channels, gray+alpha keeps the gray. Integer types wider than 8 bits are scaled by their
-    type's range (a 16-bit 65535 becomes 255); floats in [0, 1] are scaled by 255, other floats
-    are rescaled from their own minimum and maximum.
+    channels, gray+alpha keeps the gray. Integer types wider than 8 bits are scaled by the bit
+    depth their data use: 12-bit data in a 16-bit file (values below 4096) are scaled by 4095,
+    full 16-bit data by 65535, and an :class:`ImageScalingWarning` says so whenever that is not
+    the type's own range. Floats in [0, 1] are scaled by 255, other floats are rescaled from their
+    own minimum and maximum (with a warning).
     """
     arr = np.asarray(array)
     if arr.ndim == 3 and arr.shape[-1] in (1, 2):
@@ -78,8 +151,18 @@ def to_rgb_uint8(array: np.ndarray, name: str = "image") -> np.ndarray:
         return arr.astype(np.uint8) * 255
     if np.issubdtype(arr.dtype, np.integer):
         info = np.iinfo(arr.dtype)
-        lo = min(info.min, 0)
-        scaled = (arr.astype(np.float32) - lo) * (255.0 / (info.max - lo))
+        if info.min < 0 and arr.size and int(arr.min()) < 0:
+            lo, hi = int(arr.min()), int(arr.max())
+            warnings.warn(f"{name}: signed {info.bits}-bit image with values from {lo} to {hi}; "
+                          "rescaled from its own range", ImageScalingWarning, stacklevel=2)
+        else:
+            bits = _bits_used(arr)
+            lo, hi = 0, 2 ** bits - 1
+            if bits < info.bits - (1 if info.min < 0 else 0):
+                warnings.warn(f"{name}: {info.bits}-bit image whose values stay below {2 ** bits}: "
+                              f"read as {bits}-bit data (scaled by {hi})", ImageScalingWarning,
+                              stacklevel=2)
+        scaled = (arr.astype(np.float32) - lo) * (255.0 / max(hi - lo, 1))
         return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
     if np.issubdtype(arr.dtype, np.floating):
         arr = arr.astype(np.float32)
@@ -89,6 +172,9 @@ def to_rgb_uint8(array: np.ndarray, name: str = "image") -> np.ndarray:
         if lo >= 0 and hi <= 1:
             arr = arr * 255.0
         elif hi > lo:
+            warnings.warn(f"{name}: floating-point image with values from {lo:g} to {hi:g} "
+                          "(not 0 to 1): rescaled from its own range", ImageScalingWarning,
+                          stacklevel=2)
             arr = (arr - lo) * (255.0 / (hi - lo))
         return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
     raise ImageReadError(f"{name}: unsupported pixel type {arr.dtype}")
@@ -147,11 +233,14 @@ def mask_to_uint8(mask: np.ndarray) -> np.ndarray:
 
 
 def write_image(path: str | os.PathLike, array: np.ndarray, overwrite: bool = False) -> Path:
-    """Write an image atomically (temporary file, then rename); never overwrites unless asked."""
+    """Write an image atomically (temporary file, then rename); never overwrites unless asked,
+    not even a file that another process creates while this one encodes (``FileExistsError``).
+    A failing disk raises :class:`~napari_skinseg.destinations.WriteError` (path and cause)."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; not overwriting it")
-    return atomic_write(path, lambda tmp: Image.fromarray(np.asarray(array)).save(tmp, format=_pil_format(path)))
+    return atomic_write(path, lambda tmp: Image.fromarray(np.asarray(array)).save(tmp, format=_pil_format(path)),
+                        overwrite=overwrite)
 
 
 def write_mask(path: str | os.PathLike, mask: np.ndarray, overwrite: bool = False) -> Path:

@@ -23,12 +23,16 @@ counted in ``n_components``). Definitions:
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from skimage import color, measure, transform
+from scipy import ndimage
+from skimage import color, measure
+
+from .atomic import atomic_write_text, folder_lock
 
 DISCLAIMER = ("Lesion descriptors support a clinician's assessment; they are not a diagnosis.")
 COLOUR_MIN_FRACTION = 0.05
@@ -51,58 +55,133 @@ COLOUR_COLUMNS = ("L_mean", "L_std", "a_mean", "a_std", "b_mean", "b_std", "n_co
 COLUMNS = SHAPE_COLUMNS + COLOUR_COLUMNS
 
 
-def _mirror_overlap(mask: np.ndarray, centroid: np.ndarray, direction: np.ndarray) -> float:
-    """Fraction of ``mask`` not covered by its reflection across the line through ``centroid``
-    along ``direction`` (both in (row, col))."""
-    area = mask.sum()
+_CHUNK = 1 << 20  # pixels per step: keeps a 24-megapixel lesion's working memory small
+
+
+def _row_chunks(n_rows: int, width: int):
+    step = max(1, _CHUNK // max(width, 1))
+    for start in range(0, n_rows, step):
+        yield start, min(n_rows, start + step)
+
+
+_EDGE_MIDPOINTS = ((-0.5, 0.0), (0.5, 0.0), (0.0, -0.5), (0.0, 0.5))
+
+
+def _hull(sub: np.ndarray, offsets=_EDGE_MIDPOINTS) -> np.ndarray:
+    """Vertices (row, col) of the convex hull of the lesion's pixels, each pixel taken as the
+    points ``offsets`` from its centre (its edges' midpoints), in order.
+
+    Only each row's first and last lesion pixel can touch the hull, so the hull is found from
+    two pixels per row, never from every lesion pixel."""
+    rows = np.flatnonzero(sub.any(axis=1))
+    left = sub[rows].argmax(axis=1) if len(rows) < 4096 else np.array(
+        [sub[r].argmax() for r in rows])
+    right = sub.shape[1] - 1 - (sub[rows, ::-1].argmax(axis=1) if len(rows) < 4096 else np.array(
+        [sub[r, ::-1].argmax() for r in rows]))
+    r = np.concatenate([rows, rows]).astype(np.float64)
+    c = np.concatenate([left, right]).astype(np.float64)
+    corners = np.concatenate([np.stack([r + dr, c + dc], axis=1) for dr, dc in offsets])
+    corners = np.unique(corners, axis=0)
+    try:
+        from scipy.spatial import ConvexHull
+
+        return corners[ConvexHull(corners).vertices]
+    except Exception:  # degenerate (a line of pixels): the corners themselves
+        return corners
+
+
+def _max_distance(points: np.ndarray) -> float:
+    best = 0.0
+    for start in range(0, len(points), 1024):
+        block = points[start:start + 1024]
+        d = np.hypot(block[:, None, 0] - points[None, :, 0], block[:, None, 1] - points[None, :, 1])
+        best = max(best, float(d.max()))
+    return best
+
+
+def _pixels_in_polygon(polygon: np.ndarray) -> int:
+    """How many pixel centres (integer coordinates) lie in the convex polygon (row, col), edges
+    included: a scanline count, never an image of the hull."""
+    y, x = polygon[:, 0], polygon[:, 1]
+    y2, x2 = np.roll(y, -1), np.roll(x, -1)
+    total = 0
+    rows = np.arange(math.ceil(y.min() - 1e-9), math.floor(y.max() + 1e-9) + 1, dtype=np.float64)
+    for start in range(0, len(rows), 1024):
+        ry = rows[start:start + 1024, None]
+        lo, hi = np.minimum(y, y2), np.maximum(y, y2)
+        valid = (ry >= lo - 1e-9) & (ry <= hi + 1e-9) & (hi > lo)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xs = x + (ry - y) * (x2 - x) / (y2 - y)
+        xmin = np.where(valid, xs, np.inf).min(axis=1)
+        xmax = np.where(valid, xs, -np.inf).max(axis=1)
+        counts = np.floor(xmax + 1e-9) - np.ceil(xmin - 1e-9) + 1
+        total += int(np.clip(counts[np.isfinite(counts)], 0, None).sum())
+    return total
+
+
+def _moments(sub: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centroid (row, col) and covariance of the lesion pixels' coordinates, from sums per row
+    (no list of pixel coordinates)."""
+    h, w = sub.shape
+    rr = np.arange(h, dtype=np.float64)
+    cc = np.arange(w, dtype=np.float64)
+    row_counts = sub.sum(axis=1).astype(np.float64)
+    col_counts = sub.sum(axis=0).astype(np.float64)
+    n = row_counts.sum()
+    mr, mc = (row_counts @ rr) / n, (col_counts @ cc) / n
+    src = 0.0
+    for a, b in _row_chunks(h, w):
+        src += float(rr[a:b] @ (sub[a:b].astype(np.float32) @ cc.astype(np.float32)).astype(np.float64))
+    srr, scc = row_counts @ rr ** 2, col_counts @ cc ** 2
+    cov = np.array([[srr / n - mr ** 2, src / n - mr * mc],
+                    [src / n - mr * mc, scc / n - mc ** 2]])
+    return np.array([mr, mc]), cov
+
+
+def _mirror_overlap(sub: np.ndarray, centroid: np.ndarray, direction: np.ndarray) -> float:
+    """Fraction of the lesion not covered by its reflection across the line through ``centroid``
+    along ``direction`` (both in (row, col)): each lesion pixel's mirror position is sampled
+    (bilinear, outside = skin) and counts as covered when that value is at least 0.5."""
     d = direction / np.linalg.norm(direction)
-    reflect = 2 * np.outer(d, d) - np.eye(2)  # in (row, col); an involution
-    # skimage transforms work in (x, y) = (col, row)
-    swap = np.array([[0, 1], [1, 0]])
-    a_xy = swap @ reflect @ swap
-    c_xy = centroid[::-1]
-    matrix = np.eye(3)
-    matrix[:2, :2] = a_xy
-    matrix[:2, 2] = c_xy - a_xy @ c_xy
-    mirrored = transform.warp(mask.astype(np.float32), transform.AffineTransform(matrix=matrix),
-                              order=1, preserve_range=True) >= 0.5
-    return float(1 - (mask & mirrored).sum() / area)
-
-
-def _crop_around(mask: np.ndarray, centroid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A square crop centred on the centroid that holds the lesion and any reflection of it."""
-    rows, cols = np.nonzero(mask)
-    reach = int(math.ceil(np.hypot(rows - centroid[0], cols - centroid[1]).max())) + 2
-    r0, c0 = int(centroid[0]) - reach, int(centroid[1]) - reach
-    size = 2 * reach + 2
-    crop = np.zeros((size, size), bool)
-    rr, cc = rows - r0, cols - c0
-    crop[rr, cc] = True
-    return crop, centroid - np.array([r0, c0])
+    reflect = 2 * np.outer(d, d) - np.eye(2)  # an involution: it is its own inverse
+    values = sub.astype(np.float32)
+    area, covered = 0, 0
+    for a, b in _row_chunks(*sub.shape):
+        rows, cols = np.nonzero(sub[a:b])
+        if not len(rows):
+            continue
+        coords = np.stack([rows + a, cols]).astype(np.float64) - centroid[:, None]
+        mirrored = reflect @ coords + centroid[:, None]
+        sampled = ndimage.map_coordinates(values, mirrored, order=1, mode="constant", cval=0.0)
+        covered += int((sampled >= 0.5).sum())
+        area += len(rows)
+    return float(1 - covered / area)
 
 
 def shape_descriptors(mask: np.ndarray, pixel_size_mm: float | None = None) -> dict[str, float]:
     mask = np.asarray(mask) > 0
     out: dict[str, float] = {name: math.nan for name in SHAPE_COLUMNS}
-    out["n_components"] = int(measure.label(mask, connectivity=2).max())
-    area = int(mask.sum())
+    out["n_components"] = int(ndimage.label(mask, structure=np.ones((3, 3), bool))[1])
+    area = int(np.count_nonzero(mask))
     out["area_px"] = area
     if area == 0:
         return out
-    props = measure.regionprops(mask.astype(np.uint8))[0]
-    perimeter = float(props.perimeter_crofton)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    sub = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]  # the bounding box, a view
+    perimeter = float(measure.perimeter_crofton(sub, directions=4))
     out["perimeter_px"] = perimeter
-    out["equivalent_diameter_px"] = float(props.equivalent_diameter_area)
-    out["feret_diameter_max_px"] = float(props.feret_diameter_max)
-    out["solidity"] = float(props.solidity)
+    out["equivalent_diameter_px"] = math.sqrt(4 * area / math.pi)
+    # The convex hull of the pixels' edge midpoints, as scikit-image's convex image: Feret
+    # diameter across it, solidity against the pixel centres inside it; no image of it is built.
+    out["feret_diameter_max_px"] = _max_distance(_hull(sub, _EDGE_MIDPOINTS))
+    out["solidity"] = min(1.0, area / max(_pixels_in_polygon(_hull(sub, _EDGE_MIDPOINTS)), area))
     out["compactness"] = perimeter ** 2 / (4 * math.pi * area) if perimeter > 0 else math.nan
     if area >= 3:
-        crop, centroid = _crop_around(mask, np.array(props.centroid))
-        coords = np.argwhere(crop) - centroid
-        eigvals, eigvecs = np.linalg.eigh(np.cov(coords.T) + 1e-9 * np.eye(2))
+        centroid, cov = _moments(sub)
+        eigvals, eigvecs = np.linalg.eigh(cov + 1e-9 * np.eye(2))
         major, minor = eigvecs[:, 1], eigvecs[:, 0]
-        out["asymmetry_major_axis"] = _mirror_overlap(crop, centroid, major)
-        out["asymmetry_minor_axis"] = _mirror_overlap(crop, centroid, minor)
+        out["asymmetry_major_axis"] = _mirror_overlap(sub, centroid, major)
+        out["asymmetry_minor_axis"] = _mirror_overlap(sub, centroid, minor)
     if pixel_size_mm:
         out["area_mm2"] = area * pixel_size_mm ** 2
         for name in ("perimeter", "equivalent_diameter", "feret_diameter_max"):
@@ -111,19 +190,41 @@ def shape_descriptors(mask: np.ndarray, pixel_size_mm: float | None = None) -> d
 
 
 def colour_descriptors(image: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
+    """CIELAB statistics and colour families, a block of rows at a time (bounded memory)."""
     mask = np.asarray(mask) > 0
+    image = np.asarray(image)
     out: dict[str, Any] = {name: math.nan for name in COLOUR_COLUMNS}
     out["colours"] = ""
     if not mask.any():
         out["n_colours"] = 0
         return out
-    pixels = np.asarray(image)[mask][:, :3].astype(np.float64) / 255.0
-    lab = color.rgb2lab(pixels[None])[0]
+    n, mean, m2 = 0, np.zeros(3), np.zeros(3)  # Chan et al.'s parallel mean/variance
+    counts = np.zeros(len(COLOUR_FAMILIES), np.int64)
+    for a, b in _row_chunks(*mask.shape):
+        pixels = image[a:b][mask[a:b]][:, :3]
+        if not len(pixels):
+            continue
+        lab = color.rgb2lab(pixels[None].astype(np.float64) / 255.0)[0]
+        k = len(lab)
+        chunk_mean = lab.mean(axis=0)
+        chunk_m2 = ((lab - chunk_mean) ** 2).sum(axis=0)
+        delta = chunk_mean - mean
+        total = n + k
+        mean = mean + delta * (k / total)
+        m2 = m2 + chunk_m2 + delta ** 2 * (n * k / total)
+        n = total
+        nearest = np.full(k, np.inf)
+        family = np.zeros(k, np.int64)
+        for i, ref in enumerate(_FAMILY_LAB):
+            dist = ((lab - ref) ** 2).sum(axis=1)
+            closer = dist < nearest
+            nearest[closer], family[closer] = dist[closer], i
+        counts += np.bincount(family, minlength=len(COLOUR_FAMILIES))
+    std = np.sqrt(np.maximum(m2 / n, 0))
     for i, channel in enumerate("Lab"):
-        out[f"{channel}_mean"] = float(lab[:, i].mean())
-        out[f"{channel}_std"] = float(lab[:, i].std())
-    distances = np.linalg.norm(lab[:, None, :] - _FAMILY_LAB[None, :, :], axis=-1)
-    fractions = np.bincount(distances.argmin(axis=1), minlength=len(COLOUR_FAMILIES)) / len(lab)
+        out[f"{channel}_mean"] = float(mean[i])
+        out[f"{channel}_std"] = float(std[i])
+    fractions = counts / n
     present = []
     for name, fraction in zip(COLOUR_FAMILIES, fractions):
         out[f"fraction_{name}"] = float(fraction)
@@ -147,20 +248,75 @@ def measure_lesion(mask: np.ndarray, image: np.ndarray | None = None,
     return row
 
 
+FIELDS = ("id", *COLUMNS)
+
+
+def _csv_text(rows: Sequence[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(FIELDS), extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
 def write_measurements_csv(rows: Sequence[dict[str, Any]], path: str | Path,
                            overwrite: bool = False) -> Path:
-    """One row per image (``id`` first); the first line is a ``#`` comment with the disclaimer."""
+    """A plain table: one header line, one row per image (``id`` first), written atomically.
+
+    The disclaimer (:data:`DISCLAIMER`) is not in the file, so any CSV reader reads it as it is;
+    show it wherever the numbers are shown.
+    """
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; choose another file or pass --overwrite")
+    return atomic_write_text(path, _csv_text(rows), overwrite=overwrite)
+
+
+def read_measurements_csv(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a measurements CSV as written (strings); [] when the file does not exist.
+
+    A leading ``#`` line (written by earlier versions) is skipped; a file that is not such a
+    table raises ``ValueError``."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        lines = [line for line in fh if not line.startswith("#")]
+    if not lines:
+        return []
+    reader = csv.DictReader(lines)
+    if not reader.fieldnames or reader.fieldnames[0] != "id":
+        raise ValueError(f"{path} is not a measurements table (its first column is not 'id'); "
+                         "move it away or pass --overwrite")
+    return list(reader)
+
+
+def merge_measurements_csv(rows: Sequence[dict[str, Any]], path: str | Path,
+                           replace: bool = False) -> tuple[Path, int]:
+    """Add ``rows`` to the table at ``path`` (created if missing), returning it and how many rows
+    were added. Rows already there are kept unless ``replace`` (then a new row for the same id
+    replaces the old one). Runs that merge into one folder at once take turns (a folder lock),
+    so none loses another's rows."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        fh.write(f"# {DISCLAIMER}\n")
-        writer = csv.DictWriter(fh, fieldnames=["id", *COLUMNS], extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    return path
+    with folder_lock(path.parent):
+        existing = read_measurements_csv(path)
+        new = {str(r["id"]): r for r in rows}
+        merged, added = [], 0
+        for row in existing:
+            if replace and row["id"] in new:
+                merged.append(new.pop(row["id"]))
+            else:
+                new.pop(row["id"], None)
+                merged.append(row)
+        for row in new.values():
+            merged.append(row)
+            added += 1
+        if added or replace or not path.exists():
+            atomic_write_text(path, _csv_text(merged))
+    return path, added
+
 
 
 # What the napari table shows for each column: a readable name and its unit.

@@ -8,6 +8,7 @@ with ``torch.load(weights_only=True)``, which never executes pickled code, and w
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import warnings
@@ -55,6 +56,34 @@ def _looks_truncated_zip(path: Path) -> bool:
         return f.read(4) == b"PK\x03\x04"  # starts like a PyTorch (zip) file but ends early
 
 
+def known_encoders() -> list[str]:
+    """The encoder names segmentation-models-pytorch knows (``tu-<timm name>`` works as well)."""
+    return sorted(smp.encoders.encoders)
+
+
+def check_encoder(name: str) -> str:
+    """Raise ``ValueError`` for an encoder name smp does not know, suggesting close names."""
+    if name in smp.encoders.encoders:
+        return name
+    if name.startswith("tu-"):
+        try:
+            import timm
+
+            if timm.is_model(name[3:]) or name[3:] in timm.list_models(name[3:]):
+                return name
+        except ImportError:  # pragma: no cover - timm is a dependency of smp
+            pass
+    close = difflib.get_close_matches(name, known_encoders(), n=4, cutoff=0.6)
+    hint = (f"did you mean {' or '.join(close)}?" if close else
+            f"known encoders include {', '.join(known_encoders()[:8])}, ...")
+    raise ValueError(f"unknown encoder {name!r}; {hint} (or any timm model as tu-<name>)")
+
+
+def non_finite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors that hold NaN or infinite values."""
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 def build_unet(config: TrainConfig) -> nn.Module:
     """An smp U-Net with one output channel (lesion logit) and no downloaded weights."""
     with warnings.catch_warnings():
@@ -91,7 +120,7 @@ class ModelMetadata:
     quality: dict[str, Any] = field(default_factory=dict)
     best_epoch: int = 0
     epochs_completed: int = 0
-    status: str = "complete"  # "complete", "cancelled" or "in progress"
+    status: str = "complete"  # "complete", "cancelled", "in progress" or "diverged"
     started_from: str = "scratch"
     created: str = ""
 
@@ -131,7 +160,14 @@ class SkinSegModel:
         return cls(network, ModelMetadata(config=config))
 
     def save(self, path: str | os.PathLike, half: bool = False) -> Path:
-        """Write atomically; ``half=True`` stores floating weights as fp16 (half the size)."""
+        """Write atomically; ``half=True`` stores floating weights as fp16 (half the size).
+
+        Weights that are not finite (a diverged training) are never written: ``ValueError``.
+        """
+        bad = non_finite_tensors(self.network.state_dict())
+        if bad:
+            raise ValueError(f"not saving {Path(path).name}: {len(bad)} weight tensors hold NaN or "
+                             f"infinite values (e.g. {bad[0]}); the training diverged")
         state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
                  for k, v in self.network.state_dict().items()}
         payload = {"format": FORMAT, "version": FORMAT_VERSION,
@@ -140,7 +176,13 @@ class SkinSegModel:
 
 
 def atomic_torch_save(payload: dict[str, Any], path: str | os.PathLike) -> Path:
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    """``torch.save`` through an open file, so a full disk is an ``OSError`` (ENOSPC), not torch's
+    cryptic ``RuntimeError``, and atomically (a :class:`WriteError` names the path and cause)."""
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            torch.save(payload, fh)
+
+    return atomic_write(path, write)
 
 
 def read_torch_file(path: str | os.PathLike, what: str = "model file",
@@ -172,8 +214,13 @@ def load_model(path: str | os.PathLike) -> SkinSegModel:
         network = build_unet(metadata.config)
         state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
         network.load_state_dict(state)
+        bad = non_finite_tensors(state)
     except (KeyError, TypeError, ValueError, RuntimeError, json.JSONDecodeError) as err:
         raise ModelFileError(f"{Path(path).name}: model file does not match its metadata: "
                              f"{_first_line(err)}") from None
+    if bad:
+        raise ModelFileError(f"{Path(path).name} cannot be used: {len(bad)} of its weight tensors "
+                             f"hold NaN or infinite values (e.g. {bad[0]}), so its training "
+                             "diverged; train it again with a lower learning rate")
     network.eval()
     return SkinSegModel(network, metadata, Path(path))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .destinations import require_folder
 from .image_io import is_image_file
 
 # The pair-folder convention (ISIC's): <root>/images/<id>.<ext> + <root>/masks/<id>_segmentation.png.
@@ -13,11 +14,29 @@ IMAGES_DIR = "images"
 MASKS_DIR = "masks"
 MASK_SUFFIX = "_segmentation"
 MASK_SUFFIXES = (MASK_SUFFIX, "_mask", "")
+# The other outputs `skinseg segment` writes beside each mask in a results folder.
+OVERLAY_SUFFIX = "_overlay"
+PROBABILITY_SUFFIX = "_probability"
 
 
 def mask_filename(image_id: str) -> str:
     """``<id>_segmentation.png``: the mask file of an image, in training folders and results."""
     return f"{image_id}{MASK_SUFFIX}.png"
+
+
+def overlay_filename(image_id: str) -> str:
+    """``<id>_overlay.png``: the image with the mask's outline, in a results folder."""
+    return f"{image_id}{OVERLAY_SUFFIX}.png"
+
+
+def probability_filename(image_id: str) -> str:
+    """``<id>_probability.png``: the lesion probability map (0-255), in a results folder."""
+    return f"{image_id}{PROBABILITY_SUFFIX}.png"
+
+
+def is_result_extra(path: str | Path) -> bool:
+    """True for a results folder's overlays and probability maps (outputs that are not masks)."""
+    return Path(path).stem.endswith((OVERLAY_SUFFIX, PROBABILITY_SUFFIX))
 
 
 def id_of_mask(path: str | Path) -> str | None:
@@ -56,6 +75,12 @@ class PairFolder:
         return {i for p in self.masks.glob(f"*{MASK_SUFFIX}.png") if (i := id_of_mask(p))}
 
 
+def masks_folder(folder: str | Path) -> Path:
+    """``folder/masks`` when ``folder`` is a pair folder (``images/`` + ``masks/``), else ``folder``."""
+    pf = PairFolder(Path(folder))
+    return pf.masks if pf.images.is_dir() and pf.masks.is_dir() else pf.root
+
+
 def pair_folders(folder: str | Path) -> tuple[Path, Path]:
     """``folder/images`` + ``folder/masks`` when both exist, else one folder holding both."""
     pf = PairFolder(Path(folder))
@@ -91,17 +116,26 @@ class PairScan:
 
 def is_mask_name(path: Path) -> bool:
     """True for names that follow a mask convention (``<id>_segmentation.png``, ``<id>_mask.png``)."""
-    return path.stem.endswith((MASK_SUFFIX, "_mask"))
+    return path.stem.endswith(tuple(s for s in MASK_SUFFIXES if s))
 
 
-def list_images(folder: str | Path) -> tuple[list[Path], list[Skipped]]:
+def image_id_of_mask(path: str | Path) -> str:
+    """The image id of a mask file under any accepted naming (``<id>_segmentation``,
+    ``<id>_mask`` or the same stem)."""
+    stem = Path(path).stem
+    for suffix in MASK_SUFFIXES:
+        if suffix and stem.endswith(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
+def list_images(folder: str | Path, what: str = "folder") -> tuple[list[Path], list[Skipped]]:
     """Image files directly in ``folder`` (sorted), and the other files, reported as skipped.
 
     Sub-folders are not entered, so a Results folder inside the input folder is never read back.
+    Hidden files (``.name``: temporary files of writes in progress) are ignored.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is not a folder")
+    folder = require_folder(folder, what)
     images, skipped = [], []
     for path in sorted(folder.iterdir()):
         if path.is_dir() or path.name.startswith("."):
@@ -128,9 +162,8 @@ def find_pairs(images_dir: str | Path, masks_dir: str | Path) -> PairScan:
     Raises ``FileNotFoundError`` for a missing folder and ``ValueError`` when no pair is found.
     """
     images_dir, masks_dir = Path(images_dir), Path(masks_dir)
-    if not masks_dir.is_dir():
-        raise FileNotFoundError(f"{masks_dir} is not a folder")
-    images, skipped = list_images(images_dir)
+    require_folder(masks_dir, "masks folder")
+    images, skipped = list_images(images_dir, "images folder")
     scan = PairScan(skipped=skipped)
     for image in images:
         if images_dir.resolve() == masks_dir.resolve() and is_mask_name(image):

@@ -27,6 +27,7 @@ import torch
 from segmentation_models_pytorch.losses import DiceLoss
 from torch import nn
 
+from .atomic import remove_stale_temp_files
 from .augmentation import augment_batch
 from .config import TrainConfig
 from .dataset import SampleSet
@@ -46,6 +47,10 @@ from .transforms import normalise
 CHECKPOINT_FORMAT = FORMAT + "-checkpoint"
 
 
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite: the run stops, and no such model is saved."""
+
+
 @dataclass
 class TrainingResult:
     model: SkinSegModel
@@ -57,11 +62,17 @@ class TrainingResult:
     val_names: list[str] = field(default_factory=list)
 
 
-def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Seeded random split with at least one pair on each side."""
+def split_sizes(n: int, val_fraction: float) -> tuple[int, int]:
+    """(training, validation) pair counts of :func:`split_indices`: at least one on each side."""
     if n < 2:
         raise ValueError(f"training needs at least 2 image/mask pairs (one for validation); got {n}")
     n_val = min(n - 1, max(1, round(n * val_fraction)))
+    return n - n_val, n_val
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded random split with at least one pair on each side."""
+    n_val = split_sizes(n, val_fraction)[1]
     order = np.random.default_rng(seed).permutation(n)
     return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
 
@@ -159,6 +170,10 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
     if not train_set.masks.any():
         raise ValueError("no lesion pixels in any training mask: paint the lesion (label > 0) "
                          "before training")
+    if train_set.masks.all():
+        raise ValueError("every pixel of every training mask is lesion: the masks leave no skin to "
+                         "learn from (are they inverted, or all 255?); lesion must be > 0 and "
+                         "skin 0")
 
     model, config, started_from = _start_model(config, init)
     network = model.network.to(device).to(memory_format=torch.channels_last)
@@ -176,6 +191,8 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
     start_epoch = 1
 
     ckpt = checkpoint_path(out)
+    for owned in (out, ckpt):  # temporary files of a process killed while writing them
+        remove_stale_temp_files(owned)
     if resume and ckpt.exists():
         state = read_torch_file(ckpt, what="checkpoint", expected_format=CHECKPOINT_FORMAT)
         saved_cfg = TrainConfig.from_dict(json.loads(state["config"]))
@@ -208,6 +225,17 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
         snapshot.network.load_state_dict(state_dict)
         snapshot.save(out)
 
+    def diverged(where: str, value: float, lr: float) -> None:
+        kept = ""
+        if best_state is not None and best_epoch >= 1:
+            save("diverged", best_state, best_epoch)
+            kept = (f"; the best model before that (epoch {best_epoch}) is kept in {out.name}, "
+                    "marked 'diverged'")
+        raise TrainingDiverged(
+            f"training stopped {where}: the loss is {value} (not a finite number), so the "
+            f"weights can only get worse; lower the learning rate (now {lr:g}) and train again"
+            + (kept or "; no model was saved"))
+
     batches = math.ceil(len(train_set) / config.batch_size)
     t_start = time.perf_counter()
     cancelled = False
@@ -232,6 +260,8 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
             y = y.to(device)
             logits = network(x)
             loss = loss_fn(logits, y)
+            if not math.isfinite(loss.item()):
+                diverged(f"at epoch {epoch}, batch {b + 1}", loss.item(), lr)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -248,6 +278,8 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
         if cancelled:
             break
         val = _evaluate(network, val_set, model, loss_fn, device, max(config.batch_size, 4))
+        if not (math.isfinite(val["loss"]) and math.isfinite(loss_sum)):
+            diverged(f"in the validation of epoch {epoch}", val["loss"], lr)
         score = val["dice"] - 1e-6 * val["loss"]  # ties on Dice go to the lower loss
         improved = score > best_score
         report = EpochReport(epoch=epoch, epochs=config.epochs, train_loss=loss_sum / seen,
@@ -259,7 +291,8 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
         if improved:
             best_score, best_epoch = score, epoch
             best_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
-            save("in progress", best_state, best_epoch)
+        # The checkpoint first, then the model: a kill between the two leaves a checkpoint that
+        # --resume continues from (it holds the best weights too), never a model without one.
         atomic_torch_save({"format": CHECKPOINT_FORMAT, "version": 1,
                            "config": json.dumps(config.to_dict()),
                            "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
@@ -268,6 +301,8 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
                            "best_epoch": best_epoch, "best_state": best_state,
                            "val_names": val_set.names, "n_train": len(train_set),
                            "started_from": meta.started_from}, ckpt)
+        if improved:
+            save("in progress", best_state, best_epoch)
         yield report
 
     if best_state is None:
@@ -291,5 +326,5 @@ def run_training(samples: SampleSet, config: TrainConfig, out: str | Path,
     return drain(train(samples, config, out, **kwargs), on_item)
 
 
-__all__ = ["EpochReport", "BatchProgress", "TrainingResult", "train", "run_training",
-           "split_indices", "checkpoint_path", "ModelFileError"]
+__all__ = ["EpochReport", "BatchProgress", "TrainingResult", "TrainingDiverged", "train",
+           "run_training", "split_indices", "split_sizes", "checkpoint_path", "ModelFileError"]

@@ -10,13 +10,13 @@ A ``model`` argument is a model file path, or None for the bundled model.
 
 from __future__ import annotations
 
-import errno
 from pathlib import Path
 from typing import Any, Callable, Generator
 
 from .bundled import BundledModelMissing, bundled_model_path
 from .config import PostprocessConfig, TrainConfig
 from .dataset import samples_from_folders
+from .destinations import describe_os_error
 from .devices import DeviceError, available_devices
 from .folder_segmentation import segment_folder
 from .image_io import ImageReadError
@@ -155,12 +155,9 @@ def describe_error(err: BaseException) -> str:
     if isinstance(err, MemoryError) or "out of memory" in text.lower():
         return ("out of memory: lower the batch size or the working size, or choose the CPU"
                 + (f" ({text})" if text else ""))
-    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-        return f"no space left on device{f' for {err.filename}' if err.filename else ''}"
+    if isinstance(err, OSError) and not isinstance(err, (FileNotFoundError, NotADirectoryError)):
+        return describe_os_error(err)  # names the path and the cause, e.g. no space left
     if isinstance(err, (ModelFileError, ImageReadError, DeviceError, BundledModelMissing,
-                        ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
-                        PermissionError)):
+                        ValueError, FileNotFoundError, NotADirectoryError)):
         return text or type(err).__name__
-    if isinstance(err, OSError) and err.strerror:
-        return f"{err.strerror}{f': {err.filename}' if err.filename else ''}"
     return f"unexpected {type(err).__name__} in the model worker; the details are in the worker's log"

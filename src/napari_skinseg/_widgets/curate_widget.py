@@ -107,6 +107,7 @@ class CurateWidget(DockContainer):
         viewer.layers.events.inserted.connect(self._watch_edits)
         self.update_count()
         self.update_target()
+        SESSION.client.start_in_background()  # so the first Next finds the model worker warm
 
     # -- helpers -----------------------------------------------------------------------------
     def _guard(self, action):

@@ -14,6 +14,7 @@ from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error
 
 from ..worker_client import Job, WorkerError
+from .fields import plain_error
 from .session import SESSION
 
 RUN_SYNCHRONOUSLY = False
@@ -47,6 +48,8 @@ class JobRunner:
             result = yield from self.job.stream()
         except WorkerError as err:
             return _Failure(str(err))
+        except Exception as err:  # noqa: BLE001 - e.g. a request that cannot be sent
+            return _Failure(plain_error(err))
         return result
 
     def _on_returned(self, value: Any) -> None:

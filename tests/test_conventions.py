@@ -1,0 +1,61 @@
+"""Class 6 and the import rules: the pair-folder convention has one home (pairs.py), and the
+modules napari imports stay free of torch (and every core module free of Qt and napari)."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import napari_skinseg
+
+PACKAGE = Path(napari_skinseg.__file__).parent
+CORE = sorted(p for p in PACKAGE.glob("*.py") if not p.name.startswith("worker_"))
+CONVENTION = {"images", "masks", "_segmentation", "_mask", "_overlay", "_probability"}
+
+
+def _string_constants(tree: ast.AST):
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            yield node
+
+
+def test_the_pair_folder_convention_is_spelled_only_in_pairs_py():
+    offenders = []
+    for path in CORE:
+        if path.name == "pairs.py":
+            continue
+        for node in _string_constants(ast.parse(path.read_text())):
+            text = node.value.strip("/.")
+            if text in CONVENTION or any(f"{s}." in node.value for s in CONVENTION if s[0] == "_") \
+                    or "/images" in node.value or "/masks" in node.value:
+                offenders.append(f"{path.name}:{node.lineno}: {node.value!r}")
+    assert offenders == []
+
+
+def test_napari_side_modules_never_import_torch_and_the_core_never_imports_qt():
+    light = ["config", "reports", "pairs", "image_io", "postprocess", "measurements", "destinations",
+             "atomic", "evaluation", "history", "metrics"]
+    code = ("import sys\n"
+            + "".join(f"import napari_skinseg.{m}\n" for m in light)
+            + "heavy = [m for m in ('torch', 'napari', 'qtpy', 'PyQt5', 'PyQt6') if m in sys.modules]\n"
+            + "assert not heavy, heavy\n"
+            + "import napari_skinseg.cli, napari_skinseg.training, napari_skinseg.folder_segmentation\n"
+            + "import napari_skinseg.prediction, napari_skinseg.dataset\n"
+            + "qt = [m for m in ('napari', 'qtpy', 'PyQt5', 'PyQt6') if m in sys.modules]\n"
+            + "assert not qt, qt\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**__import__("os").environ, "PYTHONPATH": str(PACKAGE.parent)})
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_train_takes_a_pair_folder(tmp_path, synthetic_folder, capsys):
+    from napari_skinseg.cli import main
+
+    root = synthetic_folder[0].parent  # <root>/images + <root>/masks, the convention's layout
+    assert main(["train", str(root), "--out", str(tmp_path / "m.pt"), "--epochs", "1", "--size", "64",
+                 "--decoder-channels", "32,16,16,8,8", "--device", "cpu"]) == 0
+    assert "reading 6 pairs" in capsys.readouterr().out

@@ -1,0 +1,149 @@
+"""Class 2: interrupted and repeated folder runs complete what is missing, keep corrected masks,
+and two runs into one results folder both finish."""
+
+import csv
+import shutil
+import threading
+
+import numpy as np
+import pytest
+
+from napari_skinseg.cli import main
+from napari_skinseg.folder_segmentation import OVERLAY_COLOUR, segment_folder
+from napari_skinseg.image_io import read_image, read_mask, write_mask
+from napari_skinseg.pairs import mask_filename, overlay_filename
+from napari_skinseg.prediction import Segmenter
+
+
+@pytest.fixture
+def images(tmp_path, synthetic_folder):
+    return shutil.copytree(synthetic_folder[0], tmp_path / "images")
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_rerun_completes_overlays_probabilities_and_rows_and_keeps_corrected_masks(
+        tmp_path, images, tiny_model_path, capsys):
+    results = tmp_path / "Results"
+    model = ["--model", str(tiny_model_path)]
+    assert main(["segment", str(images), str(results), *model]) == 0
+    stems = sorted(p.stem for p in images.iterdir())
+    corrected = results / mask_filename(stems[0])
+    square = np.zeros((96, 128), bool)
+    square[20:60, 30:90] = True
+    write_mask(corrected, square, overwrite=True)  # a person corrected this mask
+    before = corrected.read_bytes()
+    (results / mask_filename(stems[1])).unlink()  # and this one was never written
+    capsys.readouterr()
+    full = ["segment", str(images), str(results), *model, "--overlay", "--probabilities",
+            "--measure", "--pixel-size-mm", "0.1"]
+    assert main(full) == 0
+    out = capsys.readouterr().out
+    assert "1 segmented, 5 completed" in out and "6 rows added" in out
+    assert corrected.read_bytes() == before
+    for stem in stems:
+        for kind in ("segmentation", "overlay", "probability"):
+            assert (results / f"{stem}_{kind}.png").exists()
+    overlay = read_image(results / overlay_filename(stems[0]))
+    outline = (overlay == OVERLAY_COLOUR).all(axis=-1)
+    assert outline[20, 30:90].all() and not outline[~square].any()  # drawn from the kept mask
+    rows = {r["id"]: r for r in _rows(results / "measurements.csv")}
+    assert sorted(rows) == stems and float(rows[stems[0]]["area_px"]) == square.sum()
+    # a third run has nothing to do and changes nothing
+    snapshot = {p.name: p.read_bytes() for p in results.iterdir()}
+    assert main(full) == 0
+    assert "0 segmented, 6 kept" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in results.iterdir()} == snapshot
+
+
+def test_interrupted_run_keeps_its_rows_and_a_rerun_finishes(tmp_path, images, tiny_model_path,
+                                                             monkeypatch, capsys):
+    results = tmp_path / "R"
+    real = Segmenter.segment
+    calls = []
+
+    def interrupted_at_the_third(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Segmenter, "segment", interrupted_at_the_third)
+    command = ["segment", str(images), str(results), "--model", str(tiny_model_path), "--overlay",
+               "--measure"]
+    assert main(command) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert len(list(results.glob("*_overlay.png"))) == 2
+    assert len(_rows(results / "measurements.csv")) == 2  # rows of the finished images are kept
+    monkeypatch.undo()
+    assert main(command) == 0
+    assert "4 segmented, 2 kept" in capsys.readouterr().out
+    rows = _rows(results / "measurements.csv")
+    assert len(rows) == 6 and len({r["id"] for r in rows}) == 6
+
+
+def test_two_runs_into_one_folder_both_finish(tmp_path, images, tiny_model_path, monkeypatch):
+    results = tmp_path / "shared"
+    real = Segmenter.segment
+    barrier = threading.Barrier(2, timeout=30)
+    first_call = threading.local()
+
+    def in_step(self, *args, **kwargs):
+        # Both runs have found the first image's outputs missing before either writes them:
+        # the race that made one of them die.
+        if not getattr(first_call, "done", False):
+            first_call.done = True
+            barrier.wait()
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Segmenter, "segment", in_step)
+    codes = []
+
+    def run():
+        codes.append(main(["segment", str(images), str(results), "--model", str(tiny_model_path),
+                           "--overlay", "--measure"]))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert codes == [0, 0]
+    assert len(list(results.glob("*_segmentation.png"))) == 6
+    for path in results.glob("*.png"):
+        assert read_image(path).shape[:2] == (96, 128)
+    rows = _rows(results / "measurements.csv")
+    assert sorted(r["id"] for r in rows) == sorted(p.stem for p in images.iterdir())
+    assert not [p for p in results.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("option", [["--pixel-size-mm", "-1"], ["--pixel-size-mm", "nan"],
+                                    ["--threshold", "1.5"], ["--min-size", "-3"]])
+def test_invalid_options_are_refused_before_anything_is_written(tmp_path, images, tiny_model_path,
+                                                                option, capsys):
+    results = tmp_path / "never"
+    with pytest.raises(SystemExit) as exit_:
+        main(["segment", str(images), str(results), "--model", str(tiny_model_path), "--measure",
+              *option])
+    assert exit_.value.code == 2 and option[0] in capsys.readouterr().err
+    assert not results.exists()
+
+
+def test_api_refuses_a_bad_pixel_size_before_writing(tmp_path, images, tiny_model_path):
+    segmenter = Segmenter.from_file(tiny_model_path, device="cpu")
+    with pytest.raises(ValueError, match="pixel size"):
+        next(segment_folder(images, tmp_path / "r", segmenter, measurements=True, pixel_size_mm=-1))
+    assert not (tmp_path / "r").exists()
+    # and a mask on disk that cannot be read is reported, not silently replaced
+    results = tmp_path / "r2"
+    results.mkdir()
+    broken = results / mask_filename(sorted(p.stem for p in images.iterdir())[0])
+    broken.write_bytes(b"corrupt")
+    outcomes = list(segment_folder(images, results, segmenter, overlay=True))
+    assert outcomes[0].status == "failed" and "existing mask cannot be used" in outcomes[0].message
+    assert broken.read_bytes() == b"corrupt"
+    assert [o.status for o in outcomes[1:]] == ["written"] * 5
+    assert read_mask(results / mask_filename(outcomes[1].path.stem)).shape == (96, 128)
