@@ -10,9 +10,19 @@ import pytest
 from scipy import ndimage, stats
 
 from napari_skinseg.model import ModelMetadata, load_model
-from napari_skinseg.quality import FEATURE_NAMES, QualityModel, predicted_dice, quality_features
-from napari_skinseg.review import (QualityEstimate, estimate_from_views, estimate_quality, rank,
-                                   write_review)
+from napari_skinseg.quality import (
+    FEATURE_NAMES,
+    QualityModel,
+    predicted_dice,
+    quality_features,
+)
+from napari_skinseg.review import (
+    QualityEstimate,
+    estimate_from_views,
+    estimate_quality,
+    rank,
+    write_review,
+)
 from napari_skinseg.synthetic import make_synthetic_lesion
 
 

@@ -166,7 +166,7 @@ class QualityModel:
     @classmethod
     def fit(cls, features: list[dict[str, float]], dice: np.ndarray,
             names: tuple[str, ...] = FEATURE_NAMES, ridge: float = 30.0,
-            knots: int = 16, info: dict | None = None) -> "QualityModel":
+            knots: int = 16, info: dict | None = None) -> QualityModel:
         """Ridge regression of logit(Dice) on the standardised features, then isotonic
         calibration of the linear score against Dice (both on the given images)."""
         X = _design(features, names)
@@ -195,10 +195,10 @@ class QualityModel:
                 "info": self.info}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "QualityModel":
+    def from_dict(cls, d: dict) -> QualityModel:
         if d.get("kind") != "ridge-logit+isotonic":
             raise ValueError(f"unknown quality calibration {d.get('kind')!r}")
-        arr = lambda k: np.asarray(d[k], dtype=np.float64)  # noqa: E731
+        arr = lambda k: np.asarray(d[k], dtype=np.float64)
         return cls(tuple(d["features"]), arr("mean"), arr("scale"), arr("coef"),
                    float(d["intercept"]), arr("knots_x"), arr("knots_y"), dict(d.get("info", {})))
 
