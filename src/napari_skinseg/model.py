@@ -115,6 +115,9 @@ class ModelMetadata:
     history: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
+    # Review-queue calibration (features -> predicted Dice, see napari_skinseg.quality); empty
+    # when the model has none. Older files lack the key and load with it empty.
+    quality: dict[str, Any] = field(default_factory=dict)
     best_epoch: int = 0
     epochs_completed: int = 0
     status: str = "complete"  # "complete", "cancelled", "in progress" or "diverged"

@@ -1,0 +1,108 @@
+"""Click-to-fix: correct a predicted lesion mask with a few clicks and boxes.
+
+    from napari_skinseg.interactive import ClickSession
+    s = ClickSession(image)                 # bundled model; or model="model.pt" / a Segmenter
+    s.click(120, 200, lesion=True)          # "lesion missed here" -> the updated mask
+    s.click(40, 30, lesion=False)           # "this is skin"
+    s.box(100, 150, 260, 330)               # re-segment inside a box (runs the network once)
+    s.undo()
+
+Each click changes the mask only in a window around it (see :mod:`napari_skinseg.click_refine`);
+the stored probability map is the model's, so clicks need no network and cost tens of ms. Pass
+``probability=`` (an H x W map, e.g. from the model worker) to use a session without torch.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from .click_refine import Click, RefineParams, refine_click
+from .config import PostprocessConfig
+from .image_io import to_rgb_uint8
+from .postprocess import postprocess
+
+
+class ClickSession:
+    """One image being corrected; ``mask`` is the current boolean mask at the image's size."""
+
+    def __init__(self, image: np.ndarray, model: Any = None, *,
+                 probability: np.ndarray | None = None, post: PostprocessConfig | None = None,
+                 params: RefineParams | None = None, device: str = "cpu"):
+        self.image = to_rgb_uint8(image)
+        self.params = params or RefineParams()
+        self.post = post
+        self._segmenter = None
+        self._model = model
+        self._device = device
+        if probability is None:
+            probability = self.segmenter.predict_probability(self.image)
+        probability = np.asarray(probability, dtype=np.float32)
+        if probability.shape != self.image.shape[:2]:
+            raise ValueError(f"probability is {probability.shape} but the image is "
+                             f"{self.image.shape[:2]}")
+        self.probability = probability
+        self.mask = postprocess(probability, post)
+        self.clicks: list[Click] = []
+        self._history: list[tuple[np.ndarray, np.ndarray, list[Click]]] = []
+
+    @property
+    def segmenter(self):
+        """The network, loaded on first need (the bundled model unless ``model`` was given)."""
+        if self._segmenter is None:
+            from .prediction import Segmenter
+
+            if isinstance(self._model, Segmenter):
+                self._segmenter = self._model
+            elif self._model is None or isinstance(self._model, (str, os.PathLike)):
+                self._segmenter = Segmenter.from_file(self._model, device=self._device)
+            else:  # a SkinSegModel
+                self._segmenter = Segmenter(self._model, device=self._device)
+        return self._segmenter
+
+    def _push(self) -> None:
+        self._history.append((self.mask.copy(), self.probability, list(self.clicks)))
+
+    def click(self, y: int, x: int, lesion: bool = True) -> np.ndarray:
+        """Add a positive (``lesion=True``) or negative click at pixel (y, x); returns the mask."""
+        h, w = self.mask.shape
+        if not (0 <= y < h and 0 <= x < w):
+            raise ValueError(f"click ({y}, {x}) is outside the {h} x {w} image")
+        self._push()
+        c = Click(int(y), int(x), bool(lesion))
+        self.mask = refine_click(self.image, self.probability, self.mask, c, self.clicks,
+                                 self.params)
+        self.clicks.append(c)
+        return self.mask
+
+    def box(self, y0: int, x0: int, y1: int, x1: int, margin: float = 0.1) -> np.ndarray:
+        """Re-segment inside the box: the crop (plus ``margin``) goes through the network at its
+        working size, and its largest lesion inside the box replaces the mask there."""
+        h, w = self.mask.shape
+        y0, y1 = sorted((int(np.clip(y0, 0, h)), int(np.clip(y1, 0, h))))
+        x0, x1 = sorted((int(np.clip(x0, 0, w)), int(np.clip(x1, 0, w))))
+        if y1 - y0 < 2 or x1 - x0 < 2:
+            raise ValueError("the box must be at least 2 x 2 pixels")
+        my, mx = int((y1 - y0) * margin), int((x1 - x0) * margin)
+        cy0, cy1, cx0, cx1 = max(0, y0 - my), min(h, y1 + my), max(0, x0 - mx), min(w, x1 + mx)
+        crop_prob = self.segmenter.predict_probability(self.image[cy0:cy1, cx0:cx1])
+        self._push()
+        prob = self.probability.copy()
+        inner = crop_prob[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0]
+        prob[y0:y1, x0:x1] = inner
+        self.probability = prob
+        self.mask = self.mask.copy()
+        self.mask[y0:y1, x0:x1] = postprocess(inner, self.post)
+        return self.mask
+
+    def undo(self) -> np.ndarray:
+        """Go back one click or box; returns the mask (unchanged when nothing is left to undo)."""
+        if self._history:
+            self.mask, self.probability, self.clicks = self._history.pop()
+        return self.mask
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._history)

@@ -1,0 +1,142 @@
+"""Review queue: quality features, the calibrated mapping, ranking, review.csv / review.html."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from scipy import ndimage, stats
+
+from napari_skinseg.model import ModelMetadata, load_model
+from napari_skinseg.quality import FEATURE_NAMES, QualityModel, predicted_dice, quality_features
+from napari_skinseg.review import (QualityEstimate, estimate_from_views, estimate_quality, rank,
+                                   write_review)
+from napari_skinseg.synthetic import make_synthetic_lesion
+
+
+def _dice(a, b):
+    return 2 * (a & b).sum() / max(a.sum() + b.sum(), 1)
+
+
+def fake_views(truth: np.ndarray, level: float, seed: int) -> np.ndarray:
+    """Eight 'test-time views' whose disagreement and error grow with ``level`` (0 = perfect)."""
+    rng = np.random.default_rng(seed)
+    views = []
+    for _ in range(8):
+        shift = rng.normal(0, 12 * level, 2)
+        grow = int(rng.integers(-1, 2) * round(6 * level))
+        m = ndimage.shift(truth.astype(np.float32), shift, order=0) > 0.5
+        m = ndimage.binary_dilation(m, iterations=grow) if grow > 0 else \
+            ndimage.binary_erosion(m, iterations=-grow) if grow < 0 else m
+        views.append(ndimage.gaussian_filter(m.astype(np.float32), 1.5))
+    return np.clip(np.stack(views), 0, 1)
+
+
+def synthetic_cases(n: int, seed: int):
+    feats, dice = [], []
+    for i in range(n):
+        _, truth = make_synthetic_lesion((64, 64), seed=seed + i)
+        level = (i % 10) / 9
+        views = fake_views(truth, level, seed + i)
+        f = quality_features(views)
+        feats.append(f)
+        dice.append(_dice(views[0] > 0.5, truth))
+    return feats, np.array(dice)
+
+
+def test_features_see_disagreement():
+    _, truth = make_synthetic_lesion((64, 64), seed=1)
+    good = quality_features(fake_views(truth, 0.0, 1))
+    bad = quality_features(fake_views(truth, 1.0, 1))
+    assert set(good) == set(FEATURE_NAMES)
+    assert good["tta_dice"] > 0.98 > bad["tta_dice"]
+    assert good["border_entropy"] < bad["border_entropy"]
+    assert good["empty"] == 0.0
+
+
+def test_calibrated_model_ranks_degraded_masks_lower_and_round_trips():
+    feats, dice = synthetic_cases(60, 100)
+    model = QualityModel.fit(feats, dice)
+    test_feats, test_dice = synthetic_cases(30, 500)
+    pred = model.predict(test_feats)
+    assert ((pred >= 0) & (pred <= 1)).all()
+    assert stats.spearmanr(pred, test_dice).statistic > 0.7
+    assert pred[np.argmin(test_dice)] < pred[np.argmax(test_dice)]
+    again = QualityModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    np.testing.assert_allclose(again.predict(test_feats), pred)
+    value, calibrated = predicted_dice(test_feats[0], model.to_dict())
+    assert calibrated and value == pytest.approx(pred[0])
+
+
+def test_without_calibration_the_score_is_the_plain_tta_dice():
+    feats, _ = synthetic_cases(3, 7)
+    assert predicted_dice(feats[1], {}) == (feats[1]["tta_dice"], False)
+    assert predicted_dice(feats[1], None) == (feats[1]["tta_dice"], False)
+
+
+def test_old_metadata_without_quality_still_loads(tiny_config):
+    meta = ModelMetadata(config=tiny_config)
+    data = json.loads(meta.to_json())
+    del data["quality"]
+    assert ModelMetadata.from_json(json.dumps(data)).quality == {}
+    meta.quality = {"kind": "x"}
+    assert ModelMetadata.from_json(meta.to_json()).quality == {"kind": "x"}
+
+
+def _estimates(n=5):
+    out = []
+    for i in range(n):
+        image, truth = make_synthetic_lesion((48, 64), seed=i)
+        e = estimate_from_views(f"img{i}", fake_views(truth[:, :48], i / n, i), None, None)
+        from napari_skinseg.review import outline_thumbnail
+        e.thumbnail = outline_thumbnail(image, truth)
+        out.append(e)
+    return out
+
+
+def test_rank_is_worst_first():
+    es = [QualityEstimate("b", 0.9, True), QualityEstimate("a", 0.5, True),
+          QualityEstimate("c", 0.7, True)]
+    assert [e.id for e in rank(es)] == ["a", "c", "b"]
+
+
+def test_review_files(tmp_path):
+    estimates = _estimates(5)
+    csv_path, html_path = write_review(estimates, tmp_path / "out")
+    lines = csv_path.read_text().splitlines()
+    assert lines[0].startswith("rank,id,predicted_dice") and len(lines) == 6
+    rows = list(csv.DictReader(open(csv_path)))
+    values = [float(r["predicted_dice"]) for r in rows]
+    assert values == sorted(values) and all(0 <= v <= 1 for v in values)
+    assert {r["id"] for r in rows} == {e.id for e in estimates}
+    assert rows[0]["calibrated"] == "no" and "tta_dice" in rows[0]
+    try:
+        import pandas as pd
+    except ImportError:
+        pass
+    else:
+        frame = pd.read_csv(csv_path)
+        assert list(frame["id"]) == [r["id"] for r in rows]
+    page = html_path.read_text()
+    assert page.count("<img ") == 5 and page.count('src="data:image/png;base64,') == 5
+    assert page.index(rows[0]["id"] + '"') < page.index(rows[-1]["id"] + '"')
+    assert "http" not in page  # self-contained
+
+
+def test_estimate_quality_uses_the_models_calibration(tiny_model_path, tmp_path):
+    from napari_skinseg.prediction import Segmenter
+
+    segmenter = Segmenter(load_model(tiny_model_path), device="cpu")
+    image, _ = make_synthetic_lesion((80, 96), seed=3)
+    plain = estimate_quality(segmenter, image, id="x", thumbnail=True)
+    assert not plain.calibrated and 0 <= plain.predicted_dice <= 1
+    assert plain.predicted_dice == plain.features["tta_dice"]
+    assert plain.thumbnail is not None and plain.thumbnail.ndim == 3
+    feats, dice = synthetic_cases(40, 900)
+    segmenter.model.metadata.quality = QualityModel.fit(feats, dice).to_dict()
+    path = segmenter.model.save(tmp_path / "calibrated.pt")
+    again = Segmenter(load_model(path), device="cpu")
+    calibrated = estimate_quality(again, image)
+    assert calibrated.calibrated and 0 <= calibrated.predicted_dice <= 1
