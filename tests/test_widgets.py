@@ -3,6 +3,7 @@ model worker process (napari's side never imports torch; see test_user_path.py f
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
@@ -194,8 +195,12 @@ def test_segment_rethreshold_measure_and_keep_hand_corrections(make_napari_viewe
     dice = 2 * (labels.data.astype(bool) & truth).sum() / (labels.data.astype(bool).sum() + truth.sum())
     assert dice > 0.7
     assert labels.features["area_px"][0] == labels.data.sum()  # measured as a napari feature
-    table = dict(widget.measurements.table.data.to_list())
-    assert "area (px²)" in table and "e+" not in "".join(map(str, table.values()))
+    table = widget.measurements.table.native
+    shown_texts = [table.itemDelegate().displayText(table.item(r, 1).data(0), table.locale())
+                   for r in range(table.rowCount())]
+    names = [table.item(r, 0).text() for r in range(table.rowCount())]
+    assert "area (px²)" in names and "perimeter (px)" in names
+    assert not any("e+" in t or re.search(r"\.\d{4}$", t) for t in shown_texts)  # no 936.9000
     before = labels.data.sum()
     widget.post.threshold.value = 0.95  # re-applied from stored probabilities, no network run
     assert labels.data.sum() < before
@@ -410,3 +415,71 @@ def test_chosen_path_treats_empty_as_nothing(tmp_path):
     field.value = tmp_path / "x.png"
     with pytest.raises(ValueError, match="is a file"):
         fields.required_folder(field, "input folder")
+
+
+def test_click_to_fix_changes_the_mask_near_the_click_only(make_napari_viewer, qtbot, tmp_path, errors):
+    viewer = make_napari_viewer()
+    image, truth = make_synthetic_lesion((160, 160), seed=61)
+    viewer.add_image(image, name="skin", rgb=True)
+    segment, curate = dock(viewer, "Segment"), dock(viewer, "Curate")
+    segment.images.value = ["skin"]
+    segment.segment_button.native.click()
+    qtbot.waitUntil(lambda: "skin prediction" in viewer.layers and segment.worker is None, timeout=60_000)
+    labels = viewer.layers["skin prediction"]
+    ys, xs = np.nonzero(truth)
+    cy, cx = int(ys.mean()), int(xs.mean())
+    damaged = labels.data.copy()
+    damaged[cy - 12:cy + 12, cx - 12:cx + 12] = 0  # a hole the person wants filled
+    labels.data = damaged
+    curate.click_fix.start_button.native.click()
+    points = viewer.layers["skin prediction clicks"]
+    assert viewer.layers.selection.active is points and points.mode == "add"
+    points.add([cy, cx])  # a "lesion here" click, as the mouse would add it
+    fixed = labels.data.copy()
+    assert fixed[cy, cx] == 1 and fixed[cy - 12:cy + 12, cx - 12:cx + 12].mean() > 0.9
+    far = np.ones_like(fixed, bool)
+    far[max(0, cy - 60):cy + 60, max(0, cx - 60):cx + 60] = False
+    assert np.array_equal(fixed[far], damaged[far])  # nothing changes far from the click
+    curate.click_fix.kind.value = curate.click_fix.kind.choices[1]  # "skin" clicks
+    corner = (5, 5) if not truth[5, 5] else (150, 150)
+    points.add(list(corner))
+    curate.click_fix.undo_button.native.click()
+    assert np.array_equal(labels.data, fixed) and len(points.data) == 1
+    curate.click_fix.undo_button.native.click()
+    assert np.array_equal(labels.data, damaged) and len(points.data) == 0
+    assert "saving: 'skin prediction' as skin (unsaved corrections)" == curate.target.value
+    # A box around the damaged part: the network re-segments inside it, nothing changes outside.
+    curate.click_fix.box_button.native.click()
+    shapes = viewer.layers["skin prediction box"]
+    assert shapes.mode == "add_rectangle"
+    shapes.add_rectangles(np.array([[cy - 30, cx - 30], [cy + 30, cx + 30]]))
+    curate.click_fix.box_button.native.click()
+    qtbot.waitUntil(lambda: labels.data[cy, cx] == 1, timeout=60_000)
+    outside = np.ones_like(fixed, bool)
+    outside[cy - 30:cy + 30, cx - 30:cx + 30] = False
+    assert np.array_equal(labels.data[outside], damaged[outside])
+    assert errors == []
+
+
+def test_worst_first_review_queue_and_accepting_the_rest(make_napari_viewer, qtbot, tmp_path, errors):
+    source, _ = write_synthetic_dataset(tmp_path / "todo", 4, (96, 96), seed=13)
+    noise = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    write_image(source / "zz_noise.png", noise)  # no lesion to find: the model is least sure here
+    viewer = make_napari_viewer()
+    widget = dock(viewer, "Curate")
+    widget.curated_dir.value, widget.source_dir.value = tmp_path / "curated", source
+    widget.order.value = "worst first (predicted Dice)"
+    qtbot.waitUntil(lambda: widget.worker is None and len(widget.predicted) == 5, timeout=SLOW)
+    ranked = sorted(widget.predicted, key=widget.predicted.get)
+    widget.next_button.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None and len(viewer.layers) == 2, timeout=60_000)
+    assert viewer.layers[0].name == ranked[0].stem  # the worst first
+    assert "predicted Dice" in widget.status.value
+    widget.accept_above.value = 0.5
+    widget.accept_button.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None and "accepted" in widget.status.value, timeout=SLOW)
+    expected = [p for p in ranked[1:] if widget.predicted[p] >= 0.5]
+    assert widget.update_count() == len(expected)
+    assert f"accepted {len(expected)} image(s)" in widget.status.value
+    assert not (tmp_path / "curated" / "masks" / f"{ranked[0].stem}_segmentation.png").exists()
+    assert errors == []

@@ -80,17 +80,36 @@ class ClickSession:
     def box(self, y0: int, x0: int, y1: int, x1: int, margin: float = 0.1) -> np.ndarray:
         """Re-segment inside the box: the crop (plus ``margin``) goes through the network at its
         working size, and its largest lesion inside the box replaces the mask there."""
+        crop, inner = self.box_regions(y0, x0, y1, x1, margin)
+        cy0, cy1, cx0, cx1 = crop
+        return self.apply_box(crop, inner,
+                              self.segmenter.predict_probability(self.image[cy0:cy1, cx0:cx1]))
+
+    def box_regions(self, y0: int, x0: int, y1: int, x1: int, margin: float = 0.1
+                    ) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
+        """``(crop, box)`` as (y0, y1, x0, x1): the crop the network sees (the box plus
+        ``margin``, inside the image) and the box itself, clipped to the image."""
         h, w = self.mask.shape
         y0, y1 = sorted((int(np.clip(y0, 0, h)), int(np.clip(y1, 0, h))))
         x0, x1 = sorted((int(np.clip(x0, 0, w)), int(np.clip(x1, 0, w))))
         if y1 - y0 < 2 or x1 - x0 < 2:
-            raise ValueError("the box must be at least 2 x 2 pixels")
+            raise ValueError("the box must be at least 2 x 2 pixels inside the image")
         my, mx = int((y1 - y0) * margin), int((x1 - x0) * margin)
-        cy0, cy1, cx0, cx1 = max(0, y0 - my), min(h, y1 + my), max(0, x0 - mx), min(w, x1 + mx)
-        crop_prob = self.segmenter.predict_probability(self.image[cy0:cy1, cx0:cx1])
+        crop = (max(0, y0 - my), min(h, y1 + my), max(0, x0 - mx), min(w, x1 + mx))
+        return crop, (y0, y1, x0, x1)
+
+    def apply_box(self, crop: tuple[int, int, int, int], box: tuple[int, int, int, int],
+                  crop_probability: np.ndarray) -> np.ndarray:
+        """Put the network's probabilities for ``crop`` (computed anywhere, e.g. by the model
+        worker) into the box; the mask changes inside the box only."""
+        cy0, cy1, cx0, cx1 = crop
+        y0, y1, x0, x1 = box
+        if np.shape(crop_probability) != (cy1 - cy0, cx1 - cx0):
+            raise ValueError(f"the crop's probabilities are {np.shape(crop_probability)}, "
+                             f"not {(cy1 - cy0, cx1 - cx0)}")
         self._push()
         prob = self.probability.copy()
-        inner = crop_prob[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0]
+        inner = np.asarray(crop_probability, dtype=np.float32)[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0]
         prob[y0:y1, x0:x1] = inner
         self.probability = prob
         self.mask = self.mask.copy()

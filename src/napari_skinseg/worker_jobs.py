@@ -19,11 +19,12 @@ from .dataset import samples_from_folders
 from .destinations import describe_os_error
 from .devices import DeviceError, available_devices
 from .folder_segmentation import segment_folder
-from .image_io import ImageReadError
+from .image_io import ImageReadError, read_image, write_image, write_mask
 from .model import ModelFileError, load_model
-from .pairs import list_images
+from .pairs import PairFolder, list_images
 from .prediction import Segmenter, mean_dice
 from .reports import TrainingSummary
+from .review import estimate_quality
 from .training import train
 
 Cancel = Callable[[], bool]
@@ -140,7 +141,57 @@ def job_train(cancel: Cancel, images_dir: str, masks_dir: str, config: TrainConf
     return summary
 
 
+def job_review_folder(cancel: Cancel, paths: list[str], model: str | None = None,
+                      device: str = "auto") -> Generator[dict, None, int]:
+    """The predicted Dice of the model's mask for each image (the review queue's order).
+    Unreadable files are reported as such and go last."""
+    segmenter = _segmenter(model, device)
+    done = 0
+    for path in map(Path, paths):
+        if cancel():
+            break
+        try:
+            estimate = estimate_quality(segmenter, read_image(path), id=path.stem)
+        except ImageReadError as err:
+            yield {"path": str(path), "predicted_dice": None, "message": str(err)}
+            continue
+        yield {"path": str(path), "predicted_dice": estimate.predicted_dice,
+               "calibrated": estimate.calibrated}
+        done += 1
+    return done
+
+
+def job_accept_as_curated(cancel: Cancel, paths: list[str], curated: str, model: str | None = None,
+                          device: str = "auto", post: PostprocessConfig | None = None
+                          ) -> Generator[dict, None, int]:
+    """Segment each image and save it with its mask as a curated pair, never replacing a pair
+    that exists (a person may have corrected it)."""
+    segmenter = _segmenter(model, device)
+    folder = PairFolder(curated)
+    accepted = 0
+    for path in map(Path, paths):
+        if cancel():
+            break
+        image_path, mask_path = folder.image_path(path.stem), folder.mask_path(path.stem)
+        if image_path.exists() or mask_path.exists():
+            yield {"path": str(path), "status": "exists"}
+            continue
+        try:
+            image = read_image(path)
+        except ImageReadError as err:
+            yield {"path": str(path), "status": "failed", "message": str(err)}
+            continue
+        mask = segmenter.segment(image, post).mask
+        write_image(image_path, image)
+        write_mask(mask_path, mask)
+        accepted += 1
+        yield {"path": str(path), "status": "accepted"}
+    return accepted
+
+
 JOBS: dict[str, Callable[..., Generator]] = {
+    "review_folder": job_review_folder,
+    "accept_as_curated": job_accept_as_curated,
     "devices": job_devices,
     "model_info": job_model_info,
     "predict": job_predict,

@@ -14,7 +14,14 @@ from typing import Callable
 
 import napari
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, PushButton, SpinBox
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    PushButton,
+    SpinBox,
+)
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
 
@@ -22,6 +29,7 @@ from ..bundled import bundled_model_path, has_bundled_model
 from ..config import TrainConfig
 from ..image_io import ImageReadError, read_image, read_mask, write_image, write_mask
 from ..pairs import PairFolder, is_mask_name, list_images
+from .click_fix import BOX_SUFFIX, CLICKS_SUFFIX, ClickFixPanel
 from .fields import (
     SAVE,
     STAY,
@@ -58,6 +66,7 @@ from .train_widget import DEFAULT_HOME
 from .training_controller import TrainingController
 
 BASE, IN_USE = "bundled model", "model in use"
+FOLDER_ORDER, WORST_FIRST = "folder order", "worst first (predicted Dice)"
 FINE_TUNE_LR = 3e-4
 
 
@@ -82,6 +91,13 @@ class CurateWidget(DockContainer):
         nav = Container(widgets=[self.previous_button, self.next_button, self.save_next_button],
                         layout="horizontal", labels=False)
         self.count = status_label("")
+        self.order = ComboBox(label="order", choices=[FOLDER_ORDER, WORST_FIRST], value=FOLDER_ORDER,
+                              tooltip="worst first: the images whose masks most likely need "
+                                      "correcting (by predicted Dice) come first")
+        self.accept_above = FloatSpinBox(label="accept above", value=0.9, min=0.5, max=0.99,
+                                         step=0.01, tooltip="predicted Dice")
+        self.accept_button = PushButton(text="Accept the rest above this predicted Dice")
+        self.click_fix = ClickFixPanel(viewer, self.target_labels, self._set_status)
         self.start_from = ComboBox(label="retrain from", choices=[BASE, IN_USE], value=IN_USE,
                                    tooltip="bundled: fine-tune the bundled model; in use: "
                                            "continue from the model Segment and Curate use")
@@ -89,17 +105,21 @@ class CurateWidget(DockContainer):
         self.retrain_button = PushButton(text="Retrain on curated")
         self.status = status_label("")
         self.controller = TrainingController(self._set_running, self._set_status)
-        self.extend([self.curated_dir, self.source_dir, self.model_line, self.post_line, nav,
-                     self.save_button, self.target, self.count, self.status, self.start_from,
+        self.extend([self.curated_dir, self.source_dir, self.model_line, self.post_line,
+                     self.order, nav, self.save_button, self.target, self.count, self.status,
+                     self.click_fix, self.accept_above, self.accept_button, self.start_from,
                      self.epochs, self.retrain_button, self.controller])
         self.runner: JobRunner | None = None
         self.visited: list[Path] = []  # images opened here, in order; Previous walks back
         self.position = -1
+        self.predicted: dict[Path, float | None] = {}  # review queue: predicted Dice per image
         self._opened: list[str] = []  # names of the layers Curate opened for the current image
         self.previous_button.changed.connect(self._guard(self.previous_image))
         self.next_button.changed.connect(self._guard(self.next_image))
         self.save_next_button.changed.connect(self._guard(self.save_and_next))
         self.save_button.changed.connect(self._guard(self.save_training_mask))
+        self.accept_button.changed.connect(self._guard(self.accept_rest))
+        self.order.changed.connect(lambda *_: self._guard(self._rank_if_needed)())
         self.retrain_button.changed.connect(self._retrain_or_cancel)
         self.curated_dir.changed.connect(self.update_count)
         follow(SESSION.post.changed, self, lambda *_: setattr(self.post_line, "value", SESSION.post.describe()))
@@ -161,6 +181,10 @@ class CurateWidget(DockContainer):
         """The Labels layer the person is working on: the selected one, or the one over the
         selected image, or the prediction of the image Curate opened."""
         active = self.viewer.layers.selection.active
+        for suffix in (CLICKS_SUFFIX, BOX_SUFFIX):  # the clicks/box layer of a labels layer
+            if active is not None and active.name.endswith(suffix) \
+                    and active.name[: -len(suffix)] in self.viewer.layers:
+                active = self.viewer.layers[active.name[: -len(suffix)]]
         if isinstance(active, Labels):
             return active
         if isinstance(active, Image):
@@ -243,15 +267,82 @@ class CurateWidget(DockContainer):
         source = required_folder(self.source_dir, "folder of images to curate")
         images, _ = list_images(source)
         done = self.folder.ids()
-        return [p for p in images if p.stem not in done and not is_mask_name(p)]
+        todo = [p for p in images if p.stem not in done and not is_mask_name(p)]
+        if self.order.value == WORST_FIRST:  # unknown estimates (unreadable files) go last
+            todo.sort(key=lambda p: (self.predicted.get(p) is None, self.predicted.get(p) or 0.0))
+        return todo
+
+    def _rank_if_needed(self, then=None) -> bool:
+        """Worst first needs every image's predicted Dice: computed once per image, by the model
+        worker, with a progress line. True when the ranking is complete."""
+        if self.order.value != WORST_FIRST or chosen_path(self.source_dir) is None:
+            return True
+        missing = [p for p in self._todo() if p not in self.predicted]
+        if not missing:
+            return True
+        if self._busy():
+            return False
+        self._set_status(f"ranking {len(missing)} images by predicted Dice ...")
+
+        def got(item):
+            self.predicted[Path(item["path"])] = item["predicted_dice"]
+            self._set_status(f"ranking by predicted Dice: {len([p for p in missing if p in self.predicted])}"
+                             f"/{len(missing)}")
+
+        def done(_n):
+            self._set_status(f"ranked {len(missing)} images: worst first")
+            if then is not None:
+                self._guard(then)()
+
+        self.runner = run_job("review_folder", dict(paths=[str(p) for p in missing],
+                                                    model=SESSION.model.job_arg),
+                              yielded=got, returned=done,
+                              failed=lambda message: self._set_status(f"cannot rank: {message}"))
+        return False
+
+    def _estimate(self, path: Path) -> str:
+        value = self.predicted.get(path)
+        return f"predicted Dice {value:.2f}; " if value is not None else ""
+
+    def accept_rest(self) -> None:
+        """Save the model's masks of every remaining image whose predicted Dice is at least the
+        chosen value as curated pairs (the one open now is left to the person)."""
+        if self.order.value != WORST_FIRST:
+            self.order.value = WORST_FIRST
+        if not self._rank_if_needed(then=self.accept_rest):
+            return
+        limit = round(self.accept_above.value, 2)
+        chosen = [p for p in self._todo() if p != self.current
+                  and (self.predicted.get(p) or 0.0) >= limit]
+        if not chosen:
+            self._set_status(f"no remaining image has a predicted Dice of {limit:.2f} or more")
+            return
+        folder = self.folder
+        self._set_status(f"accepting {len(chosen)} images (predicted Dice ≥ {limit:.2f}) ...")
+
+        def done(n):
+            left = self.update_count()
+            message = (f"accepted {n} image(s) with predicted Dice ≥ {limit:.2f} as curated "
+                       f"({left} curated pairs)")
+            self._set_status(message)
+            show_info(message)
+
+        self.runner = run_job("accept_as_curated", dict(
+            paths=[str(p) for p in chosen], curated=str(folder.root), model=SESSION.model.job_arg,
+            post=SESSION.post.config), returned=done,
+            failed=lambda message: self._set_status(f"cannot accept: {message}"))
 
     def next_image(self) -> Path | None:
         """Open the next image without a curated mask (folder order) and segment it."""
         if self._busy():
             return None
+        if not self._rank_if_needed(then=self.next_image):
+            return None
         todo = self._todo()
         current = self.current
-        if current is not None and current in todo:
+        if self.order.value == WORST_FIRST:
+            todo = [p for p in todo if p != current] + ([current] if current in todo else [])
+        elif current is not None and current in todo:
             todo = todo[todo.index(current) + 1:] + todo[:todo.index(current)]  # go on, wrap round
         elif current is not None:
             later = [p for p in todo if p.name > current.name]
@@ -305,14 +396,16 @@ class CurateWidget(DockContainer):
             return False
         layer = self.viewer.add_image(image, name=path.stem, rgb=True,
                                       metadata={"source_path": str(path)})
-        self._opened = [layer.name, layer.name + PREDICTION_SUFFIX, layer.name + PROBABILITY_SUFFIX]
+        prediction = layer.name + PREDICTION_SUFFIX
+        self._opened = [layer.name, prediction, layer.name + PROBABILITY_SUFFIX,
+                        prediction + CLICKS_SUFFIX, prediction + BOX_SUFFIX]
         saved = self.folder.mask_path(image_id(layer))
         left = len(self._todo()) - (0 if saved.exists() else 1)
         if saved.exists():
             self._show_saved_mask(layer, read_mask(saved, shape=image.shape[:2]))
             self._set_status(f"{path.name}: its saved training mask ({left} more to curate)")
             return True
-        self._set_status(f"segmenting {path.name} ({left} more to curate) ...")
+        self._set_status(f"segmenting {path.name} ({self._estimate(path)}{left} more to curate) ...")
 
         def shown(item):
             name, value = item
@@ -321,8 +414,8 @@ class CurateWidget(DockContainer):
             labels = show_prediction(self.viewer, layer.name, value, SESSION.post.config)
             labels.mode = "paint"
             self.update_target()
-            self._set_status(f"correct '{labels.name}' with the brush/eraser, then Save & next "
-                             f"({left} more to curate)")
+            self._set_status(f"correct '{labels.name}' with clicks or the brush, then Save & next "
+                             f"({self._estimate(path)}{left} more to curate)")
 
         self.runner = run_job("predict", dict(images=[(layer.name, image)],
                                               model=SESSION.model.job_arg),

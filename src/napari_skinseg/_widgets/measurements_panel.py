@@ -19,8 +19,7 @@ from magicgui.widgets import (
 )
 from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QTableWidgetItem
+from qtpy.QtWidgets import QStyledItemDelegate
 
 from ..measurements import (
     DISCLAIMER,
@@ -53,6 +52,8 @@ class MeasurementsPanel(Container):
         self.table = Table(value={"descriptor": [], "value": []})
         self.table.native.setMinimumHeight(240)
         self.table.native.verticalHeader().setVisible(False)
+        # Qt's plain delegate: magicgui's re-formats anything number-like to 4 decimals.
+        self.table.native.setItemDelegate(QStyledItemDelegate(self.table.native))
         self.csv_path = FileEdit(label="export to", mode="w", filter="*.csv")
         self.export_button = PushButton(text="Export measurements CSV")
         self.note = status_label(DISCLAIMER)
@@ -117,13 +118,7 @@ class MeasurementsPanel(Container):
     def _fill_table(self, row: dict) -> None:
         names, values = display_rows(row)
         self.table.value = {"descriptor": names, "value": values}
-        # As text, exactly as formatted: the table would show numbers-as-text as "936.9000".
         table = self.table.native
-        for r, (name, value) in enumerate(zip(names, values)):
-            for c, text in enumerate((name, value)):
-                item = QTableWidgetItem(text)
-                item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
-                table.setItem(r, c, item)
         table.resizeColumnsToContents()
         self.note.value = DISCLAIMER
 

@@ -1,0 +1,155 @@
+"""Click-to-fix in napari: a click on the image says "lesion here" or "this is skin", and the
+prediction layer changes around the click only; a box re-segments the lesion inside it.
+
+Clicks run here, in napari's process (numpy/scikit-image, tens of ms: see
+:mod:`napari_skinseg.interactive`), from the probabilities stored with the prediction layer; the
+box needs the network, so its crop goes to the model worker.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, PushButton
+from napari.layers import Labels, Points, Shapes
+from napari.utils.notifications import show_error
+
+from ..interactive import ClickSession
+from .jobs import run_job
+from .layers import PROBABILITY_KEY, image_array, image_for_labels
+from .session import SESSION
+
+LESION, SKIN = "lesion (missed here)", "skin (wrongly taken)"
+CLICK_COLOURS = {True: "magenta", False: "cyan"}
+CLICKS_SUFFIX, BOX_SUFFIX = " clicks", " box"
+
+
+class ClickFixPanel(Container):
+    """Fix the Labels layer being worked on (``target()``) with clicks and a box."""
+
+    def __init__(self, viewer, target: Callable[[], Labels], on_status: Callable[[str], None]) -> None:
+        self.viewer, self.target, self.on_status = viewer, target, on_status
+        self.start_button = PushButton(text="Fix with clicks")
+        self.kind = ComboBox(label="a click marks", choices=[LESION, SKIN], value=LESION)
+        self.undo_button = PushButton(text="Undo click")
+        self.box_button = PushButton(text="Re-segment inside box")
+        super().__init__(widgets=[self.start_button, self.kind, self.undo_button, self.box_button],
+                         labels=True)
+        self.sessions: dict[int, tuple[Labels, ClickSession, Points]] = {}
+        self.start_button.changed.connect(self._guard(self.start))
+        self.undo_button.changed.connect(self._guard(self.undo))
+        self.box_button.changed.connect(self._guard(self.resegment_box))
+        self.kind.changed.connect(self._set_click_colour)
+
+    def _guard(self, action):
+        def run(*_):
+            try:
+                action()
+            except (ValueError, KeyError) as err:
+                show_error(str(err))
+                self.on_status(str(err))
+        return run
+
+    # -- clicks ------------------------------------------------------------------------------
+    def start(self) -> Points:
+        """A Points layer over the labels being worked on: each point added is a click."""
+        labels = self.target()
+        image = image_array(image_for_labels(self.viewer, labels))
+        probability = labels.metadata.get(PROBABILITY_KEY)
+        if probability is None or np.shape(probability) != labels.data.shape:
+            probability = (labels.data > 0).astype(np.float32)  # a saved mask: refine around it
+        session = ClickSession(image, probability=probability, post=SESSION.post.config)
+        session.mask = labels.data > 0  # start from what is on screen, corrections included
+        name = labels.name + CLICKS_SUFFIX
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        side = max(labels.data.shape)
+        points = self.viewer.add_points(ndim=2, name=name, size=max(4, side // 60),
+                                        border_color="white", scale=labels.scale,
+                                        translate=labels.translate)
+        self.sessions[id(points)] = (labels, session, points)
+        points.events.data.connect(lambda event: self._on_points(event, points))
+        self._set_click_colour()
+        points.mode = "add"
+        self.viewer.layers.selection.active = points
+        self.on_status(f"click on '{labels.name}': a click marks {self.kind.value}")
+        return points
+
+    def _set_click_colour(self, *_) -> None:
+        for _labels, _session, points in self.sessions.values():
+            points.current_face_color = CLICK_COLOURS[self.kind.value == LESION]
+
+    def _current(self) -> tuple[Labels, ClickSession, Points]:
+        active = self.viewer.layers.selection.active
+        if isinstance(active, Points) and id(active) in self.sessions:
+            return self.sessions[id(active)]
+        for labels, session, points in reversed(list(self.sessions.values())):
+            if points in self.viewer.layers and labels in self.viewer.layers:
+                return labels, session, points
+        raise ValueError("press \"Fix with clicks\" first")
+
+    def _on_points(self, event, points: Points) -> None:
+        if getattr(event, "action", "added") != "added" or len(points.data) == 0:
+            return
+        labels, session, _ = self.sessions[id(points)]
+        if len(points.data) <= len(session.clicks):
+            return  # a point was removed (undo), not added
+        y, x = np.round(points.data[-1]).astype(int)
+        lesion = self.kind.value == LESION
+        try:
+            mask = session.click(int(y), int(x), lesion=lesion)
+        except ValueError as err:  # outside the image
+            self.on_status(str(err))
+            with points.events.data.blocker():
+                points.data = points.data[:-1]
+            return
+        labels.data = mask.astype(np.uint8)
+        self.on_status(f"{'lesion' if lesion else 'skin'} click at ({y}, {x}): "
+                       f"{int(mask.sum()):,} lesion pixels")
+
+    def undo(self) -> None:
+        labels, session, points = self._current()
+        if not session.can_undo:
+            raise ValueError("nothing to undo")
+        labels.data = session.undo().astype(np.uint8)
+        n = len(session.clicks)
+        if len(points.data) > n:
+            with points.events.data.blocker():
+                points.data = points.data[:n]
+        self.on_status(f"undone: {n} click(s) left")
+
+    # -- box ---------------------------------------------------------------------------------
+    def resegment_box(self) -> None:
+        """Draw a rectangle (a Shapes layer named '<labels> box' is made for it), then press
+        again: the network segments the lesion inside it."""
+        labels, session, _points = self._current()
+        name = labels.name + BOX_SUFFIX
+        shapes = self.viewer.layers[name] if name in self.viewer.layers else None
+        if not isinstance(shapes, Shapes) or len(shapes.data) == 0:
+            if shapes is None:
+                shapes = self.viewer.add_shapes(ndim=2, name=name, edge_color="yellow",
+                                                face_color="transparent", edge_width=3,
+                                                scale=labels.scale, translate=labels.translate)
+            shapes.mode = "add_rectangle"
+            self.viewer.layers.selection.active = shapes
+            self.on_status("draw a box around the missed lesion, then press "
+                           "\"Re-segment inside box\" again")
+            return
+        corners = np.asarray(shapes.data[-1])
+        (y0, x0), (y1, x1) = corners.min(axis=0), corners.max(axis=0)
+        crop, box = session.box_regions(int(y0), int(x0), int(y1), int(x1))
+        cy0, cy1, cx0, cx1 = crop
+        self.on_status("segmenting inside the box ...")
+
+        def shown(item):
+            name_, probability = item
+            if name_ != "box":
+                return
+            labels.data = session.apply_box(crop, box, probability).astype(np.uint8)
+            shapes.data = []
+            self.on_status(f"re-segmented inside the box: {int(labels.data.sum()):,} lesion pixels")
+
+        run_job("predict", dict(images=[("box", session.image[cy0:cy1, cx0:cx1])],
+                                model=SESSION.model.job_arg),
+                yielded=shown, failed=lambda message: self.on_status(f"box failed: {message}"))
