@@ -2,7 +2,8 @@
 
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/screenshot.py docs
 
-Writes docs/screenshot_segment.png, docs/screenshot_curate.png and docs/screenshot_train.png
+Writes docs/screenshot_segment.png, docs/screenshot_curate.png, docs/screenshot_review_click.png
+and docs/screenshot_train.png
 (a 1600 x 1000 window: the docks scroll, so they fit a 1080-pixel screen).
 """
 
@@ -72,6 +73,25 @@ def main():
     viewer.reset_view()
     settle()
     viewer.screenshot(out / "screenshot_curate.png", canvas_only=False)
+
+    # The review queue and click-to-fix: the worst image first (by predicted Dice), two clicks.
+    viewer.layers.clear()
+    curate._opened, curate.visited, curate.position = [], [], -1
+    curate.order.value = "worst first (predicted Dice)"
+    wait(lambda: curate.worker is None and len(curate.predicted) > 0)
+    curate.next_button.native.click()
+    wait(lambda: curate.worker is None and len(viewer.layers) == 2)
+    labels = viewer.layers[-1]
+    curate.click_fix.start_button.native.click()
+    points = viewer.layers[-1]
+    ys, xs = np.nonzero(labels.data)
+    if len(ys):
+        points.add([int(ys.mean()), int(xs.max()) + 12])  # "lesion here", just outside the mask
+    curate.click_fix.kind.value = curate.click_fix.kind.choices[1]
+    points.add([10, 10])  # "this is skin"
+    viewer.reset_view()
+    settle()
+    viewer.screenshot(out / "screenshot_review_click.png", canvas_only=False)
 
     # Train: fine-tuning on Image + Labels layers, live curves, the command that repeats it.
     viewer.layers.clear()

@@ -443,6 +443,7 @@ def test_click_to_fix_changes_the_mask_near_the_click_only(make_napari_viewer, q
     curate.click_fix.kind.value = curate.click_fix.kind.choices[1]  # "skin" clicks
     corner = (5, 5) if not truth[5, 5] else (150, 150)
     points.add(list(corner))
+    assert [tuple(c[:3]) for c in points.face_color] == [(1, 0, 1), (0, 1, 1)]  # lesion, skin
     curate.click_fix.undo_button.native.click()
     assert np.array_equal(labels.data, fixed) and len(points.data) == 1
     curate.click_fix.undo_button.native.click()
@@ -475,6 +476,7 @@ def test_worst_first_review_queue_and_accepting_the_rest(make_napari_viewer, qtb
     qtbot.waitUntil(lambda: widget.worker is None and len(viewer.layers) == 2, timeout=60_000)
     assert viewer.layers[0].name == ranked[0].stem  # the worst first
     assert "predicted Dice" in widget.status.value
+    assert f"predicted Dice {widget.predicted[ranked[0]]:.2f}" in widget.target.value
     widget.accept_above.value = 0.5
     widget.accept_button.native.click()
     qtbot.waitUntil(lambda: widget.worker is None and "accepted" in widget.status.value, timeout=SLOW)

@@ -80,6 +80,13 @@ class ClickFixPanel(Container):
         for _labels, _session, points in self.sessions.values():
             points.current_face_color = CLICK_COLOURS[self.kind.value == LESION]
 
+    @staticmethod
+    def _colour_points(points: Points, session: ClickSession) -> None:
+        """Each point in its click's colour (lesion magenta, skin cyan), whatever is selected."""
+        points.selected_data = set()
+        if len(points.data):
+            points.face_color = [CLICK_COLOURS[c.lesion] for c in session.clicks[: len(points.data)]]
+
     def _current(self) -> tuple[Labels, ClickSession, Points]:
         active = self.viewer.layers.selection.active
         if isinstance(active, Points) and id(active) in self.sessions:
@@ -105,6 +112,7 @@ class ClickFixPanel(Container):
                 points.data = points.data[:-1]
             return
         labels.data = mask.astype(np.uint8)
+        self._colour_points(points, session)
         self.on_status(f"{'lesion' if lesion else 'skin'} click at ({y}, {x}): "
                        f"{int(mask.sum()):,} lesion pixels")
 
@@ -117,6 +125,7 @@ class ClickFixPanel(Container):
         if len(points.data) > n:
             with points.events.data.blocker():
                 points.data = points.data[:n]
+        self._colour_points(points, session)
         self.on_status(f"undone: {n} click(s) left")
 
     # -- box ---------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..bundled import bundled_model_path, has_bundled_model
-from ..config import TrainConfig
+from ..config import FINE_TUNE_LEARNING_RATE, TrainConfig
 from ..image_io import ImageReadError, read_image, read_mask, write_image, write_mask
 from ..pairs import PairFolder, is_mask_name, list_images
 from .click_fix import BOX_SUFFIX, CLICKS_SUFFIX, ClickFixPanel
@@ -67,7 +67,7 @@ from .training_controller import TrainingController
 
 BASE, IN_USE = "bundled model", "model in use"
 FOLDER_ORDER, WORST_FIRST = "folder order", "worst first (predicted Dice)"
-FINE_TUNE_LR = 3e-4
+FINE_TUNE_LR = FINE_TUNE_LEARNING_RATE
 
 
 class CurateWidget(DockContainer):
@@ -84,9 +84,9 @@ class CurateWidget(DockContainer):
         self.model_line = model_in_use_line()
         self.post_line = status_label(SESSION.post.describe())
         self.target = status_label("")
-        self.previous_button = PushButton(text="◀ Previous")
+        self.previous_button = PushButton(text="◀ Back")
         self.next_button = PushButton(text="Next ▶")
-        self.save_next_button = PushButton(text="Save && next ▶")
+        self.save_next_button = PushButton(text="Save && next")
         self.save_button = PushButton(text="Save as training mask")
         nav = Container(widgets=[self.previous_button, self.next_button, self.save_next_button],
                         layout="horizontal", labels=False)
@@ -96,7 +96,7 @@ class CurateWidget(DockContainer):
                                       "correcting (by predicted Dice) come first")
         self.accept_above = FloatSpinBox(label="accept above", value=0.9, min=0.5, max=0.99,
                                          step=0.01, tooltip="predicted Dice")
-        self.accept_button = PushButton(text="Accept the rest above this predicted Dice")
+        self.accept_button = PushButton(text="Accept the rest above it")
         self.click_fix = ClickFixPanel(viewer, self.target_labels, self._set_status)
         self.start_from = ComboBox(label="retrain from", choices=[BASE, IN_USE], value=IN_USE,
                                    tooltip="bundled: fine-tune the bundled model; in use: "
@@ -205,7 +205,10 @@ class CurateWidget(DockContainer):
             self.target.value = "saving: select a corrected Labels layer"
             return
         state = " (unsaved corrections)" if unsaved_corrections(labels) else ""
-        self.target.value = f"saving: '{labels.name}' as {stem}{state}"
+        source = image_for_labels(self.viewer, labels).metadata.get("source_path")
+        value = self.predicted.get(Path(source)) if source else None
+        estimate = f"; predicted Dice {value:.2f}" if value is not None else ""
+        self.target.value = f"saving: '{labels.name}' as {stem}{state}{estimate}"
 
     # -- saving ------------------------------------------------------------------------------
     def save_training_mask(self) -> Path | None:

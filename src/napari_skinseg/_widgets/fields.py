@@ -94,7 +94,11 @@ class DockContainer(Container):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(scrollable=True, **kwargs)
+        from qtpy.QtCore import Qt
+
         self.root_native_widget.setMinimumHeight(200)
+        # A narrow dock scrolls sideways too, rather than cutting its content off.
+        self.root_native_widget.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
 
     @property
     def native(self):
