@@ -10,9 +10,19 @@ import pytest
 from scipy import ndimage, stats
 
 from napari_skinseg.model import ModelMetadata, load_model
-from napari_skinseg.quality import FEATURE_NAMES, QualityModel, predicted_dice, quality_features
-from napari_skinseg.review import (QualityEstimate, estimate_from_views, estimate_quality, rank,
-                                   write_review)
+from napari_skinseg.quality import (
+    FEATURE_NAMES,
+    QualityModel,
+    predicted_dice,
+    quality_features,
+)
+from napari_skinseg.review import (
+    QualityEstimate,
+    estimate_from_views,
+    estimate_quality,
+    rank,
+    write_review,
+)
 from napari_skinseg.synthetic import make_synthetic_lesion
 
 
@@ -140,3 +150,38 @@ def test_estimate_quality_uses_the_models_calibration(tiny_model_path, tmp_path)
     again = Segmenter(load_model(path), device="cpu")
     calibrated = estimate_quality(again, image)
     assert calibrated.calibrated and 0 <= calibrated.predicted_dice <= 1
+
+
+def test_segment_review_writes_a_sorted_queue(tmp_path, synthetic_folder, tiny_model_path, capsys):
+    from napari_skinseg.cli import main
+
+    images, _ = synthetic_folder
+    results = tmp_path / "Results"
+    assert main(["segment", str(images), str(results), "--model", str(tiny_model_path),
+                 "--device", "cpu", "--review"]) == 0
+    assert "review queue of 6 images" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(results / "review.csv")))
+    values = [float(r["predicted_dice"]) for r in rows]
+    assert len(rows) == 6 and values == sorted(values)
+    assert {r["id"] for r in rows} == {p.stem for p in images.iterdir()}
+    assert (results / "review.html").read_text().count("<img ") == 6
+    # A rerun keeps the masks on disk (perhaps corrected by a person) and reviews those.
+    (results / "review.csv").unlink()
+    assert main(["segment", str(images), str(results), "--model", str(tiny_model_path),
+                 "--device", "cpu", "--review"]) == 0
+    assert len(list(csv.DictReader(open(results / "review.csv")))) == 6
+
+
+def test_review_and_click_modules_stay_torch_free():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "import napari_skinseg.review, napari_skinseg.quality, napari_skinseg.interactive\n"
+            "from napari_skinseg.interactive import ClickSession\n"
+            "from napari_skinseg.review import outline_thumbnail\n"
+            "s = ClickSession(np.zeros((32, 32, 3), np.uint8), probability=np.zeros((32, 32)))\n"
+            "s.click(5, 5, lesion=True); outline_thumbnail(np.zeros((32, 32, 3), np.uint8), s.mask)\n"
+            "assert 'torch' not in sys.modules\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]

@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--measure", action="store_true",
                    help="also write RESULTS_DIR/measurements.csv (ABCD-style lesion descriptors)")
     s.add_argument("--pixel-size-mm", type=POSITIVE, default=None, help="pixel size for mm / mm² values")
+    s.add_argument("--review", action="store_true",
+                   help="also write RESULTS_DIR/review.csv and review.html: the masks ranked by "
+                        "predicted Dice, worst first (8 test-time views per image: slower)")
     _add_postprocess_args(s)
 
     e = sub.add_parser("evaluate", help="score predicted masks against true masks (ISIC 2018 metrics)")
@@ -287,10 +290,18 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     segmenter = Segmenter.from_file(_resolve_model_arg(args.model), device=args.device)
     print(f"model: {segmenter.name} ({segmenter.size}x{segmenter.size}, {segmenter.model.metadata.config.encoder})")
+    estimates = []
+
+    def review(outcome):
+        if args.review:
+            estimate = _review_one(segmenter, outcome, args.results_dir)
+            if estimate is not None:
+                estimates.append(estimate)
+
     gen = segment_folder(args.input_dir, args.results_dir, segmenter, post, tta=args.tta,
                          overwrite=args.overwrite, overlay=args.overlay, probabilities=args.probabilities,
                          measurements=measurements_csv if args.measure else None,
-                         pixel_size_mm=args.pixel_size_mm)
+                         pixel_size_mm=args.pixel_size_mm, after_each=review)
     with tqdm(unit="image", leave=False, dynamic_ncols=True, disable=None) as bar:
         def show(outcome):
             bar.update()
@@ -303,7 +314,33 @@ def cmd_segment(args: argparse.Namespace) -> int:
     print(f"{report.summary()}; results in {args.results_dir}")
     if args.measure:
         print(f"measurements: {report.measured} rows added to {measurements_csv}\n{DISCLAIMER}")
+    if args.review and estimates:
+        from .review import write_review
+
+        csv_path, html_path = write_review(estimates, args.results_dir)
+        worst = min(estimates, key=lambda e: e.predicted_dice)
+        kind = "predicted Dice" if worst.calibrated else "uncalibrated score"
+        print(f"review queue of {len(estimates)} images, worst first: {csv_path} and {html_path} "
+              f"(worst: {worst.id}, {kind} {worst.predicted_dice:.2f})")
     return EXIT_SOME_FAILED if report.failed else EXIT_OK
+
+
+def _review_one(segmenter, outcome, results_dir: Path):
+    """The review-queue estimate of one image's mask (the new one, or the one kept on disk)."""
+    from .image_io import ImageReadError, read_image, read_mask
+    from .pairs import mask_filename
+    from .review import estimate_quality
+
+    image, mask = outcome.image, outcome.mask
+    if outcome.status == "exists":
+        try:
+            image = read_image(outcome.path)
+            mask = read_mask(results_dir / mask_filename(outcome.path.stem), shape=image.shape[:2])
+        except (ImageReadError, OSError, ValueError):
+            return None
+    if image is None or mask is None:
+        return None
+    return estimate_quality(segmenter, image, mask, id=outcome.path.stem, thumbnail=True)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -166,7 +166,7 @@ class QualityModel:
     @classmethod
     def fit(cls, features: list[dict[str, float]], dice: np.ndarray,
             names: tuple[str, ...] = FEATURE_NAMES, ridge: float = 30.0,
-            info: dict | None = None) -> "QualityModel":
+            knots: int = 16, info: dict | None = None) -> QualityModel:
         """Ridge regression of logit(Dice) on the standardised features, then isotonic
         calibration of the linear score against Dice (both on the given images)."""
         X = _design(features, names)
@@ -180,8 +180,12 @@ class QualityModel:
         intercept = float(y.mean())
         s = Z @ coef + intercept
         kx, ky = _isotonic(s, np.asarray(dice, dtype=np.float64))
+        # Keep at most `knots` points of the step fit, at quantiles of the score: a smoother,
+        # smaller calibration in which no knot stands for a single image.
+        qx = np.unique(np.quantile(s, np.linspace(0, 1, knots)))
+        kx, ky = qx, np.interp(qx, kx, ky)
         return cls(tuple(names), mean, scale, coef, intercept, kx, ky,
-                   {"n_fit": n, "ridge": ridge, **(info or {})})
+                   {"n_fit": n, "ridge": ridge, "knots": len(kx), **(info or {})})
 
     def to_dict(self) -> dict:
         return {"kind": "ridge-logit+isotonic", "features": list(self.features),
@@ -191,10 +195,10 @@ class QualityModel:
                 "info": self.info}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "QualityModel":
+    def from_dict(cls, d: dict) -> QualityModel:
         if d.get("kind") != "ridge-logit+isotonic":
             raise ValueError(f"unknown quality calibration {d.get('kind')!r}")
-        arr = lambda k: np.asarray(d[k], dtype=np.float64)  # noqa: E731
+        arr = lambda k: np.asarray(d[k], dtype=np.float64)
         return cls(tuple(d["features"]), arr("mean"), arr("scale"), arr("coef"),
                    float(d["intercept"]), arr("knots_x"), arr("knots_y"), dict(d.get("info", {})))
 

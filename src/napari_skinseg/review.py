@@ -15,9 +15,10 @@ import csv
 import html
 import io
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -85,8 +86,9 @@ def rank(estimates: Iterable[QualityEstimate]) -> list[QualityEstimate]:
 
 
 def outline_thumbnail(image: np.ndarray, mask: np.ndarray, size: int = THUMBNAIL) -> np.ndarray:
-    """A small copy of the image with the mask's outline in green."""
-    from .folder_segmentation import overlay_outline
+    """A small copy of the image with the mask's outline in green (torch-free)."""
+    from skimage.segmentation import find_boundaries
+
     from .image_io import to_rgb_uint8
 
     rgb = to_rgb_uint8(image)
@@ -96,7 +98,9 @@ def outline_thumbnail(image: np.ndarray, mask: np.ndarray, size: int = THUMBNAIL
     small = np.asarray(Image.fromarray(rgb).resize((tw, th), Image.BILINEAR))
     small_mask = np.asarray(Image.fromarray(np.asarray(mask, np.uint8) * 255).resize(
         (tw, th), Image.BILINEAR)) > 127
-    return overlay_outline(small, small_mask)
+    out = small.copy()
+    out[find_boundaries(small_mask, mode="inner")] = (0, 255, 0)
+    return out
 
 
 def _png_base64(rgb: np.ndarray) -> str:
