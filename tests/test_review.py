@@ -185,3 +185,14 @@ def test_review_and_click_modules_stay_torch_free():
             "assert 'torch' not in sys.modules\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_a_fine_tuned_model_does_not_inherit_the_calibration(tmp_path, tiny_samples, tiny_config):
+    from napari_skinseg.bundled import bundled_model_path
+    from napari_skinseg.model import load_model
+    from napari_skinseg.training import run_training
+
+    assert load_model(bundled_model_path()).metadata.quality  # the bundled model is calibrated
+    result = run_training(tiny_samples, tiny_config.replace(size=64), tmp_path / "ft.pt",
+                          init=bundled_model_path())
+    assert result.model.metadata.quality == {}  # its errors are another model's: not claimed

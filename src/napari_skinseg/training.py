@@ -112,6 +112,9 @@ def _start_model(config: TrainConfig, init: str | Path | SkinSegModel | None) ->
     model = SkinSegModel(network, copy.deepcopy(base.metadata))
     model.metadata.config = config
     model.metadata.history = []
+    # The review queue's calibration was fitted on the starting model's errors, not on this
+    # model's: a fine-tuned model falls back to the uncalibrated score until recalibrated.
+    model.metadata.quality = {}
     source = str(base.path) if base.path else "model in memory"
     return model, config, source
 
