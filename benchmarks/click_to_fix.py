@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).parent))
+from click_to_fix_user import next_click  # noqa: E402
 from common import save_json  # noqa: E402
 from heldout import ham_split, isic_split  # noqa: E402
 
@@ -36,24 +36,6 @@ MAX_CLICKS = 20
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.count_nonzero(a | b)
     return 1.0 if union == 0 else np.count_nonzero(a & b) / union
-
-
-def next_click(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, bool] | None:
-    """The standard simulated user: the largest error region, its point farthest from its border."""
-    best = None
-    for lesion, error in ((True, truth & ~pred), (False, pred & ~truth)):
-        labels, n = ndimage.label(error)
-        if n:
-            sizes = np.bincount(labels.ravel())[1:]
-            k = int(sizes.argmax())
-            if best is None or sizes[k] > best[0]:
-                best = (sizes[k], labels == k + 1, lesion)
-    if best is None:
-        return None
-    region = best[1]
-    dist = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
-    y, x = np.unravel_index(int(dist.argmax()), dist.shape)
-    return int(y), int(x), best[2]
 
 
 class Brush:

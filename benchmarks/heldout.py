@@ -12,7 +12,6 @@ import csv
 from pathlib import Path
 
 import numpy as np
-
 from common import all_pairs, bundled_val_pairs  # noqa: E402
 
 SEED = 12

@@ -18,7 +18,13 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import all_pairs, bundled_val_pairs, evaluate_pairs, random_subset, save_json  # noqa: E402
+from common import (  # noqa: E402
+    all_pairs,
+    bundled_val_pairs,
+    evaluate_pairs,
+    random_subset,
+    save_json,
+)
 
 from napari_skinseg.bundled import bundled_model_path  # noqa: E402
 from napari_skinseg.config import TrainConfig  # noqa: E402

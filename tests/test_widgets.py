@@ -206,12 +206,12 @@ def test_segment_rethreshold_measure_and_keep_hand_corrections(make_napari_viewe
     assert labels.data.sum() < before
     labels.paint((5, 5), 1)  # a correction with the brush ...
     edited = labels.data.copy()
-    assert labels.features["area_px"][0] == edited.sum()  # ... re-measured
+    qtbot.waitUntil(lambda: labels.features["area_px"][0] == edited.sum())  # ... re-measured
     widget.post.threshold.value = 0.3
     assert np.array_equal(labels.data, edited)  # a hand-corrected mask is never re-thresholded
     assert "edited by hand" in widget.status.value and errors == []
     labels.undo()
-    assert labels.features["area_px"][0] == labels.data.sum() != edited.sum()  # undo re-measures
+    qtbot.waitUntil(lambda: labels.features["area_px"][0] == labels.data.sum() != edited.sum())
     labels.paint((5, 5), 1)
     # Segmenting again asks before replacing corrections; "no" keeps them.
     widget.confirm_replace = lambda message: False

@@ -25,6 +25,14 @@ CLICK_COLOURS = {True: "magenta", False: "cyan"}
 CLICKS_SUFFIX, BOX_SUFFIX = " clicks", " box"
 
 
+def set_mask(labels: Labels, mask: np.ndarray) -> None:
+    """Write only the pixels that changed, as a paint stroke does: napari redraws just those,
+    and the change joins the layer's own undo history."""
+    changed = np.nonzero((labels.data > 0) != mask)
+    if changed[0].size:
+        labels.data_setitem(changed, mask[changed].astype(labels.data.dtype))
+
+
 class ClickFixPanel(Container):
     """Fix the Labels layer being worked on (``target()``) with clicks and a box."""
 
@@ -111,7 +119,7 @@ class ClickFixPanel(Container):
             with points.events.data.blocker():
                 points.data = points.data[:-1]
             return
-        labels.data = mask.astype(np.uint8)
+        set_mask(labels, mask)
         self._colour_points(points, session)
         self.on_status(f"{'lesion' if lesion else 'skin'} click at ({y}, {x}): "
                        f"{int(mask.sum()):,} lesion pixels")
@@ -120,7 +128,7 @@ class ClickFixPanel(Container):
         labels, session, points = self._current()
         if not session.can_undo:
             raise ValueError("nothing to undo")
-        labels.data = session.undo().astype(np.uint8)
+        set_mask(labels, session.undo())
         n = len(session.clicks)
         if len(points.data) > n:
             with points.events.data.blocker():
@@ -155,7 +163,7 @@ class ClickFixPanel(Container):
             name_, probability = item
             if name_ != "box":
                 return
-            labels.data = session.apply_box(crop, box, probability).astype(np.uint8)
+            set_mask(labels, session.apply_box(crop, box, probability))
             shapes.data = []
             self.on_status(f"re-segmented inside the box: {int(labels.data.sum()):,} lesion pixels")
 

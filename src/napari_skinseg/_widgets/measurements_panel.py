@@ -19,6 +19,7 @@ from magicgui.widgets import (
 )
 from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QStyledItemDelegate
 
 from ..measurements import (
@@ -39,6 +40,7 @@ from .layers import (
 from .status_label import status_label
 
 MEASURED_HASH_KEY = "skinseg_measured_hash"
+MEASURE_DELAY_MS = 200
 
 
 class MeasurementsPanel(Container):
@@ -60,6 +62,7 @@ class MeasurementsPanel(Container):
         super().__init__(widgets=[self.layer, self.pixel_size, self.table, self.csv_path,
                                   self.export_button, self.note], labels=True)
         self._watched: set[int] = set()
+        self._timers: dict[int, QTimer] = {}
         self.layer.changed.connect(lambda *_: self.refresh())
         self.pixel_size.changed.connect(lambda *_: self.refresh(force=True))
         self.export_button.changed.connect(self.export)
@@ -81,7 +84,14 @@ class MeasurementsPanel(Container):
         """Measure ``layer`` now and after each change of its data (undo included)."""
         if id(layer) not in self._watched:
             self._watched.add(id(layer))
-            layer.events.set_data.connect(lambda *_: self.measure(layer))
+            # Measured once the person pauses (MEASURE_DELAY_MS), not inside each stroke or click:
+            # the mask on screen must update first.
+            timer = QTimer()
+            timer.setSingleShot(True)
+            timer.setInterval(MEASURE_DELAY_MS)
+            timer.timeout.connect(lambda: self.measure(layer))
+            self._timers[id(layer)] = timer
+            layer.events.set_data.connect(lambda *_: timer.start())
         self.reset_choices()
         self.layer.value = layer.name
         self.measure(layer, force=True)
