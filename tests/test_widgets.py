@@ -194,7 +194,8 @@ def test_segment_rethreshold_measure_and_keep_hand_corrections(make_napari_viewe
     assert tuple(labels.colormap.map([1])[0][:3]) == (1.0, 0.0, 1.0)
     dice = 2 * (labels.data.astype(bool) & truth).sum() / (labels.data.astype(bool).sum() + truth.sum())
     assert dice > 0.7
-    assert labels.features["area_px"][0] == labels.data.sum()  # measured as a napari feature
+    qtbot.waitUntil(lambda: "area_px" in labels.features)  # measured as a napari feature
+    assert labels.features["area_px"][0] == labels.data.sum()
     table = widget.measurements.table.native
     shown_texts = [table.itemDelegate().displayText(table.item(r, 1).data(0), table.locale())
                    for r in range(table.rowCount())]

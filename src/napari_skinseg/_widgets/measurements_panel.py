@@ -94,7 +94,8 @@ class MeasurementsPanel(Container):
             layer.events.set_data.connect(lambda *_: timer.start())
         self.reset_choices()
         self.layer.value = layer.name
-        self.measure(layer, force=True)
+        layer.metadata.pop(MEASURED_HASH_KEY, None)
+        self._timers[id(layer)].start()  # right after the layer is shown, not before
 
     def measure(self, layer: Labels, force: bool = False) -> dict | None:
         if layer not in self.viewer.layers:
