@@ -437,6 +437,10 @@ def test_click_to_fix_changes_the_mask_near_the_click_only(make_napari_viewer, q
     assert viewer.layers.selection.active is points and points.mode == "add"
     points.add([cy, cx])  # a "lesion here" click, as the mouse would add it
     fixed = labels.data.copy()
+    # The line says whether the mask now differs from the network's (the fill may restore it).
+    from napari_skinseg._widgets.layers import edited_by_hand
+
+    assert curate.target.value.endswith("(unsaved corrections)") == edited_by_hand(labels)
     assert fixed[cy, cx] == 1 and fixed[cy - 12:cy + 12, cx - 12:cx + 12].mean() > 0.9
     far = np.ones_like(fixed, bool)
     far[max(0, cy - 60):cy + 60, max(0, cx - 60):cx + 60] = False
