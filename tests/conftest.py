@@ -17,6 +17,16 @@ torch.set_num_threads(1)
 TINY = dict(size=64, batch_size=4, epochs=1, decoder_channels=(32, 16, 16, 8, 8), device="cpu")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache(tmp_path_factory):
+    """ONNX exports go to a test folder, not the user's cache (model workers inherit it)."""
+    import os
+
+    path = tmp_path_factory.mktemp("onnx-cache")
+    os.environ["SKINSEG_CACHE"] = str(path)
+    return path
+
+
 @pytest.fixture
 def tiny_config() -> TrainConfig:
     return TrainConfig(**TINY)

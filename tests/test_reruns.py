@@ -73,7 +73,7 @@ def test_interrupted_run_keeps_its_rows_and_a_rerun_finishes(tmp_path, images, t
 
     monkeypatch.setattr(Segmenter, "segment", interrupted_at_the_third)
     command = ["segment", str(images), str(results), "--model", str(tiny_model_path), "--overlay",
-               "--measure"]
+               "--measure", "--engine", "torch"]  # the engine whose segment() is interrupted
     assert main(command) == 130
     assert "interrupted" in capsys.readouterr().err
     assert len(list(results.glob("*_overlay.png"))) == 2

@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("results_dir", type=Path)
     s.add_argument("--model", help="model file (default: the bundled model)")
     s.add_argument("--device", default="auto")
+    s.add_argument("--engine", choices=("auto", "torch", "onnx"), default="auto",
+                   help="what runs the network: onnx (ONNX Runtime, the CPU default when "
+                        "installed; exported once per model file and cached) or torch")
     s.add_argument("--overwrite", action="store_true",
                    help="replace existing outputs (without it, a rerun keeps existing masks and "
                         "adds only what is missing)")
@@ -252,7 +255,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"{state} (epoch {result.best_epoch}) saved to {out}")
     print(f"history: {history_csv}" + (f"  curves: {curves}" if curves else ""))
     if result.cancelled:
-        print(f"continue it with the same command and --resume", file=sys.stderr)
+        print("continue it with the same command and --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_OK
 
@@ -285,16 +288,23 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from .engines import make_segmenter
     from .measurements import DISCLAIMER
-    from .prediction import Segmenter
 
-    segmenter = Segmenter.from_file(_resolve_model_arg(args.model), device=args.device)
-    print(f"model: {segmenter.name} ({segmenter.size}x{segmenter.size}, {segmenter.model.metadata.config.encoder})")
+    model_arg = _resolve_model_arg(args.model)
+    segmenter = make_segmenter(model_arg, device=args.device, engine=args.engine)
+    print(f"model: {segmenter.name} ({segmenter.size}x{segmenter.size}, {segmenter.engine} engine)")
     estimates = []
+    reviewer = []  # the review queue's test-time views need the torch engine
 
     def review(outcome):
         if args.review:
-            estimate = _review_one(segmenter, outcome, args.results_dir)
+            if not reviewer:
+                from .prediction import Segmenter
+
+                reviewer.append(segmenter if segmenter.engine == "torch"
+                                else Segmenter.from_file(model_arg, device=args.device))
+            estimate = _review_one(reviewer[0], outcome, args.results_dir)
             if estimate is not None:
                 estimates.append(estimate)
 
@@ -459,9 +469,8 @@ def _error(args: argparse.Namespace, text: str) -> None:
 def _run(args: argparse.Namespace) -> int:
     from .bundled import BundledModelMissing
     from .destinations import describe_os_error
-    from .devices import DeviceError
+    from .errors import DeviceError, ModelFileError
     from .image_io import ImageReadError
-    from .model import ModelFileError
 
     try:
         return COMMANDS[args.command](args)

@@ -6,9 +6,7 @@ import functools
 
 import torch
 
-
-class DeviceError(RuntimeError):
-    """The requested device does not exist or does not work on this machine."""
+from .errors import DeviceError  # noqa: F401 - re-exported
 
 
 def _works(device: str) -> bool:

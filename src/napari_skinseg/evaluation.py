@@ -16,8 +16,18 @@ from .atomic import atomic_write_text
 from .destinations import require_folder
 from .image_io import ImageReadError, read_mask
 from .metrics import METRIC_NAMES, ImageMetrics, image_metrics, mean_metrics
-from .pairs import (MASK_SUFFIX, Skipped, find_mask, image_id_of_mask, is_mask_name,
-                    is_result_extra, list_images, mask_filename, masks_folder)
+from .pairs import (
+    MASK_SUFFIX,
+    Skipped,
+    find_mask,
+    image_id_of_mask,
+    is_mask_name,
+    is_result_extra,
+    list_images,
+    mask_filename,
+    masks_folder,
+)
+
 
 @dataclass
 class Evaluation:

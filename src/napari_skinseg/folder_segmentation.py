@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Generator
+from typing import TYPE_CHECKING, Callable, Generator
 
 import numpy as np
 from skimage import morphology, segmentation
@@ -25,8 +25,16 @@ from .config import PostprocessConfig
 from .destinations import WriteError, check_output_folder, require_folder
 from .image_io import ImageReadError, mask_to_uint8, read_image, read_mask, write_image
 from .measurements import measure_lesion, merge_measurements_csv, read_measurements_csv
-from .pairs import is_mask_name, list_images, mask_filename, overlay_filename, probability_filename
-from .prediction import Segmenter
+from .pairs import (
+    is_mask_name,
+    list_images,
+    mask_filename,
+    overlay_filename,
+    probability_filename,
+)
+
+if TYPE_CHECKING:  # torch only for the type: the ONNX engine runs folders without torch
+    from .prediction import Segmenter
 
 OVERLAY_COLOUR = (0, 255, 0)
 MEASUREMENTS_CSV = "measurements.csv"

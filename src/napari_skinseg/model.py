@@ -28,13 +28,11 @@ with warnings.catch_warnings():
 
 from .atomic import atomic_write
 from .config import IMAGENET_MEAN, IMAGENET_STD, TrainConfig
+from .errors import ModelFileError  # noqa: F401 - re-exported
 
 FORMAT = "napari-skinseg-model"
 FORMAT_VERSION = 1
 
-
-class ModelFileError(ValueError):
-    """A model file that is missing, truncated, corrupt or not a napari-skinseg model."""
 
 
 def _first_line(err: BaseException) -> str:

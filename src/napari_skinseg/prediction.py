@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +16,14 @@ from .image_io import to_rgb_uint8
 from .metrics import image_metrics
 from .model import SkinSegModel, load_model
 from .postprocess import postprocess
+from .segmentation import Segmentation
 from .transforms import normalise, resize_rgb
 
 
-@dataclass
-class Segmentation:
-    probability: np.ndarray  # float32 (H, W) in [0, 1], original size
-    mask: np.ndarray  # bool (H, W), original size
-
-
 class Segmenter:
-    """Runs a model on images of any size; thread-safe for one caller at a time."""
+    """Runs a model on images of any size with torch; thread-safe for one caller at a time."""
+
+    engine = "torch"
 
     def __init__(self, model: SkinSegModel, device: str = "auto"):
         self.model = model

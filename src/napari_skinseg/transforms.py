@@ -1,12 +1,12 @@
-"""The network's input transform, shared by training and prediction: an RGB uint8 image resized
-to the working size, then scaled to 0..1 and normalised with the model's mean and std."""
+"""The network's input transform, shared by training and prediction (both engines): an RGB uint8
+image resized to the working size, then scaled to 0..1 and normalised with the model's mean and
+std. torch is imported only by :func:`normalise` (the ONNX engine uses :func:`normalise_array`)."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
 
@@ -19,9 +19,18 @@ def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
 
 
-def normalise(images: np.ndarray | torch.Tensor, mean: Sequence[float],
-              std: Sequence[float]) -> torch.Tensor:
+def normalise_array(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> normalised float32 NCHW (numpy; the same numbers as normalise)."""
+    x = images.astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255.0)
+    m = np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
+    s = np.asarray(std, np.float32).reshape(1, 3, 1, 1)
+    return np.ascontiguousarray((x - m) / s)
+
+
+def normalise(images, mean: Sequence[float], std: Sequence[float]):
     """(N, H, W, 3) uint8 (or float 0..1 NCHW tensor) -> normalised float NCHW, channels_last."""
+    import torch
+
     if isinstance(images, np.ndarray):
         if not images.flags.writeable:  # arrays from Pillow are read-only; torch wants to own them
             images = images.copy()

@@ -18,6 +18,7 @@ from .config import PostprocessConfig, TrainConfig
 from .dataset import samples_from_folders
 from .destinations import describe_os_error
 from .devices import DeviceError, available_devices
+from .engines import make_segmenter, resolve_engine
 from .folder_segmentation import segment_folder
 from .image_io import ImageReadError, read_image, write_image, write_mask
 from .model import ModelFileError, load_model
@@ -39,16 +40,19 @@ def _model_path(model: str | None) -> Path:
     return Path(model) if model else bundled_model_path()
 
 
-def _segmenter(model: str | None, device: str = "auto") -> Segmenter:
+def _segmenter(model: str | None, device: str = "auto", engine: str = "torch") -> Segmenter:
+    """A loaded segmenter; ``engine`` as in :mod:`napari_skinseg.engines` (the review queue's
+    test-time views and validation need torch, so those jobs keep the default)."""
     path = _model_path(model)
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, device)
+    engine = resolve_engine(engine, device)
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, device, engine)
     if key not in _SEGMENTERS:
         while len(_SEGMENTERS) >= _KEEP_LOADED:
             _SEGMENTERS.pop(next(iter(_SEGMENTERS)))
-        _SEGMENTERS[key] = Segmenter.from_file(path, device=device)
+        _SEGMENTERS[key] = make_segmenter(path, device=device, engine=engine)
     return _SEGMENTERS[key]
 
 
@@ -75,11 +79,18 @@ def job_model_info(cancel: Cancel, model: str | None = None) -> Generator[Any, N
 
 
 def job_predict(cancel: Cancel, images: list[tuple[str, Any]], model: str | None = None,
-                device: str = "auto", tta: bool = False) -> Generator[tuple, None, int]:
+                device: str = "auto", tta: bool = False,
+                engine: str = "auto") -> Generator[tuple, None, int]:
     """Yield ``(name, probability)`` for each ``(name, image array)``; probabilities at the
     image's own size. The first item is ``("model", info)``."""
-    segmenter = _segmenter(model, device)
-    yield "model", model_info(_model_path(model), segmenter.model.metadata)
+    segmenter = _segmenter(model, device, engine)
+    if segmenter.engine == "torch":
+        info = model_info(_model_path(model), segmenter.model.metadata)
+    else:
+        data = segmenter.metadata.data
+        info = {"path": str(_model_path(model)), "name": segmenter.name, "status": data["status"],
+                "val_dice": data.get("val_dice"), "size": data["size"]}
+    yield "model", {**info, "engine": segmenter.engine}
     done = 0
     for name, array in images:
         if cancel():
@@ -91,10 +102,10 @@ def job_predict(cancel: Cancel, images: list[tuple[str, Any]], model: str | None
 
 def job_segment_folder(cancel: Cancel, input_dir: str, results_dir: str, model: str | None = None,
                        device: str = "auto", post: PostprocessConfig | None = None,
-                       tta: bool = False, overwrite: bool = False,
-                       overlay: bool = True) -> Generator[dict, None, str]:
+                       tta: bool = False, overwrite: bool = False, overlay: bool = True,
+                       engine: str = "auto") -> Generator[dict, None, str]:
     """Segment every image of a folder into a results folder; one dict per file."""
-    segmenter = _segmenter(model, device)
+    segmenter = _segmenter(model, device, engine)
     images, others = list_images(input_dir)
     yield {"total": len(images) + len(others)}
     gen = segment_folder(input_dir, results_dir, segmenter, post, tta=tta, overwrite=overwrite,

@@ -23,8 +23,12 @@ class ModelChoice(Container):
         self.file = FileEdit(label="model file", mode="r", filter="*.pt", visible=False)
         self.device = ComboBox(label="device", choices=list(SESSION.devices), value="auto",
                                tooltip="only devices that work on this machine are listed")
+        self.engine = ComboBox(label="engine", choices=["auto", "onnx", "torch"], value="auto",
+                               tooltip="what runs the network: onnx (ONNX Runtime; auto on a CPU "
+                                       "when installed) or torch")
         self.line = model_in_use_line()
-        super().__init__(widgets=[self.choice, self.file, self.device, self.line], labels=True)
+        super().__init__(widgets=[self.choice, self.file, self.device, self.engine, self.line],
+                         labels=True)
         self._following = False
         self.choice.changed.connect(self._on_choice)
         self.file.changed.connect(self._on_choice)

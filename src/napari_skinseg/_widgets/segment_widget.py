@@ -181,7 +181,8 @@ class SegmentWidget(DockContainer):
                 self.status.value = text
 
         self.runner = run_job("predict", dict(images=arrays, model=SESSION.model.job_arg,
-                                              device=self.model.device.value, tta=self.post.tta.value),
+                                              device=self.model.device.value, tta=self.post.tta.value,
+                                              engine=self.model.engine.value),
                               yielded=shown, returned=returned,
                               failed=lambda message: setattr(self.status, "value", f"segmentation failed: {message}"))
 
@@ -235,6 +236,7 @@ class SegmentWidget(DockContainer):
         self.runner = run_job("segment_folder", dict(
             input_dir=str(input_dir), results_dir=str(results_dir), model=SESSION.model.job_arg,
             device=self.model.device.value, post=SESSION.post.config, tta=self.post.tta.value,
-            overwrite=self.overwrite.value, overlay=self.overlay.value),
+            overwrite=self.overwrite.value, overlay=self.overlay.value,
+            engine=self.model.engine.value),
             yielded=step, returned=returned, finished=finished,
             failed=lambda message: setattr(self.status, "value", f"folder run failed: {message}"))

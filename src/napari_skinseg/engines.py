@@ -1,0 +1,46 @@
+"""Choosing the engine that runs the network for prediction: torch, or ONNX Runtime on the CPU.
+
+``auto`` takes ONNX Runtime where it is installed and the device is the CPU (it ran the bundled
+network about twice as fast as eager torch on 2 cores, BENCHMARKS.md), torch otherwise (GPUs).
+Training always uses torch.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+ENGINES = ("auto", "torch", "onnx")
+
+
+def resolve_engine(engine: str = "auto", device: str = "auto") -> str:
+    from .onnx_engine import onnx_available
+
+    engine = (engine or "auto").lower()
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    device = (device or "auto").lower()
+    if engine == "onnx":
+        if not onnx_available():
+            raise ValueError("the onnx engine needs onnxruntime: pip install onnxruntime")
+        if device not in ("auto", "cpu"):
+            raise ValueError(f"the onnx engine runs on the CPU; use --engine torch for {device}")
+        return "onnx"
+    if engine == "torch":
+        return "torch"
+    # auto: a GPU goes to torch; without one (no NVIDIA driver tool on the PATH), ONNX Runtime.
+    gpu_likely = shutil.which("nvidia-smi") is not None or os.environ.get("CUDA_VISIBLE_DEVICES")
+    if device == "cpu" or (device == "auto" and not gpu_likely):
+        return "onnx" if onnx_available() else "torch"
+    return "torch"
+
+
+def make_segmenter(model=None, device: str = "auto", engine: str = "auto"):
+    """A Segmenter (torch) or OnnxSegmenter for the model file ``model`` (None: bundled)."""
+    if resolve_engine(engine, device) == "onnx":
+        from .onnx_engine import OnnxSegmenter
+
+        return OnnxSegmenter.from_file(model)
+    from .prediction import Segmenter
+
+    return Segmenter.from_file(model, device=device)

@@ -1,0 +1,137 @@
+"""The ONNX Runtime engine: the same network and the same input transform as the torch engine,
+run by onnxruntime on the CPU (faster there; measured in BENCHMARKS.md).
+
+The exported network is made once per model file and cached in the user's cache folder, keyed by
+the file's content (sha256), together with the metadata prediction needs; with a cached export
+nothing here imports torch, so `skinseg segment --engine onnx` starts quickly. Export itself
+(:mod:`napari_skinseg.onnx_export`) needs torch and happens on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .config import PostprocessConfig
+from .errors import ModelFileError
+from .image_io import to_rgb_uint8
+from .postprocess import postprocess
+from .segmentation import Segmentation
+from .transforms import normalise_array, resize_rgb
+
+CACHE_ENV = "SKINSEG_CACHE"
+
+
+def cache_dir() -> Path:
+    """``$SKINSEG_CACHE``, else the platform's user cache folder, ``/napari-skinseg/onnx``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "napari-skinseg" / "onnx"
+
+
+def model_digest(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def onnx_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class _Metadata:
+    """What prediction needs of a model file's metadata, read from the cached JSON."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+        self.size = int(data["size"])
+        self.mean, self.std = tuple(data["mean"]), tuple(data["std"])
+        self.quality = data.get("quality") or {}
+
+
+class OnnxSegmenter:
+    """Same interface as :class:`napari_skinseg.prediction.Segmenter` for prediction."""
+
+    engine = "onnx"
+
+    def __init__(self, onnx_path: Path, metadata: dict[str, Any], name: str,
+                 threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or min(os.cpu_count() or 1, 8)
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(onnx_path), options,
+                                            providers=["CPUExecutionProvider"])
+        self.metadata = _Metadata(metadata)
+        self.size = self.metadata.size
+        self.name = name
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike | None = None) -> "OnnxSegmenter":
+        """The cached export of ``path`` (the bundled model when None), made now if missing."""
+        if path is None:
+            from .bundled import bundled_model_path
+
+            path = bundled_model_path()
+        path = Path(path)
+        if not path.is_file():
+            raise ModelFileError(f"model file {path} does not exist")
+        digest = model_digest(path)
+        onnx_path = cache_dir() / f"{digest}.onnx"
+        meta_path = onnx_path.with_suffix(".json")
+        if not (onnx_path.is_file() and meta_path.is_file()):
+            from .onnx_export import (
+                export_onnx,  # torch: only the first time for this file
+            )
+
+            export_onnx(path, onnx_path, meta_path)
+        return cls(onnx_path, json.loads(meta_path.read_text()), path.name)
+
+    def _logits(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {"image": x})[0]
+
+    def predict_probability(self, image: np.ndarray, tta: bool = False) -> np.ndarray:
+        """Lesion probability (float32, H x W, the input's size)."""
+        rgb = to_rgb_uint8(image)
+        h, w = rgb.shape[:2]
+        small = resize_rgb(rgb, (self.size, self.size))
+        x = normalise_array(small[None], self.metadata.mean, self.metadata.std)
+        if tta:  # the original with its horizontal and vertical flips, as the torch engine
+            views = np.concatenate([x, x[..., ::-1], x[..., ::-1, :]]).copy()
+            logits = self._logits(views)
+            prob = (_sigmoid(logits[0]) + _sigmoid(logits[1])[..., ::-1]
+                    + _sigmoid(logits[2])[..., ::-1, :]) / 3
+        else:
+            prob = _sigmoid(self._logits(x)[0])
+        prob = prob[0].astype(np.float32)
+        if (h, w) != (self.size, self.size):  # bilinear, pixel centres aligned (as torch's)
+            prob = np.asarray(Image.fromarray(prob).resize((w, h), Image.BILINEAR))
+        return prob
+
+    def segment(self, image: np.ndarray, post: PostprocessConfig | None = None, tta: bool = False):
+        probability = self.predict_probability(image, tta=tta)
+        return Segmentation(probability, postprocess(probability, post))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))

@@ -1,0 +1,65 @@
+"""The ONNX Runtime engine against the torch engine, its cache, and the torch-free CLI path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from napari_skinseg import onnx_engine
+from napari_skinseg.engines import make_segmenter, resolve_engine
+from napari_skinseg.synthetic import make_synthetic_lesion, write_synthetic_dataset
+
+
+def dice(a, b):
+    return 1.0 if not (a.any() or b.any()) else 2 * (a & b).sum() / (a.sum() + b.sum())
+
+
+def test_onnx_and_torch_masks_agree(tiny_model_path):
+    onnx = make_segmenter(tiny_model_path, engine="onnx")
+    torch_ = make_segmenter(tiny_model_path, device="cpu", engine="torch")
+    assert (onnx.engine, torch_.engine) == ("onnx", "torch")
+    for seed, shape in ((1, (80, 80)), (2, (70, 130)), (3, (64, 64))):
+        image, _ = make_synthetic_lesion(shape, seed=seed)
+        for tta in (False, True):
+            p_onnx = onnx.predict_probability(image, tta=tta)
+            p_torch = torch_.predict_probability(image, tta=tta)
+            assert p_onnx.shape == shape and np.abs(p_onnx - p_torch).max() < 1e-3
+        assert dice(onnx.segment(image).mask, torch_.segment(image).mask) >= 0.995
+
+
+def test_the_export_is_made_once_per_model_file(tiny_model_path, monkeypatch, onnx_cache):
+    make_segmenter(tiny_model_path, engine="onnx")
+    digest = onnx_engine.model_digest(tiny_model_path)
+    assert (onnx_cache / f"{digest}.onnx").is_file() and (onnx_cache / f"{digest}.json").is_file()
+    import napari_skinseg.onnx_export as export
+
+    monkeypatch.setattr(export, "export_onnx", lambda *a: pytest.fail("exported twice"))
+    make_segmenter(tiny_model_path, engine="onnx")  # from the cache
+    assert not [p for p in onnx_cache.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_engine_choice():
+    assert resolve_engine("torch", "cpu") == "torch"
+    assert resolve_engine("onnx", "cpu") == "onnx"
+    assert resolve_engine("auto", "cpu") == "onnx"  # the faster one on a CPU
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        resolve_engine("onnx", "cuda")
+    with pytest.raises(ValueError, match="unknown engine"):
+        resolve_engine("tensorrt", "cpu")
+
+
+def test_segmenting_with_onnx_needs_no_torch(tmp_path, tiny_model_path, onnx_cache):
+    make_segmenter(tiny_model_path, engine="onnx")  # the cached export
+    images, _ = write_synthetic_dataset(tmp_path / "d", 2, (64, 64), seed=8)
+    code = ("import sys; from napari_skinseg.cli import main; "
+            f"rc = main(['segment', {str(images)!r}, {str(tmp_path / 'R')!r}, '--model', "
+            f"{str(tiny_model_path)!r}, '--engine', 'onnx']); "
+            "print(rc, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "SKINSEG_CACHE": str(onnx_cache)})
+    assert done.stdout.strip().splitlines()[-1] == "0 False", done.stderr[-2000:]
+    assert len(list((tmp_path / "R").glob("*_segmentation.png"))) == 2
