@@ -36,8 +36,10 @@ def set_mask(labels: Labels, mask: np.ndarray) -> None:
 class ClickFixPanel(Container):
     """Fix the Labels layer being worked on (``target()``) with clicks and a box."""
 
-    def __init__(self, viewer, target: Callable[[], Labels], on_status: Callable[[str], None]) -> None:
+    def __init__(self, viewer, target: Callable[[], Labels], on_status: Callable[[str], None],
+                 on_change: Callable[[], None] = lambda: None) -> None:
         self.viewer, self.target, self.on_status = viewer, target, on_status
+        self.on_change = on_change  # told after every click, undo and box (not only via events)
         self.start_button = PushButton(text="Fix with clicks")
         self.kind = ComboBox(label="a click marks", choices=[LESION, SKIN], value=LESION)
         self.undo_button = PushButton(text="Undo click")
@@ -121,6 +123,7 @@ class ClickFixPanel(Container):
             return
         set_mask(labels, mask)
         self._colour_points(points, session)
+        self.on_change()
         self.on_status(f"{'lesion' if lesion else 'skin'} click at ({y}, {x}): "
                        f"{int(mask.sum()):,} lesion pixels")
 
@@ -134,6 +137,7 @@ class ClickFixPanel(Container):
             with points.events.data.blocker():
                 points.data = points.data[:n]
         self._colour_points(points, session)
+        self.on_change()
         self.on_status(f"undone: {n} click(s) left")
 
     # -- box ---------------------------------------------------------------------------------
@@ -164,6 +168,7 @@ class ClickFixPanel(Container):
             if name_ != "box":
                 return
             set_mask(labels, session.apply_box(crop, box, probability))
+            self.on_change()
             shapes.data = []
             self.on_status(f"re-segmented inside the box: {int(labels.data.sum()):,} lesion pixels")
 

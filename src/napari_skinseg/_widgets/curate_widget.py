@@ -97,7 +97,8 @@ class CurateWidget(DockContainer):
         self.accept_above = FloatSpinBox(label="accept above", value=0.9, min=0.5, max=0.99,
                                          step=0.01, tooltip="predicted Dice")
         self.accept_button = PushButton(text="Accept the rest above it")
-        self.click_fix = ClickFixPanel(viewer, self.target_labels, self._set_status)
+        self.click_fix = ClickFixPanel(viewer, self.target_labels, self._set_status,
+                                       on_change=lambda: self.update_target())
         self.start_from = ComboBox(label="retrain from", choices=[BASE, IN_USE], value=IN_USE,
                                    tooltip="bundled: fine-tune the bundled model; in use: "
                                            "continue from the model Segment and Curate use")
