@@ -63,3 +63,13 @@ def test_segmenting_with_onnx_needs_no_torch(tmp_path, tiny_model_path, onnx_cac
                           env={**os.environ, "SKINSEG_CACHE": str(onnx_cache)})
     assert done.stdout.strip().splitlines()[-1] == "0 False", done.stderr[-2000:]
     assert len(list((tmp_path / "R").glob("*_segmentation.png"))) == 2
+
+
+def test_the_cache_keeps_the_most_recently_used_exports(tmp_path, monkeypatch):
+    monkeypatch.setenv("SKINSEG_CACHE", str(tmp_path))
+    for i in range(5):
+        (tmp_path / f"{i}.onnx").write_bytes(b"x")
+        (tmp_path / f"{i}.json").write_text("{}")
+        os.utime(tmp_path / f"{i}.onnx", (1000 + i, 1000 + i))
+    onnx_engine.prune_cache(keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["3.json", "3.onnx", "4.json", "4.onnx"]
