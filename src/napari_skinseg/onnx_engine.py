@@ -27,6 +27,7 @@ from .segmentation import Segmentation
 from .transforms import normalise_array, resize_rgb
 
 CACHE_ENV = "SKINSEG_CACHE"
+CACHE_ENTRIES = 20  # exports kept (each retrained model makes one); the least recently used go
 
 
 def cache_dir() -> Path:
@@ -40,6 +41,14 @@ def cache_dir() -> Path:
     else:
         base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return base / "napari-skinseg" / "onnx"
+
+
+def prune_cache(keep: int = CACHE_ENTRIES) -> None:
+    """Delete all but the ``keep`` most recently used exports."""
+    entries = sorted(cache_dir().glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in entries[keep:]:
+        for stale in (old, old.with_suffix(".json")):
+            stale.unlink(missing_ok=True)
 
 
 def model_digest(path: str | os.PathLike) -> str:
@@ -100,11 +109,12 @@ class OnnxSegmenter:
         onnx_path = cache_dir() / f"{digest}.onnx"
         meta_path = onnx_path.with_suffix(".json")
         if not (onnx_path.is_file() and meta_path.is_file()):
-            from .onnx_export import (
-                export_onnx,  # torch: only the first time for this file
-            )
+            from .onnx_export import export_onnx  # torch: only the first time for this file
 
             export_onnx(path, onnx_path, meta_path)
+            prune_cache(keep=CACHE_ENTRIES)
+        else:
+            os.utime(onnx_path)  # recently used: kept when the cache is pruned
         return cls(onnx_path, json.loads(meta_path.read_text()), path.name)
 
     def _logits(self, x: np.ndarray) -> np.ndarray:
