@@ -109,7 +109,8 @@ class OnnxSegmenter:
         onnx_path = cache_dir() / f"{digest}.onnx"
         meta_path = onnx_path.with_suffix(".json")
         if not (onnx_path.is_file() and meta_path.is_file()):
-            from .onnx_export import export_onnx  # torch: only the first time for this file
+            # torch is imported here only: the first time this model file is used
+            from .onnx_export import export_onnx
 
             export_onnx(path, onnx_path, meta_path)
             prune_cache(keep=CACHE_ENTRIES)
