@@ -10,7 +10,6 @@ import warnings
 
 import numpy as np
 import torch
-from PIL import Image
 
 from napari_skinseg import atomic, cli
 from napari_skinseg.config import TrainConfig
