@@ -73,7 +73,8 @@ def test_interrupted_run_keeps_its_rows_and_a_rerun_finishes(tmp_path, images, t
 
     monkeypatch.setattr(Segmenter, "segment", interrupted_at_the_third)
     command = ["segment", str(images), str(results), "--model", str(tiny_model_path), "--overlay",
-               "--measure", "--engine", "torch"]  # the engine whose segment() is interrupted
+               "--measure", "--engine", "torch",  # the engine whose segment() is interrupted
+               "--workers", "1"]  # one at a time: exactly two images are done when it stops
     assert main(command) == 130
     assert "interrupted" in capsys.readouterr().err
     assert len(list(results.glob("*_overlay.png"))) == 2
@@ -147,3 +148,36 @@ def test_api_refuses_a_bad_pixel_size_before_writing(tmp_path, images, tiny_mode
     assert broken.read_bytes() == b"corrupt"
     assert [o.status for o in outcomes[1:]] == ["written"] * 5
     assert read_mask(results / mask_filename(outcomes[1].path.stem)).shape == (96, 128)
+
+
+def test_a_pipelined_run_writes_what_a_serial_run_writes(tmp_path, images, tiny_model_path):
+    from napari_skinseg.folder_segmentation import segment_folder
+    from napari_skinseg.generators import drain
+    from napari_skinseg.prediction import Segmenter
+
+    segmenter = Segmenter.from_file(tiny_model_path, device="cpu")
+    serial = drain(segment_folder(images, tmp_path / "serial", segmenter, overlay=True))
+    seen = []
+    piped = drain(segment_folder(images, tmp_path / "piped", segmenter, overlay=True, workers=3),
+                  lambda outcome: seen.append(outcome.path.name))
+    assert seen == sorted(p.name for p in images.iterdir())  # the folder's order
+    assert len(piped.written) == len(serial.written) == 6
+    for out in sorted((tmp_path / "serial").iterdir()):
+        assert out.read_bytes() == (tmp_path / "piped" / out.name).read_bytes()
+    # a rerun follows the same rules: nothing to do, every image kept
+    again = drain(segment_folder(images, tmp_path / "piped", segmenter, overlay=True, workers=3))
+    assert len(again.existing) == 6 and not again.written
+
+
+def test_stopping_a_pipelined_run_leaves_only_whole_files(tmp_path, images, tiny_model_path):
+    from napari_skinseg.folder_segmentation import segment_folder
+    from napari_skinseg.prediction import Segmenter
+
+    gen = segment_folder(images, tmp_path / "R", Segmenter.from_file(tiny_model_path, device="cpu"),
+                         overlay=True, workers=3)
+    next(gen)
+    gen.close()  # what Ctrl-C or a cancelled worker job does to the generator
+    names = [p.name for p in (tmp_path / "R").iterdir()]
+    assert names and not [n for n in names if n.startswith(".")]  # no temporary files
+    masks = [n for n in names if n.endswith("_segmentation.png")]
+    assert all(n.replace("_segmentation", "_overlay") in names for n in masks)  # whole images

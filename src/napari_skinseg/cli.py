@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import signal
 import sys
 import threading
@@ -114,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("results_dir", type=Path)
     s.add_argument("--model", help="model file (default: the bundled model)")
     s.add_argument("--device", default="auto")
+    s.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="images in flight at once (read, network, clean-up, write overlap); "
+                        "1 = one at a time; default: the cores, at most 4")
     s.add_argument("--engine", choices=("auto", "torch", "onnx"), default="auto",
                    help="what runs the network: onnx (ONNX Runtime, the CPU default when "
                         "installed; exported once per model file and cached) or torch")
@@ -311,7 +315,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     gen = segment_folder(args.input_dir, args.results_dir, segmenter, post, tta=args.tta,
                          overwrite=args.overwrite, overlay=args.overlay, probabilities=args.probabilities,
                          measurements=measurements_csv if args.measure else None,
-                         pixel_size_mm=args.pixel_size_mm, after_each=review)
+                         pixel_size_mm=args.pixel_size_mm, after_each=review,
+                         workers=max(1, args.workers))
     with tqdm(unit="image", leave=False, dynamic_ncols=True, disable=None) as bar:
         def show(outcome):
             bar.update()

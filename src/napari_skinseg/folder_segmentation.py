@@ -14,6 +14,9 @@ writes each file, the other keeps it.
 from __future__ import annotations
 
 import contextlib
+import itertools
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Generator
@@ -117,9 +120,14 @@ def segment_folder(input_dir: str | Path, results_dir: str | Path, segmenter: Se
                    keep_arrays: bool = False,
                    after_each: Callable[[ImageOutcome], None] | None = None,
                    measurements: str | Path | bool | None = None,
-                   pixel_size_mm: float | None = None,
+                   pixel_size_mm: float | None = None, workers: int = 1,
                    ) -> Generator[ImageOutcome, None, FolderReport]:
     """Segment every image of ``input_dir`` into ``results_dir`` (see the module's docstring).
+
+    ``workers`` > 1 pipelines the run: that many images are read, segmented, cleaned up and
+    written at once on threads (decoding, ONNX Runtime/torch and most of Pillow, numpy and
+    scikit-image release the GIL), with the same outputs, in the same order, under the same
+    skip/resume rules as one at a time.
 
     ``measurements``: a CSV file (``True``: ``results_dir/measurements.csv``) that gets one row
     of lesion descriptors per image with a mask; rows already there are kept unless
@@ -158,11 +166,13 @@ def segment_folder(input_dir: str | Path, results_dir: str | Path, segmenter: Se
             # one to report, and the rerun measures these images again.
         rows.clear()
 
+    def one(path: Path) -> tuple[ImageOutcome, dict | None]:
+        want_row = csv_path is not None and (overwrite or path.stem not in measured_ids)
+        return _segment_one(path, results_dir, segmenter, post, tta, overwrite, overlay,
+                            probabilities, want_row, pixel_size_mm)
+
     try:
-        for path in images:
-            want_row = csv_path is not None and (overwrite or path.stem not in measured_ids)
-            outcome, row = _segment_one(path, results_dir, segmenter, post, tta, overwrite,
-                                        overlay, probabilities, want_row, pixel_size_mm)
+        for outcome, row in _in_order(one, images, workers):
             if row is not None:
                 rows.append(row)
             if after_each:
@@ -179,6 +189,29 @@ def segment_folder(input_dir: str | Path, results_dir: str | Path, segmenter: Se
         raise ValueError(f"no images found in {input_dir}"
                          + (f" ({len(not_images)} other files)" if not_images else ""))
     return report
+
+
+def _in_order(work: Callable, items: list, workers: int):
+    """``work(item)`` for each item, ``workers`` at a time, results in the items' order; a
+    bounded look-ahead keeps memory flat, and pending work is dropped if the caller stops."""
+    if workers <= 1:
+        yield from map(work, items)
+        return
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="skinseg-segment")
+    pending: deque = deque()
+    try:
+        it = iter(items)
+        for item in itertools.islice(it, 2 * workers):
+            pending.append(pool.submit(work, item))
+        while pending:
+            result = pending.popleft().result()
+            for item in itertools.islice(it, 1):
+                pending.append(pool.submit(work, item))
+            yield result
+    finally:
+        for future in pending:
+            future.cancel()
+        pool.shutdown(wait=True)
 
 
 def _segment_one(path: Path, results_dir: Path, segmenter: Segmenter, post, tta, overwrite,

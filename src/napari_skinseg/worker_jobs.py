@@ -10,6 +10,7 @@ A ``model`` argument is a model file path, or None for the bundled model.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable, Generator
 
@@ -109,7 +110,7 @@ def job_segment_folder(cancel: Cancel, input_dir: str, results_dir: str, model: 
     images, others = list_images(input_dir)
     yield {"total": len(images) + len(others)}
     gen = segment_folder(input_dir, results_dir, segmenter, post, tta=tta, overwrite=overwrite,
-                         overlay=overlay)
+                         overlay=overlay, workers=min(4, os.cpu_count() or 1))
     report = None
     while True:
         if cancel():
