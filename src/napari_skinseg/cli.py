@@ -118,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="images in flight at once (read, network, clean-up, write overlap); "
                         "1 = one at a time; default: the cores, at most 4")
+    s.add_argument("--dask", metavar="SCHEDULER",
+                   help="run on a Dask cluster: tcp://host:port, or local[:N] for N local worker "
+                        "processes (needs napari-skinseg[distributed]); the workers read and write "
+                        "the shared paths themselves")
     s.add_argument("--engine", choices=("auto", "torch", "onnx"), default="auto",
                    help="what runs the network: onnx (ONNX Runtime, the CPU default when "
                         "installed; exported once per model file and cached) or torch")
@@ -292,6 +296,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    if args.dask:
+        return _segment_on_dask(args, post)
+
     from .engines import make_segmenter
     from .measurements import DISCLAIMER
 
@@ -337,6 +344,31 @@ def cmd_segment(args: argparse.Namespace) -> int:
         kind = "predicted Dice" if worst.calibrated else "uncalibrated score"
         print(f"review queue of {len(estimates)} images, worst first: {csv_path} and {html_path} "
               f"(worst: {worst.id}, {kind} {worst.predicted_dice:.2f})")
+    return EXIT_SOME_FAILED if report.failed else EXIT_OK
+
+
+def _segment_on_dask(args: argparse.Namespace, post: PostprocessConfig) -> int:
+    from tqdm import tqdm
+
+    from .dask_run import parse_scheduler, segment_with_dask
+
+    parse_scheduler(args.dask)  # a bad address is refused before anything starts
+    if args.measure or args.review:
+        raise ValueError("--measure and --review are not available with --dask yet; run them "
+                         "afterwards on the results folder without --dask")
+    with tqdm(unit="image", leave=False, dynamic_ncols=True, disable=None) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        report = segment_with_dask(args.input_dir, args.results_dir, args.dask,
+                                   model=_resolve_model_arg(args.model), engine=args.engine,
+                                   post=post, tta=args.tta, overwrite=args.overwrite,
+                                   overlay=args.overlay, probabilities=args.probabilities,
+                                   on_progress=progress)
+    for outcome in report.failed:
+        print(f"failed: {outcome.message}")
+    print(f"{report.summary()}; results in {args.results_dir} (on Dask: {args.dask})")
     return EXIT_SOME_FAILED if report.failed else EXIT_OK
 
 
