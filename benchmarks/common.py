@@ -52,6 +52,15 @@ def evaluate_pairs(segmenter: Segmenter, pairs: list[Pair], tta: bool = False) -
     return mean_metrics(rows)
 
 
+def linked_folder(images, folder: str | Path) -> Path:
+    """``folder`` holding symbolic links to ``images`` (an input folder made of a subset)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True)
+    for image in images:
+        (folder / Path(image).name).symlink_to(Path(image).resolve())
+    return folder
+
+
 def save_json(data: dict, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

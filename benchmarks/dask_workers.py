@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import save_json  # noqa: E402
+from common import linked_folder, save_json  # noqa: E402
 
 from napari_skinseg.dask_run import segment_with_dask  # noqa: E402
 
@@ -28,10 +28,7 @@ def main() -> None:
     images = sorted((Path(args.data) / "images").glob("*.jpg"))[-args.n:]
     ms = {}
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "in"
-        folder.mkdir()
-        for p in images:
-            (folder / p.name).symlink_to(p.resolve())
+        folder = linked_folder(images, Path(tmp) / "in")
         for workers in (1, 2):
             t = time.perf_counter()
             segment_with_dask(folder, Path(tmp) / f"out{workers}", f"local:{workers}",

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import save_json  # noqa: E402
+from common import linked_folder, save_json  # noqa: E402
 from heldout import isic_split  # noqa: E402
 from speed import forward_flops, sgemm_gflops  # noqa: E402
 
@@ -55,10 +55,7 @@ def main() -> None:
         a, b = onnx.segment(image).mask, eager.segment(image).mask
         dices.append(1.0 if not (a.any() or b.any()) else 2 * (a & b).sum() / (a.sum() + b.sum()))
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "in"
-        folder.mkdir()
-        for p in pairs:
-            (folder / p.image.name).symlink_to(p.image.resolve())
+        folder = linked_folder([p.image for p in pairs], Path(tmp) / "in")
         per_image = {"onnx": [], "torch": []}
         for round_ in range(2):  # alternate, so both engines see the same machine state
             for name, seg in (("onnx", onnx), ("torch", eager)):

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import save_json  # noqa: E402
+from common import linked_folder, save_json  # noqa: E402
 
 from napari_skinseg.engines import make_segmenter  # noqa: E402
 from napari_skinseg.folder_segmentation import segment_folder  # noqa: E402
@@ -30,10 +30,7 @@ def main() -> None:
     images = sorted((Path(args.data) / "images").glob("*.jpg"))[-args.n:]
     results = {"command": " ".join(["python", *sys.argv]), "n_images": len(images), "ms_per_image": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "in"
-        folder.mkdir()
-        for p in images:
-            (folder / p.name).symlink_to(p.resolve())
+        folder = linked_folder(images, Path(tmp) / "in")
         for engine in ("onnx", "torch"):
             segmenter = make_segmenter(None, device="cpu", engine=engine)
             times: dict[int, list[float]] = {}

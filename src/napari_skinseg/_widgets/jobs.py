@@ -130,14 +130,20 @@ def run_job(name: str, kwargs: dict | None = None, **callbacks) -> JobRunner:
     return JobRunner(name, kwargs or {}, **callbacks).start()
 
 
-def fetch_devices(then: Callable[[tuple[str, ...]], None]) -> None:
-    """Ask the worker which devices work (starting it, so the first real job finds it warm)."""
+def fetch_devices(combo) -> None:
+    """Fill a device ComboBox with the devices that work in the worker (starting it, so the
+    first real job finds it warm); the person's choice is kept when it is still offered."""
+    def fill(devices) -> None:
+        value = combo.value
+        combo.choices = list(devices)
+        combo.value = value if value in devices else "auto"
+
     if SESSION.devices_known:
-        then(SESSION.devices)
+        fill(SESSION.devices)
         return
 
     def known(devices):
         SESSION.devices, SESSION.devices_known = tuple(devices), True
-        then(SESSION.devices)
+        fill(SESSION.devices)
 
     run_job("devices", returned=known, failed=lambda _message: None)

@@ -33,15 +33,10 @@ class ModelChoice(Container):
         self.choice.changed.connect(self._on_choice)
         self.file.changed.connect(self._on_choice)
         follow(SESSION.model.changed, self, self._follow)
-        fetch_devices(self._set_devices)
+        fetch_devices(self.device)
 
     def _choices(self, _widget=None) -> list[str]:
         return [BUNDLED] + ([LAST_TRAINED] if SESSION.model.trained else []) + [FILE]
-
-    def _set_devices(self, devices) -> None:
-        value = self.device.value
-        self.device.choices = list(devices)
-        self.device.value = value if value in devices else "auto"
 
     def _follow(self, model) -> None:
         """Show the session's model in use (it may have been changed by training)."""

@@ -111,7 +111,7 @@ class TrainWidget(DockContainer):
             event.connect(self.reset_choices)
         follow(SESSION.model.changed, self, lambda *_: self.reset_choices())
         self._update_visibility()
-        fetch_devices(self._set_devices)
+        fetch_devices(self.device)
 
     # -- state -------------------------------------------------------------------------------
     def _labels_choices(self, _widget=None) -> list[str]:
@@ -122,11 +122,6 @@ class TrainWidget(DockContainer):
         if not SESSION.model.is_bundled:  # only once a model other than the bundled one is in use
             choices.append(IN_USE)
         return choices + [FILE]
-
-    def _set_devices(self, devices) -> None:
-        value = self.device.value
-        self.device.choices = list(devices)
-        self.device.value = value if value in devices else "auto"
 
     def _update_visibility(self, *_):
         from_layers = self.source.value == LAYERS

@@ -132,12 +132,10 @@ class TrainingController(Container):
         summary = self.summary
         if summary is None:
             return
-        best = next((h for h in summary.history if h.epoch == summary.best_epoch), None)
+        # Only validated runs get here (adoption or the button), and those carry val_dice.
         SESSION.model.use(summary.model_path, {
             "name": Path(summary.model_path).name, "status": summary.status,
-            "best_epoch": summary.best_epoch,
-            "val_dice": summary.val_dice if summary.val_dice is not None else
-            (best.val_dice if best else None)})
+            "best_epoch": summary.best_epoch, "val_dice": summary.val_dice})
         self.use_new.visible = False
 
     def _finished(self) -> None:
