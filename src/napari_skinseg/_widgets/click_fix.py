@@ -51,6 +51,13 @@ class ClickFixPanel(Container):
         self.undo_button.changed.connect(self._guard(self.undo))
         self.box_button.changed.connect(self._guard(self.resegment_box))
         self.kind.changed.connect(self._set_click_colour)
+        viewer.layers.events.removed.connect(self._forget_removed)
+
+    def _forget_removed(self, *_) -> None:
+        """Sessions end with their layers: a removed layer is never touched again."""
+        for key, (labels, _session, points) in list(self.sessions.items()):
+            if points not in self.viewer.layers or labels not in self.viewer.layers:
+                del self.sessions[key]
 
     def _guard(self, action):
         def run(*_):

@@ -7,6 +7,7 @@ again after every change of its data: paint, erase, fill, undo and redo.
 from __future__ import annotations
 
 from pathlib import Path
+from weakref import WeakKeyDictionary
 
 import pandas as pd
 from magicgui.widgets import (
@@ -61,8 +62,8 @@ class MeasurementsPanel(Container):
         self.note = status_label(DISCLAIMER)
         super().__init__(widgets=[self.layer, self.pixel_size, self.table, self.csv_path,
                                   self.export_button, self.note], labels=True)
-        self._watched: set[int] = set()
-        self._timers: dict[int, QTimer] = {}
+        # Keyed by the layer itself (weakly): an id() can be reused by a later layer.
+        self._timers: WeakKeyDictionary = WeakKeyDictionary()
         self.layer.changed.connect(lambda *_: self.refresh())
         self.pixel_size.changed.connect(lambda *_: self.refresh(force=True))
         self.export_button.changed.connect(self.export)
@@ -82,20 +83,19 @@ class MeasurementsPanel(Container):
 
     def watch(self, layer: Labels) -> None:
         """Measure ``layer`` now and after each change of its data (undo included)."""
-        if id(layer) not in self._watched:
-            self._watched.add(id(layer))
+        if layer not in self._timers:
             # Measured once the person pauses (MEASURE_DELAY_MS), not inside each stroke or click:
             # the mask on screen must update first.
             timer = QTimer()
             timer.setSingleShot(True)
             timer.setInterval(MEASURE_DELAY_MS)
             timer.timeout.connect(lambda: self.measure(layer))
-            self._timers[id(layer)] = timer
+            self._timers[layer] = timer
             layer.events.set_data.connect(lambda *_: timer.start())
         self.reset_choices()
         self.layer.value = layer.name
         layer.metadata.pop(MEASURED_HASH_KEY, None)
-        self._timers[id(layer)].start()  # right after the layer is shown, not before
+        self._timers[layer].start()  # right after the layer is shown, not before
 
     def measure(self, layer: Labels, force: bool = False) -> dict | None:
         if layer not in self.viewer.layers:
