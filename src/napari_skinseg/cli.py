@@ -18,7 +18,14 @@ import warnings
 from pathlib import Path
 
 from . import __version__
-from .config import KEEP_MODES, LR_SCHEDULES, PostprocessConfig, TrainConfig
+from .config import (
+    COLOUR_CONSTANCY,
+    KEEP_MODES,
+    LR_SCHEDULES,
+    PRECISIONS,
+    PostprocessConfig,
+    TrainConfig,
+)
 from .generators import drain
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -102,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--encoder", default=d.encoder, help="segmentation-models-pytorch encoder name")
     t.add_argument("--decoder-channels", type=_decoder_channels, default=d.decoder_channels)
     t.add_argument("--no-augment", dest="augment", action="store_false")
+    t.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                   help="bf16: bfloat16 autocast, for GPUs (slower on most CPUs)")
+    t.add_argument("--colour-constancy", choices=COLOUR_CONSTANCY, default=d.colour_constancy,
+                   help="shades_of_gray: remove each image's colour cast before the network "
+                        "(stored in the model and applied when it segments)")
     t.add_argument("--init", help="start from this model file ('bundled' for the shipped model)")
     t.add_argument("--resume", action="store_true",
                    help="continue from <out>.checkpoint.pt written by an interrupted run")
@@ -185,6 +197,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                          epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                          weight_decay=args.weight_decay, lr_schedule=args.lr_schedule,
                          val_fraction=args.val_fraction, seed=args.seed, augment=args.augment,
+                         precision=args.precision, colour_constancy=args.colour_constancy,
                          device=args.device)
     check_encoder(config.encoder)
     out: Path = args.out

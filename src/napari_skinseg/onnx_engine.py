@@ -24,7 +24,7 @@ from .errors import ModelFileError
 from .image_io import to_rgb_uint8
 from .postprocess import postprocess
 from .segmentation import Segmentation
-from .transforms import normalise_array, resize_rgb
+from .transforms import normalise_array, working_rgb
 
 CACHE_ENV = "SKINSEG_CACHE"
 CACHE_ENTRIES = 20  # exports kept (each retrained model makes one); the least recently used go
@@ -75,6 +75,7 @@ class _Metadata:
         self.size = int(data["size"])
         self.mean, self.std = tuple(data["mean"]), tuple(data["std"])
         self.quality = data.get("quality") or {}
+        self.colour_constancy = (data.get("config") or {}).get("colour_constancy", "none")
 
 
 class OnnxSegmenter:
@@ -125,7 +126,7 @@ class OnnxSegmenter:
         """Lesion probability (float32, H x W, the input's size)."""
         rgb = to_rgb_uint8(image)
         h, w = rgb.shape[:2]
-        small = resize_rgb(rgb, (self.size, self.size))
+        small = working_rgb(rgb, self.size, self.metadata.colour_constancy)
         x = normalise_array(small[None], self.metadata.mean, self.metadata.std)
         if tta:  # the original with its horizontal and vertical flips, as the torch engine
             views = np.concatenate([x, x[..., ::-1], x[..., ::-1, :]]).copy()

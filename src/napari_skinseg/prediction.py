@@ -17,7 +17,7 @@ from .metrics import image_metrics
 from .model import SkinSegModel, load_model
 from .postprocess import postprocess
 from .segmentation import Segmentation
-from .transforms import normalise, resize_rgb
+from .transforms import normalise, working_rgb
 
 
 class Segmenter:
@@ -48,7 +48,7 @@ class Segmenter:
         """Lesion probability (float32, H x W, the input's size) for any image array."""
         rgb = to_rgb_uint8(image)
         h, w = rgb.shape[:2]
-        small = resize_rgb(rgb, (self.size, self.size))
+        small = working_rgb(rgb, self.size, self.model.metadata.config.colour_constancy)
         x = normalise(small[None], self.model.metadata.mean, self.model.metadata.std).to(self.device)
         with torch.inference_mode():
             if tta:  # average the original with its horizontal and vertical flips

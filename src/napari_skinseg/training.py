@@ -42,7 +42,7 @@ from .model import (
     read_torch_file,
 )
 from .reports import BatchProgress, EpochReport
-from .transforms import normalise
+from .transforms import colour_correct, normalise
 
 CHECKPOINT_FORMAT = FORMAT + "-checkpoint"
 
@@ -119,16 +119,22 @@ def _start_model(config: TrainConfig, init: str | Path | SkinSegModel | None) ->
     return model, config, source
 
 
+def _autocast(device: torch.device, precision: str):
+    """bfloat16 autocast when asked for (no loss scaling needed, unlike fp16)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                          enabled=precision == "bf16")
+
+
 def _evaluate(network: nn.Module, samples: SampleSet, model: SkinSegModel, loss_fn: nn.Module,
-              device: torch.device, batch_size: int) -> dict[str, float]:
+              device: torch.device, batch_size: int, precision: str = "fp32") -> dict[str, float]:
     network.eval()
     losses, correct, total, dices, jaccards = [], 0, 0, [], []
-    with torch.inference_mode():
+    with torch.inference_mode(), _autocast(device, precision):
         for start in range(0, len(samples), batch_size):
             x = normalise(samples.images[start:start + batch_size], model.metadata.mean,
                           model.metadata.std).to(device)
             y = torch.from_numpy(samples.masks[start:start + batch_size]).unsqueeze(1).float().to(device)
-            logits = network(x)
+            logits = network(x).float()
             losses.append(float(loss_fn(logits, y)) * len(x))
             pred = logits > 0
             truth = y > 0.5
@@ -170,6 +176,11 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
         if len(samples) < 1 or len(val_samples) < 1:
             raise ValueError("training and validation sets must each hold at least one pair")
         train_set, val_set = samples, val_samples
+    if config.colour_constancy != "none":  # part of the model's input transform
+        train_set = SampleSet(colour_correct(train_set.images, config.colour_constancy),
+                              train_set.masks, train_set.names)
+        val_set = SampleSet(colour_correct(val_set.images, config.colour_constancy),
+                            val_set.masks, val_set.names)
     if not train_set.masks.any():
         raise ValueError("no lesion pixels in any training mask: paint the lesion (label > 0) "
                          "before training")
@@ -199,7 +210,8 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
     if resume and ckpt.exists():
         state = read_torch_file(ckpt, what="checkpoint", expected_format=CHECKPOINT_FORMAT)
         saved_cfg = TrainConfig.from_dict(json.loads(state["config"]))
-        if saved_cfg.replace(epochs=config.epochs, device=config.device) != config:
+        if saved_cfg.replace(epochs=config.epochs, device=config.device,
+                             precision=config.precision) != config:
             raise ValueError(f"{ckpt.name} was written with other settings ({saved_cfg}); "
                              "resume with the same settings or delete the checkpoint")
         if state["val_names"] != val_set.names or state["n_train"] != len(train_set):
@@ -240,6 +252,18 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
             + (kept or "; no model was saved"))
 
     batches = math.ceil(len(train_set) / config.batch_size)
+    # On a GPU the training pairs live on the device (uint8: 200 kB per 256² pair) and are
+    # augmented there, so each batch costs no host-to-device copy; a CPU uses them in place.
+    on_gpu = device.type == "cuda"
+    if on_gpu:
+        torch.backends.cudnn.benchmark = True
+    images_src = torch.from_numpy(train_set.images)
+    masks_src = torch.from_numpy(train_set.masks)
+    if on_gpu:
+        images_src, masks_src = images_src.to(device), masks_src.to(device)
+    # Reading a number back from a GPU waits for all queued work; the divergence check does it
+    # every few batches there (every batch on a CPU, where it costs nothing).
+    check_every = 8 if on_gpu else 1
     t_start = time.perf_counter()
     cancelled = False
     for epoch in range(start_epoch, config.epochs + 1):
@@ -249,28 +273,34 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
         network.train()
         t0 = time.perf_counter()
         order = torch.randperm(len(train_set), generator=generator).tolist()
-        loss_sum, correct, total, seen = 0.0, 0, 0, 0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        total, seen = 0, 0
         for b in range(batches):
             if cancel():
                 cancelled = True
                 break
             idx = sorted(order[b * config.batch_size:(b + 1) * config.batch_size])
-            x = torch.from_numpy(train_set.images[idx]).permute(0, 3, 1, 2).float().div_(255.0)
-            y = torch.from_numpy(train_set.masks[idx]).unsqueeze(1).float()
+            rows = torch.tensor(idx, device=images_src.device)
+            x = images_src[rows].permute(0, 3, 1, 2).float().div_(255.0)
+            y = masks_src[rows].unsqueeze(1).float()
             if config.augment:
                 x, y = augment_batch(x, y, generator)
-            x = normalise(x, meta.mean, meta.std).to(device)
-            y = y.to(device)
-            logits = network(x)
+            x = normalise(x, meta.mean, meta.std).to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            with _autocast(device, config.precision):
+                logits = network(x)
+            logits = logits.float()
             loss = loss_fn(logits, y)
-            if not math.isfinite(loss.item()):
-                diverged(f"at epoch {epoch}, batch {b + 1}", loss.item(), lr)
+            if (b + 1) % check_every == 0 or b + 1 == batches:
+                if not math.isfinite(loss.item()):
+                    diverged(f"at epoch {epoch}, batch {b + 1}", loss.item(), lr)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             with torch.no_grad():
-                loss_sum += float(loss) * len(idx)
-                correct += int(((logits > 0) == (y > 0.5)).sum())
+                loss_sum += loss.detach().double() * len(idx)
+                correct += ((logits > 0) == (y > 0.5)).sum()
                 total += y.numel()
                 seen += len(idx)
             progress = BatchProgress(epoch, b + 1, batches, time.perf_counter() - t_start)
@@ -280,7 +310,9 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
                 yield progress
         if cancelled:
             break
-        val = _evaluate(network, val_set, model, loss_fn, device, max(config.batch_size, 4))
+        val = _evaluate(network, val_set, model, loss_fn, device, max(config.batch_size, 4),
+                        config.precision)
+        loss_sum, correct = float(loss_sum), int(correct)
         if not (math.isfinite(val["loss"]) and math.isfinite(loss_sum)):
             diverged(f"in the validation of epoch {epoch}", val["loss"], lr)
         score = val["dice"] - 1e-6 * val["loss"]  # ties on Dice go to the lower loss

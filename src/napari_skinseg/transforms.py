@@ -1,6 +1,7 @@
 """The network's input transform, shared by training and prediction (both engines): an RGB uint8
-image resized to the working size, then scaled to 0..1 and normalised with the model's mean and
-std. torch is imported only by :func:`normalise` (the ONNX engine uses :func:`normalise_array`)."""
+image resized to the working size, its colour cast removed if the model asks for it
+(:func:`colour_correct`), then scaled to 0..1 and normalised with the model's mean and std.
+torch is imported only by :func:`normalise` (the ONNX engine uses :func:`normalise_array`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,32 @@ def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if image.shape[:2] == (h, w):
         return image
     return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+
+
+def shades_of_gray(images: np.ndarray, p: int = 6) -> np.ndarray:
+    """Shades of Gray colour constancy (Finlayson & Trezzi 2004) on uint8 RGB, one image
+    (H, W, 3) or a stack (N, H, W, 3): each channel is scaled so the image's Minkowski p-norm
+    illuminant estimate becomes grey, which removes most of a dermoscope's colour cast."""
+    x = np.asarray(images, dtype=np.float32)
+    axes = (-3, -2)
+    illuminant = np.power(np.mean(np.power(x, p), axis=axes, keepdims=True), 1.0 / p)
+    illuminant = illuminant / np.maximum(np.linalg.norm(illuminant, axis=-1, keepdims=True), 1e-6)
+    gain = 1.0 / np.maximum(illuminant * np.sqrt(3.0), 1e-6)
+    return np.clip(x * gain + 0.5, 0, 255).astype(np.uint8)
+
+
+def colour_correct(images: np.ndarray, method: str = "none") -> np.ndarray:
+    """The model's colour constancy (``TrainConfig.colour_constancy``) on uint8 RGB."""
+    if method in (None, "", "none"):
+        return images
+    if method == "shades_of_gray":
+        return shades_of_gray(images)
+    raise ValueError(f"unknown colour constancy {method!r}")
+
+
+def working_rgb(rgb: np.ndarray, size: int, colour_constancy: str = "none") -> np.ndarray:
+    """uint8 RGB at the working size as the network sees it (before normalisation)."""
+    return colour_correct(resize_rgb(rgb, (size, size)), colour_constancy)
 
 
 def normalise_array(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -37,6 +64,6 @@ def normalise(images, mean: Sequence[float], std: Sequence[float]):
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
     else:
         x = images
-    m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return ((x - m) / s).contiguous(memory_format=torch.channels_last)

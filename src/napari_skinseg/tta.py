@@ -12,7 +12,7 @@ import torch
 
 from .image_io import to_rgb_uint8
 from .prediction import Segmenter
-from .transforms import normalise, resize_rgb
+from .transforms import normalise, working_rgb
 
 N_VIEWS = 8  # identity first: (rotations 0..3) x (no flip, horizontal flip)
 
@@ -35,8 +35,8 @@ def predict_views(segmenter: Segmenter, image: np.ndarray, n_views: int = N_VIEW
     prediction (the one :meth:`Segmenter.predict_probability` resizes to the image)."""
     rgb = to_rgb_uint8(image)
     size = segmenter.size
-    small = resize_rgb(rgb, (size, size))
     meta = segmenter.model.metadata
+    small = working_rgb(rgb, size, meta.config.colour_constancy)
     x = normalise(small[None], meta.mean, meta.std).to(segmenter.device)
     views = VIEWS[:n_views]
     with torch.inference_mode():
