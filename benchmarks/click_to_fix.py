@@ -82,13 +82,14 @@ def summarise(curves: list[list[float]], times: list[float]) -> dict:
             "ms_per_click_p95": float(np.percentile(times, 95) * 1000) if times else 0.0}
 
 
-def evaluate(segmenter: Segmenter, pairs: list, brush_radius: float) -> dict:
+def evaluate(segmenter: Segmenter, pairs: list, brush_radius: float, refiner=None,
+             reach: float = 0.15) -> dict:
     ours, brush, t_ours, t_brush, sizes = [], [], [], [], []
     for pair in pairs:
         image = read_image(pair.image)
         truth = read_mask(pair.mask, shape=image.shape[:2])
         prob = segmenter.predict_probability(image)
-        session = ClickSession(image, probability=prob)
+        session = ClickSession(image, probability=prob, click_model=refiner, reach=reach)
         b = Brush(session.mask, brush_radius)
         curve, t = run_user(session, truth)
         ours.append(curve)
@@ -107,16 +108,28 @@ def main():
     parser.add_argument("--ham", help="HAM10000 folder (images/, masks/, manifest.csv)")
     parser.add_argument("--n", type=int, default=100, help="images per source")
     parser.add_argument("--brush-radius", type=float, default=0.05)
+    parser.add_argument("--model", default=None, help="segmentation model (default: bundled)")
+    parser.add_argument("--click-model", default=None,
+                        help="a click-to-fix network (click_model.py) instead of the random walker")
+    parser.add_argument("--reach", type=float, default=0.15,
+                        help="with --click-model: changes must reach this share of the image's "
+                             "longer side around the click")
     parser.add_argument("--out", default="benchmarks/results/click_to_fix.json")
     args = parser.parse_args()
-    segmenter = Segmenter.from_file(None, device="cpu")
+    segmenter = Segmenter.from_file(args.model, device="cpu")
+    refiner = None
+    if args.click_model:
+        from napari_skinseg.click_model import ClickRefiner
+        from napari_skinseg.model import load_model
+
+        refiner = ClickRefiner(load_model(args.click_model), device="cpu")
     results = {}
     if args.isic:
         results["isic_heldout"] = evaluate(segmenter, isic_split(args.isic)["benchmark"][:args.n],
-                                           args.brush_radius)
+                                           args.brush_radius, refiner, args.reach)
     if args.ham:
         results["ham10000"] = evaluate(segmenter, ham_split(args.ham, 150, 150)["benchmark"][:args.n],
-                                       args.brush_radius)
+                                       args.brush_radius, refiner, args.reach)
     for name, r in results.items():
         for method in ("click_session", "brush_disk"):
             s = r[method]
@@ -124,6 +137,8 @@ def main():
                   f"{s['iou_after_0']:.3f}/{s['iou_after_1']:.3f}/{s['iou_after_3']:.3f}/"
                   f"{s['iou_after_5']:.3f}  {s['ms_per_click_median']:.1f} ms/click (median)")
     save_json({"command": " ".join(sys.argv), "brush_radius_fraction": args.brush_radius,
+               "model": args.model or "bundled", "click_model": args.click_model,
+               "reach": args.reach if args.click_model else None,
                "max_clicks": MAX_CLICKS, "results": results}, args.out)
 
 

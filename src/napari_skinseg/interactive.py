@@ -10,6 +10,12 @@
 Each click changes the mask only in a window around it (see :mod:`napari_skinseg.click_refine`);
 the stored probability map is the model's, so clicks need no network and cost tens of ms. Pass
 ``probability=`` (an H x W map, e.g. from the model worker) to use a session without torch.
+
+With ``click_model=`` (a click-to-fix model file, :mod:`napari_skinseg.click_model`, or a
+:class:`~napari_skinseg.click_model.ClickRefiner`) each click runs that network on the image, the
+current mask and all clicks so far instead; its answer is taken only where it changed the mask in
+regions that reach the click (``reach``, a share of the image's longer side), so a click never
+alters a part of the mask far from it.
 """
 
 from __future__ import annotations
@@ -25,13 +31,45 @@ from .image_io import to_rgb_uint8
 from .postprocess import postprocess
 
 
+def keep_changes_near(mask: np.ndarray, proposal: np.ndarray, point: tuple[int, int],
+                      reach: float) -> np.ndarray:
+    """``mask`` with the connected changes of ``proposal`` that come within ``reach`` pixels of
+    ``point``; changes farther away are dropped."""
+    from scipy import ndimage
+
+    changed = mask != proposal
+    if not changed.any():
+        return mask.copy()
+    labels, n = ndimage.label(changed)
+    y, x = point
+    h, w = mask.shape
+    r = int(np.ceil(reach))
+    y0, y1, x0, x1 = max(0, y - r), min(h, y + r + 1), max(0, x - r), min(w, x + r + 1)
+    yy, xx = np.ogrid[y0:y1, x0:x1]
+    near = (yy - y) ** 2 + (xx - x) ** 2 <= reach ** 2
+    keep = np.unique(labels[y0:y1, x0:x1][near & (labels[y0:y1, x0:x1] > 0)])
+    out = mask.copy()
+    accepted = np.isin(labels, keep)
+    out[accepted] = proposal[accepted]
+    return out
+
+
 class ClickSession:
     """One image being corrected; ``mask`` is the current boolean mask at the image's size."""
 
     def __init__(self, image: np.ndarray, model: Any = None, *,
                  probability: np.ndarray | None = None, post: PostprocessConfig | None = None,
-                 params: RefineParams | None = None, device: str = "cpu"):
+                 params: RefineParams | None = None, device: str = "cpu",
+                 click_model: Any = None, reach: float = 0.15):
         self.image = to_rgb_uint8(image)
+        self.reach = reach
+        self._refiner = None
+        if click_model is not None:
+            from .click_model import ClickRefiner
+            from .model import load_model
+
+            self._refiner = (click_model if isinstance(click_model, ClickRefiner)
+                             else ClickRefiner(load_model(click_model), device=device))
         self.params = params or RefineParams()
         self.post = post
         self._segmenter = None
@@ -72,10 +110,20 @@ class ClickSession:
             raise ValueError(f"click ({y}, {x}) is outside the {h} x {w} image")
         self._push()
         c = Click(int(y), int(x), bool(lesion))
-        self.mask = refine_click(self.image, self.probability, self.mask, c, self.clicks,
-                                 self.params)
+        if self._refiner is not None:
+            self.mask = self._network_click(c)
+        else:
+            self.mask = refine_click(self.image, self.probability, self.mask, c, self.clicks,
+                                     self.params)
         self.clicks.append(c)
         return self.mask
+
+    def _network_click(self, c: Click) -> np.ndarray:
+        clicks = [(k.y, k.x, k.lesion) for k in (*self.clicks, c)]
+        proposal = self._refiner.probability(self.image, self.mask, clicks) > 0.5
+        proposal[c.y, c.x] = c.lesion  # the person's word at the clicked pixel is final
+        return keep_changes_near(self.mask, proposal, (c.y, c.x),
+                                 self.reach * max(self.mask.shape))
 
     def box(self, y0: int, x0: int, y1: int, x1: int, margin: float = 0.1) -> np.ndarray:
         """Re-segment inside the box: the crop (plus ``margin``) goes through the network at its

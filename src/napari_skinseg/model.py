@@ -82,11 +82,17 @@ def non_finite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
     return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
-def build_unet(config: TrainConfig) -> nn.Module:
+# What a network takes: an RGB image, or (click-to-fix models, napari_skinseg.click_model) the
+# image plus the current mask and the positive and negative click maps.
+INPUTS = {"rgb": 3, "rgb+clicks": 6}
+
+
+def build_unet(config: TrainConfig, in_channels: int = 3) -> nn.Module:
     """An smp U-Net with one output channel (lesion logit) and no downloaded weights."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return smp.Unet(encoder_name=config.encoder, encoder_weights=None, in_channels=3, classes=1,
+        return smp.Unet(encoder_name=config.encoder, encoder_weights=None,
+                        in_channels=in_channels, classes=1,
                         decoder_channels=config.decoder_channels)
 
 
@@ -116,6 +122,8 @@ class ModelMetadata:
     # Review-queue calibration (features -> predicted Dice, see napari_skinseg.quality); empty
     # when the model has none. Older files lack the key and load with it empty.
     quality: dict[str, Any] = field(default_factory=dict)
+    # "rgb" (a segmentation model) or "rgb+clicks" (a click-to-fix model); see INPUTS.
+    inputs: str = "rgb"
     best_epoch: int = 0
     epochs_completed: int = 0
     status: str = "complete"  # "complete", "cancelled", "in progress" or "diverged"
@@ -209,7 +217,9 @@ def load_model(path: str | os.PathLike) -> SkinSegModel:
     payload = read_torch_file(path)
     try:
         metadata = ModelMetadata.from_json(payload["metadata"])
-        network = build_unet(metadata.config)
+        if metadata.inputs not in INPUTS:
+            raise ValueError(f"unknown network inputs {metadata.inputs!r}")
+        network = build_unet(metadata.config, INPUTS[metadata.inputs])
         state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
         network.load_state_dict(state)
         bad = non_finite_tensors(state)

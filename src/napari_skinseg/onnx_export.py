@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_write, atomic_write_text
-from .model import load_model
+from .model import ModelFileError, load_model
 
 OPSET = 17
 
@@ -18,6 +18,9 @@ def export_onnx(model_path: str | Path, onnx_path: str | Path, meta_path: str | 
     """Write the network (dynamic batch and image size) and the metadata prediction needs, each
     atomically (a crash never leaves a half-written cache entry)."""
     model = load_model(model_path)  # refuses broken files and non-finite weights
+    if model.metadata.inputs != "rgb":
+        raise ModelFileError(f"{Path(model_path).name} is a click-to-fix model, not a "
+                             "segmentation model")
     network = model.network.float().eval()
     size = model.metadata.size
     example = torch.zeros(1, 3, size, size)

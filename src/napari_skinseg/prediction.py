@@ -14,7 +14,7 @@ from .dataset import SampleSet
 from .devices import resolve_device
 from .image_io import to_rgb_uint8
 from .metrics import image_metrics
-from .model import SkinSegModel, load_model
+from .model import ModelFileError, SkinSegModel, load_model
 from .postprocess import postprocess
 from .segmentation import Segmentation
 from .transforms import normalise, working_rgb
@@ -26,6 +26,10 @@ class Segmenter:
     engine = "torch"
 
     def __init__(self, model: SkinSegModel, device: str = "auto"):
+        if model.metadata.inputs != "rgb":
+            raise ModelFileError(f"{Path(model.path).name if model.path else 'this model'} is a "
+                                 "click-to-fix model, not a segmentation model; choose a model "
+                                 "trained with skinseg train")
         self.model = model
         self.device = resolve_device(device)
         self.network = model.network.to(self.device).to(memory_format=torch.channels_last).eval()

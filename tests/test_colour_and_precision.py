@@ -1,0 +1,82 @@
+"""Colour constancy (part of a model's input transform) and the bf16 training option."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_skinseg.config import TrainConfig
+from napari_skinseg.engines import make_segmenter
+from napari_skinseg.model import load_model
+from napari_skinseg.training import run_training
+from napari_skinseg.transforms import colour_correct, shades_of_gray, working_rgb
+
+from .conftest import TINY
+
+
+def _textured(seed=0, shape=(48, 64)):
+    rng = np.random.default_rng(seed)
+    grey = rng.uniform(60, 200, shape)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def test_shades_of_gray_removes_a_colour_cast():
+    grey = _textured()
+    cast = np.clip(grey * np.array([1.25, 1.0, 0.7]), 0, 255).astype(np.uint8)
+    corrected = shades_of_gray(cast).astype(float)
+    means = corrected.reshape(-1, 3).mean(0)
+    # the cast made red 1.8x blue; corrected, the channels agree within 3 %
+    assert cast.reshape(-1, 3).mean(0)[0] / cast.reshape(-1, 3).mean(0)[2] > 1.7
+    assert means.max() / means.min() < 1.03
+    # two dermoscopes' casts of the same scene give nearly the same corrected image
+    other = np.clip(grey * np.array([0.8, 1.0, 1.2]), 0, 255).astype(np.uint8)
+    assert np.abs(shades_of_gray(other).astype(float) - corrected).mean() < 3
+
+
+def test_colour_correction_works_on_stacks_and_keeps_dtype_and_shape():
+    stack = np.stack([_textured(i).astype(np.uint8) for i in range(3)])
+    out = colour_correct(stack, "shades_of_gray")
+    assert out.dtype == np.uint8 and out.shape == stack.shape
+    np.testing.assert_array_equal(out[1], shades_of_gray(stack[1]))
+    assert colour_correct(stack, "none") is stack
+    with pytest.raises(ValueError, match="colour constancy"):
+        colour_correct(stack, "retinex")
+    black = np.zeros((8, 8, 3), np.uint8)  # no light at all: no division by zero
+    assert (shades_of_gray(black) == 0).all()
+    assert working_rgb(stack[0], 32, "shades_of_gray").shape == (32, 32, 3)
+
+
+def test_unknown_settings_are_refused_by_the_config():
+    with pytest.raises(ValueError, match="colour_constancy"):
+        TrainConfig(colour_constancy="grey-world-ish")
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="fp8")
+    config = TrainConfig(colour_constancy="shades_of_gray", precision="bf16")
+    command = config.cli_command("imgs", "masks", "m.pt")
+    assert "--colour-constancy shades_of_gray" in command and "--precision bf16" in command
+
+
+def test_a_colour_constancy_model_applies_it_in_both_engines(tmp_path, tiny_samples):
+    out = tmp_path / "sog.pt"
+    config = TrainConfig(**{**TINY, "epochs": 3}, learning_rate=3e-3,
+                         colour_constancy="shades_of_gray")
+    run_training(tiny_samples, config, out)
+    assert load_model(out).metadata.config.colour_constancy == "shades_of_gray"
+    image = np.clip(tiny_samples.images[0].astype(float) * [1.3, 1.0, 0.75], 0, 255).astype(np.uint8)
+    torch_prob = make_segmenter(out, device="cpu", engine="torch").predict_probability(image)
+    onnx_prob = make_segmenter(out, device="cpu", engine="onnx").predict_probability(image)
+    np.testing.assert_allclose(torch_prob, onnx_prob, atol=1e-3)
+    # the correction is really applied: the same network without it answers differently
+    plain = load_model(out)
+    plain.metadata.config = plain.metadata.config.replace(colour_constancy="none")
+    from napari_skinseg.prediction import Segmenter
+
+    assert np.abs(Segmenter(plain, "cpu").predict_probability(image) - torch_prob).max() > 1e-3
+
+
+def test_bf16_training_gives_a_usable_model(tmp_path, tiny_samples):
+    out = tmp_path / "bf16.pt"
+    result = run_training(tiny_samples, TrainConfig(**{**TINY, "epochs": 2}, precision="bf16"), out)
+    assert len(result.history) == 2
+    assert all(np.isfinite(h.val_loss) and 0 <= h.val_dice <= 1 for h in result.history)
+    assert load_model(out).metadata.config.precision == "bf16"
