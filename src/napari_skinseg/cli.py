@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 import signal
 import sys
 import threading
@@ -127,9 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("results_dir", type=Path)
     s.add_argument("--model", help="model file (default: the bundled model)")
     s.add_argument("--device", default="auto")
-    s.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+    s.add_argument("--workers", type=int, default=None,
                    help="images in flight at once (read, network, clean-up, write overlap); "
-                        "1 = one at a time; default: the cores, at most 4")
+                        "1 = one at a time; default: the cores, at most 4 (on a CUDA GPU twice "
+                        "the cores, at most 32)")
     s.add_argument("--dask", metavar="SCHEDULER",
                    help="run on a Dask cluster: tcp://host:port, or local[:N] for N local worker "
                         "processes (needs napari-skinseg[distributed]); the workers read and write "
@@ -294,7 +294,7 @@ def _unfinished(path: Path) -> bool:
 
 def cmd_segment(args: argparse.Namespace) -> int:
     from .destinations import check_output_file
-    from .folder_segmentation import MEASUREMENTS_CSV, check_folders, segment_folder
+    from .folder_segmentation import MEASUREMENTS_CSV, check_folders, default_workers, segment_folder
 
     # Options, folders and destinations are checked before the model is loaded or anything is
     # written.
@@ -332,11 +332,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
             if estimate is not None:
                 estimates.append(estimate)
 
+    workers = default_workers(segmenter) if args.workers is None else args.workers
     gen = segment_folder(args.input_dir, args.results_dir, segmenter, post, tta=args.tta,
                          overwrite=args.overwrite, overlay=args.overlay, probabilities=args.probabilities,
                          measurements=measurements_csv if args.measure else None,
                          pixel_size_mm=args.pixel_size_mm, after_each=review,
-                         workers=max(1, args.workers))
+                         workers=max(1, workers))
     with tqdm(unit="image", leave=False, dynamic_ncols=True, disable=None) as bar:
         def show(outcome):
             bar.update()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -112,6 +113,17 @@ def check_folders(input_dir: Path, results_dir: Path) -> str | None:
         return (f"note: the results folder is inside the input folder; sub-folders are not read "
                 f"as input, so {results_dir.name}/ is never segmented itself")
     return None
+
+
+def default_workers(segmenter=None) -> int:
+    """Images in flight when the user does not say: the cores, at most 4, on the CPU (the network
+    competes for them); on a CUDA GPU more (twice the cores, at most 32), since the threads mostly
+    wait on files and on the GPU, and their inputs are batched into one forward (prediction.py)."""
+    cores = os.cpu_count() or 1
+    device = getattr(segmenter, "device", None)
+    if getattr(device, "type", None) == "cuda":
+        return min(32, 2 * cores)
+    return min(4, cores)
 
 
 def segment_folder(input_dir: str | Path, results_dir: str | Path, segmenter: Segmenter,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +22,32 @@ from .segmentation import Segmentation
 from .transforms import normalise, working_rgb
 
 
+class _Request:
+    """One caller's input (k views, CPU) waiting for a batch forward; ``event`` is set when its
+    probabilities (or the forward's error) are in, or when it is made the next leader."""
+
+    __slots__ = ("x", "event", "result", "error", "done")
+
+    def __init__(self, x: torch.Tensor):
+        self.x = x
+        self.event = threading.Event()
+        self.result = self.error = None
+        self.done = False
+
+
 class Segmenter:
-    """Runs a model on images of any size with torch; thread-safe for one caller at a time."""
+    """Runs a model on images of any size with torch; thread-safe.
+
+    Concurrent :meth:`predict_probability` calls (the threads of a folder run) share batch
+    forwards: the first caller to find the device free leads, takes every input queued by then
+    (up to ``max_batch`` views) into one forward, hands each caller its probabilities and makes
+    the oldest caller still waiting the next leader. A lone caller leads at once, so it never
+    waits, and no background thread exists to leak or keep the interpreter alive.
+    """
 
     engine = "torch"
 
-    def __init__(self, model: SkinSegModel, device: str = "auto"):
+    def __init__(self, model: SkinSegModel, device: str = "auto", max_batch: int = 64):
         if model.metadata.inputs != "rgb":
             raise ModelFileError(f"{Path(model.path).name if model.path else 'this model'} is a "
                                  "click-to-fix model, not a segmentation model; choose a model "
@@ -34,6 +56,10 @@ class Segmenter:
         self.device = resolve_device(device)
         self.network = model.network.to(self.device).to(memory_format=torch.channels_last).eval()
         self.size = model.metadata.size
+        self.max_batch = max(1, int(max_batch))
+        self._lock = threading.Lock()
+        self._queue: deque[_Request] = deque()
+        self._busy = False  # a leader is running (or has been chosen); queued requests wait
 
     @classmethod
     def from_file(cls, path: str | os.PathLike | None = None, device: str = "auto") -> "Segmenter":
@@ -53,18 +79,67 @@ class Segmenter:
         rgb = to_rgb_uint8(image)
         h, w = rgb.shape[:2]
         small = working_rgb(rgb, self.size, self.model.metadata.config.colour_constancy)
-        x = normalise(small[None], self.model.metadata.mean, self.model.metadata.std).to(self.device)
+        x = normalise(small[None], self.model.metadata.mean, self.model.metadata.std)
+        if tta:  # average the original with its horizontal and vertical flips
+            x = torch.cat([x, x.flip(-1), x.flip(-2)])
+        probs = self._forward(x)  # (k, 1, S, S) on the CPU
         with torch.inference_mode():
-            if tta:  # average the original with its horizontal and vertical flips
-                views = torch.cat([x, x.flip(-1), x.flip(-2)])
-                probs = torch.sigmoid(self.network(views.contiguous(memory_format=torch.channels_last)))
-                prob = (probs[0] + probs[1].flip(-1) + probs[2].flip(-2)) / 3
-                prob = prob[None]
-            else:
-                prob = torch.sigmoid(self.network(x))
+            prob = (probs[0] + probs[1].flip(-1) + probs[2].flip(-2)) / 3 if tta else probs[0]
+            prob = prob[None]
             if (h, w) != (self.size, self.size):
                 prob = F.interpolate(prob, size=(h, w), mode="bilinear", align_corners=False)
-        return prob[0, 0].float().cpu().numpy()
+        return prob[0, 0].float().numpy()
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """sigmoid(network(x)) on the CPU, computed in a batch with other threads' inputs."""
+        request = _Request(x)
+        with self._lock:
+            self._queue.append(request)
+            lead = not self._busy
+            self._busy = True
+        if not lead:
+            request.event.wait()
+        if not request.done:  # leading (at once, or chosen by the last leader): run one batch
+            self._run_batch()
+        if request.error is not None:
+            raise request.error
+        return request.result
+
+    def _run_batch(self) -> None:
+        with self._lock:  # the leader's own request is first in the queue, so it is taken
+            batch = [self._queue.popleft()]
+            views = len(batch[0].x)
+            while self._queue and views + len(self._queue[0].x) <= self.max_batch:
+                views += len(self._queue[0].x)
+                batch.append(self._queue.popleft())
+        try:
+            x = batch[0].x if len(batch) == 1 else torch.cat([r.x for r in batch])
+            cuda = self.device.type == "cuda"
+            if cuda:  # page-locked memory lets the copy run asynchronously
+                x = x.pin_memory()
+            with torch.inference_mode():
+                x = x.to(self.device, non_blocking=cuda).contiguous(memory_format=torch.channels_last)
+                probs = torch.sigmoid(self.network(x)).float().cpu()  # one copy back per batch
+            start = 0
+            for r in batch:
+                r.result = probs[start:start + len(r.x)]
+                start += len(r.x)
+        except BaseException as err:  # noqa: BLE001 - e.g. CUDA out of memory: all callers fail
+            for r in batch:  # (an interrupt is the leader's own; the others see a RuntimeError)
+                r.error = err if isinstance(err, Exception) or r is batch[0] else \
+                    RuntimeError(f"the batch forward was interrupted ({type(err).__name__})")
+        finally:
+            with self._lock:
+                if self._queue:
+                    nxt = self._queue[0]  # it stays queued and leads the next batch
+                else:
+                    nxt, self._busy = None, False
+            for r in batch:
+                r.done = True
+                r.x = None
+                r.event.set()
+            if nxt is not None:
+                nxt.event.set()
 
     def segment(self, image: np.ndarray, post: PostprocessConfig | None = None,
                 tta: bool = False) -> Segmentation:

@@ -10,7 +10,6 @@ A ``model`` argument is a model file path, or None for the bundled model.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Callable, Generator
 
@@ -20,7 +19,7 @@ from .dataset import samples_from_folders
 from .destinations import describe_os_error
 from .devices import DeviceError, available_devices
 from .engines import make_segmenter, resolve_engine
-from .folder_segmentation import segment_folder
+from .folder_segmentation import default_workers, segment_folder
 from .image_io import ImageReadError, read_image, write_image, write_mask
 from .model import ModelFileError, load_model
 from .pairs import PairFolder, list_images
@@ -110,7 +109,7 @@ def job_segment_folder(cancel: Cancel, input_dir: str, results_dir: str, model: 
     images, others = list_images(input_dir)
     yield {"total": len(images) + len(others)}
     gen = segment_folder(input_dir, results_dir, segmenter, post, tta=tta, overwrite=overwrite,
-                         overlay=overlay, workers=min(4, os.cpu_count() or 1))
+                         overlay=overlay, workers=default_workers(segmenter))
     report = None
     while True:
         if cancel():
