@@ -11,6 +11,7 @@ $PY benchmarks/paper_protocol.py --data "$DATA" --init scratch --out benchmarks/
 $PY benchmarks/paper_protocol.py --data "$DATA" --init bundled --out benchmarks/results/paper_protocol_bundled.json
 $PY benchmarks/speed.py --data "$DATA"
 $PY benchmarks/data_efficiency.py --data "$DATA"
+$PY benchmarks/ddp.py --data "$DATA" --limit 100 --size 128 --epochs 2
 # Review queue and click-to-fix also need HAM10000 (a second source): HAM=../shared/data/ham10000
 if [ -n "${HAM:-}" ]; then
   $PY benchmarks/review_queue.py --isic "$DATA" --ham "$HAM"

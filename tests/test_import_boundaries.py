@@ -12,7 +12,8 @@ WIDGET_MODULES = ["napari_skinseg._widgets." + m for m in (
 CORE_MODULES = ["napari_skinseg." + m for m in (
     "config", "image_io", "pairs", "dataset", "transforms", "model", "training", "prediction",
     "postprocess", "metrics", "measurements", "evaluation", "folder_segmentation", "cli",
-    "worker_jobs", "worker_process", "worker_client", "reports", "synthetic", "history")]
+    "worker_jobs", "worker_process", "worker_client", "reports", "synthetic", "history",
+    "distributed")]
 
 
 def imported_after(modules: list[str]) -> set[str]:

@@ -187,6 +187,25 @@ def _history_paths(out: Path) -> tuple[Path, Path]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed
+
+    if not distributed.launched():
+        return _train(args)
+    # Started by torchrun: one model trained by all the processes; only rank 0 prints and writes.
+    distributed.setup(args.device)
+    try:
+        with distributed.quiet_unless_main():
+            code = _train(args)
+        # No process leaves while rank 0 still writes: torchrun ends the others as soon as one
+        # exits with a non-zero code (130 after a cancel).
+        distributed.barrier()
+        return code
+    finally:
+        distributed.teardown()
+
+
+def _train(args: argparse.Namespace) -> int:
+    from . import distributed
     from .destinations import check_output_file
     from .devices import resolve_device
     from .model import check_encoder, load_model
@@ -256,8 +275,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.set_description(f"epoch {p.epoch}/{config.epochs}")
         bar.update()
 
+    processes = distributed.world_size()
     print(f"training {config.encoder} U-Net: {len(samples)} pairs, {n_train}:{n_val} split, "
-          f"{config.epochs} epochs, device {config.device}", flush=True)
+          f"{config.epochs} epochs, device {config.device}"
+          + (f", {processes} processes (DDP)" if processes > 1 else ""), flush=True)
     gen = train(samples, config, out, init=init, cancel=stop.is_set, on_batch=on_batch,
                 resume=args.resume, sources=[str(images_dir)])
 
@@ -270,6 +291,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         bar.close()
         signal.signal(signal.SIGINT, previous)
+    if not distributed.is_main():  # rank 0 writes the history and curves
+        return EXIT_INTERRUPTED if result.cancelled else EXIT_OK
     write_history_csv(result.history, history_csv)
     curves = plot_history(result.history, curves_png) if result.history else None
     state = "cancelled; best model so far" if result.cancelled else "done; best model"

@@ -129,6 +129,9 @@ class ModelMetadata:
     status: str = "complete"  # "complete", "cancelled", "in progress" or "diverged"
     started_from: str = "scratch"
     created: str = ""
+    # Processes that trained it together (torchrun, see napari_skinseg.distributed); older
+    # files lack the key and load as 1.
+    world_size: int = 1
 
     @property
     def size(self) -> int:

@@ -27,6 +27,7 @@ import torch
 from segmentation_models_pytorch.losses import DiceLoss
 from torch import nn
 
+from . import distributed
 from .atomic import remove_stale_temp_files
 from .augmentation import augment_batch
 from .config import TrainConfig
@@ -146,8 +147,10 @@ def _evaluate(network: nn.Module, samples: SampleSet, model: SkinSegModel, loss_
             empty = (tp + fp + fn) == 0
             dices += torch.where(empty, 1.0, 2 * tp / (2 * tp + fp + fn).clamp(min=1)).tolist()
             jaccards += torch.where(empty, 1.0, tp / (tp + fp + fn).clamp(min=1)).tolist()
-    return {"loss": sum(losses) / len(samples), "accuracy": correct / total,
-            "dice": float(np.mean(dices)), "jaccard": float(np.mean(jaccards))}
+    # Sums over every process's share of the validation pairs: the means of the whole set.
+    loss, correct, total, dice, jaccard, n = distributed.sum_values(
+        sum(losses), correct, total, sum(dices), sum(jaccards), len(dices))
+    return {"loss": loss / n, "accuracy": correct / total, "dice": dice / n, "jaccard": jaccard / n}
 
 
 def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
@@ -168,7 +171,7 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
     config.validate()
     out = Path(out)
     cancel = cancel or (lambda: False)
-    device = resolve_device(config.device)
+    device = distributed.local_device(resolve_device(config.device))
     if val_samples is None:
         train_idx, val_idx = split_indices(len(samples), config.val_fraction, config.seed)
         train_set, val_set = samples.subset(train_idx), samples.subset(val_idx)
@@ -191,6 +194,7 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
 
     model, config, started_from = _start_model(config, init)
     network = model.network.to(device).to(memory_format=torch.channels_last)
+    trained = distributed.wrap(network, device)  # DDP under torchrun; saved is always `network`
     optimizer = torch.optim.Adam(network.parameters(), lr=config.learning_rate,
                                  weight_decay=config.weight_decay)
     loss_fn = _Loss().to(device)
@@ -200,13 +204,14 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
     meta.data = {"n_train": len(train_set), "n_val": len(val_set), "sources": sources or [],
                  "train_lesion_fraction": train_set.lesion_fraction,
                  "val_names": val_set.names}
+    meta.world_size = distributed.world_size()
     history: list[EpochReport] = []
     best_score, best_epoch, best_state = -math.inf, 0, None
     start_epoch = 1
 
     ckpt = checkpoint_path(out)
-    for owned in (out, ckpt):  # temporary files of a process killed while writing them
-        remove_stale_temp_files(owned)
+    for owned in (out, ckpt) if distributed.is_main() else ():
+        remove_stale_temp_files(owned)  # temporary files of a process killed while writing them
     if resume and ckpt.exists():
         state = read_torch_file(ckpt, what="checkpoint", expected_format=CHECKPOINT_FORMAT)
         saved_cfg = TrainConfig.from_dict(json.loads(state["config"]))
@@ -216,6 +221,9 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
                              "resume with the same settings or delete the checkpoint")
         if state["val_names"] != val_set.names or state["n_train"] != len(train_set):
             raise ValueError(f"{ckpt.name} was written for other data; resume on the same data")
+        if state.get("world_size", 1) != meta.world_size:
+            raise ValueError(f"{ckpt.name} was written by {state.get('world_size', 1)} training "
+                             f"process(es), this run has {meta.world_size}; resume with as many")
         network.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
@@ -238,7 +246,9 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
                         if best else {})
         snapshot = SkinSegModel(copy.deepcopy(network).cpu(), meta)
         snapshot.network.load_state_dict(state_dict)
-        snapshot.save(out)
+        if distributed.is_main():  # the other processes hold the same weights
+            snapshot.save(out)
+        return snapshot
 
     def diverged(where: str, value: float, lr: float) -> None:
         kept = ""
@@ -251,7 +261,8 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
             f"weights can only get worse; lower the learning rate (now {lr:g}) and train again"
             + (kept or "; no model was saved"))
 
-    batches = math.ceil(len(train_set) / config.batch_size)
+    batches = math.ceil(distributed.shard_size(len(train_set)) / config.batch_size)
+    val_share = distributed.local_share(val_set)
     # On a GPU the training pairs live on the device (uint8: 200 kB per 256² pair) and are
     # augmented there, so each batch costs no host-to-device copy; a CPU uses them in place.
     on_gpu = device.type == "cuda"
@@ -272,12 +283,13 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
             group["lr"] = lr
         network.train()
         t0 = time.perf_counter()
-        order = torch.randperm(len(train_set), generator=generator).tolist()
+        # The same seeded order on every process; each trains on its own share of it.
+        order = distributed.shard(torch.randperm(len(train_set), generator=generator).tolist())
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
         total, seen = 0, 0
         for b in range(batches):
-            if cancel():
+            if distributed.any_rank(cancel()):
                 cancelled = True
                 break
             idx = sorted(order[b * config.batch_size:(b + 1) * config.batch_size])
@@ -289,11 +301,11 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
             x = normalise(x, meta.mean, meta.std).to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
             with _autocast(device, config.precision):
-                logits = network(x)
+                logits = trained(x)
             logits = logits.float()
             loss = loss_fn(logits, y)
             if (b + 1) % check_every == 0 or b + 1 == batches:
-                if not math.isfinite(loss.item()):
+                if distributed.any_rank(not math.isfinite(loss.item())):
                     diverged(f"at epoch {epoch}, batch {b + 1}", loss.item(), lr)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -310,9 +322,11 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
                 yield progress
         if cancelled:
             break
-        val = _evaluate(network, val_set, model, loss_fn, device, max(config.batch_size, 4),
+        distributed.sync_buffers(network)
+        loss_sum, correct, total, seen = distributed.sum_values(float(loss_sum), int(correct),
+                                                                total, seen)
+        val = _evaluate(network, val_share, model, loss_fn, device, max(config.batch_size, 4),
                         config.precision)
-        loss_sum, correct = float(loss_sum), int(correct)
         if not (math.isfinite(val["loss"]) and math.isfinite(loss_sum)):
             diverged(f"in the validation of epoch {epoch}", val["loss"], lr)
         score = val["dice"] - 1e-6 * val["loss"]  # ties on Dice go to the lower loss
@@ -328,14 +342,16 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
             best_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
         # The checkpoint first, then the model: a kill between the two leaves a checkpoint that
         # --resume continues from (it holds the best weights too), never a model without one.
-        atomic_torch_save({"format": CHECKPOINT_FORMAT, "version": 1,
-                           "config": json.dumps(config.to_dict()),
-                           "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
-                           "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                           "history": [h.as_dict() for h in history], "best_score": best_score,
-                           "best_epoch": best_epoch, "best_state": best_state,
-                           "val_names": val_set.names, "n_train": len(train_set),
-                           "started_from": meta.started_from}, ckpt)
+        if distributed.is_main():
+            atomic_torch_save({"format": CHECKPOINT_FORMAT, "version": 1,
+                               "config": json.dumps(config.to_dict()),
+                               "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
+                               "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                               "history": [h.as_dict() for h in history], "best_score": best_score,
+                               "best_epoch": best_epoch, "best_state": best_state,
+                               "val_names": val_set.names, "n_train": len(train_set),
+                               "world_size": meta.world_size,
+                               "started_from": meta.started_from}, ckpt)
         if improved:
             save("in progress", best_state, best_epoch)
         yield report
@@ -343,10 +359,11 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
     if best_state is None:
         # Cancelled before the first epoch ended: keep the current weights so a model exists.
         best_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
-    save("cancelled" if cancelled else "complete", best_state, best_epoch)
-    if not cancelled and ckpt.exists():
+    final = save("cancelled" if cancelled else "complete", best_state, best_epoch)
+    if not cancelled and ckpt.exists() and distributed.is_main():
         ckpt.unlink()
-    result_model = load_model(out)
+    # The other processes do not read rank 0's file, which another node may not even see.
+    result_model = load_model(out) if distributed.is_main() else final
     return TrainingResult(model=result_model, model_path=out, history=history, best_epoch=best_epoch,
                           cancelled=cancelled, train_names=train_set.names, val_names=val_set.names)
 
