@@ -34,11 +34,11 @@ EOF
 
 echo "== phase 1a: folder segmentation throughput ($(($(date +%s) - T0)) s)" >>"$LOG"
 if [ -f benchmarks/gpu_throughput.py ]; then
-  timeout 110 python3 benchmarks/gpu_throughput.py /tmp/gpu/jpeg --device "$DEVICE" --n ${THROUGHPUT_N:-2000} \
+  timeout 90 python3 benchmarks/gpu_throughput.py /tmp/gpu/jpeg --device "$DEVICE" --n ${THROUGHPUT_N:-1500} --budget 55 \
     --out "$OUT/throughput.json" >>"$LOG" 2>&1 || echo "throughput: exit $?" >>"$LOG"
 fi
 echo "== phase 1b: training loop vs bare step ($(($(date +%s) - T0)) s)" >>"$LOG"
-timeout 80 python3 benchmarks/gpu/train_speed.py --device "$DEVICE" --out "$OUT/train_speed.json" \
+timeout 70 python3 benchmarks/gpu/train_speed.py --device "$DEVICE" --out "$OUT/train_speed.json" \
   ${TRAIN_SPEED_ARGS:-} >>"$LOG" 2>&1 || echo "train_speed: exit $?" >>"$LOG"
 
 NOW=$(date +%s)
