@@ -132,3 +132,14 @@ def test_default_workers_grow_on_a_cuda_device(segmenter):
         device = torch.device("cuda")
 
     assert default_workers(OnGpu()) == min(32, 2 * (os.cpu_count() or 1))
+
+
+def test_gpu_batches_are_padded_to_a_few_sizes():
+    from napari_skinseg.prediction import _pad_to_bucket
+
+    for n, bucket in [(1, 1), (2, 2), (3, 4), (5, 8), (33, 64), (64, 64)]:
+        x = np.ones((n, 3, 4, 4), np.float32)
+        padded = _pad_to_bucket(x)
+        assert padded.shape == (bucket, 3, 4, 4)
+        np.testing.assert_array_equal(padded[:n], x)  # the real images first, unchanged
+        assert not padded[n:].any()
