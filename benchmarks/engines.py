@@ -45,10 +45,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True)
     parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--model", default=None, help="model file (default: the bundled model)")
+    parser.add_argument("--baseline", default=None,
+                        help="another model file whose ONNX folder run is timed in the same "
+                             "rounds (e.g. the previous bundled model)")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "engines.json"))
     args = parser.parse_args()
     pairs = isic_split(args.data)["benchmark"][: args.n]
-    onnx = make_segmenter(None, engine="onnx")
-    eager = make_segmenter(None, device="cpu", engine="torch")
+    onnx = make_segmenter(args.model, engine="onnx")
+    eager = make_segmenter(args.model, device="cpu", engine="torch")
+    engines = [("onnx", onnx), ("torch", eager)]
+    if args.baseline:
+        engines.append(("onnx_baseline", make_segmenter(args.baseline, engine="onnx")))
     dices = []
     for p in pairs:
         image = read_image(p.image)
@@ -56,9 +64,9 @@ def main() -> None:
         dices.append(1.0 if not (a.any() or b.any()) else 2 * (a & b).sum() / (a.sum() + b.sum()))
     with tempfile.TemporaryDirectory() as tmp:
         folder = linked_folder([p.image for p in pairs], Path(tmp) / "in")
-        per_image = {"onnx": [], "torch": []}
+        per_image = {name: [] for name, _ in engines}
         for round_ in range(2):  # alternate, so both engines see the same machine state
-            for name, seg in (("onnx", onnx), ("torch", eager)):
+            for name, seg in engines:
                 t = time.perf_counter()
                 drain(segment_folder(folder, Path(tmp) / f"{name}{round_}", seg))
                 per_image[name].append((time.perf_counter() - t) / len(pairs) * 1000)
@@ -77,6 +85,8 @@ def main() -> None:
     sgemm = sgemm_gflops()
     result = {
         "command": " ".join(["python", *sys.argv]), "n_images": len(pairs),
+        "model": args.model or "bundled", "working_size": size,
+        "colour_constancy": onnx.metadata.colour_constancy,
         "mask_dice_onnx_vs_torch": {"mean": float(np.mean(dices)), "min": float(np.min(dices))},
         "folder_ms_per_image": {k: min(v) for k, v in per_image.items()},
         "folder_speedup_onnx": min(per_image["torch"]) / min(per_image["onnx"]),
@@ -84,8 +94,12 @@ def main() -> None:
         "network_gflop": flops / 1e9, "sgemm_gflops_per_s": sgemm,
         "fraction_of_sgemm": {k: flops / (v / 1000) / 1e9 / sgemm for k, v in ms.items()},
     }
+    if args.baseline:
+        result["baseline"] = args.baseline
+        result["folder_ratio_vs_baseline"] = (min(per_image["onnx"])
+                                              / min(per_image["onnx_baseline"]))
     print(result)
-    save_json(result, Path(__file__).parent / "results" / "engines.json")
+    save_json(result, args.out)
 
 
 if __name__ == "__main__":

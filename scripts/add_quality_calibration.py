@@ -1,7 +1,7 @@
 """Store a review-queue calibration in a model file's metadata, keeping the weights bit-identical.
 
     python scripts/add_quality_calibration.py benchmarks/results/quality_calibration.json \
-        [--model src/napari_skinseg/weights/skinseg_isic2018.pt]
+        [--model src/napari_skinseg/weights/skinseg_isic2018_ham10000.pt]
 
 The file is rewritten atomically: the stored tensors are written back exactly as read (no
 fp16 -> fp32 -> fp16 round trip), only ``ModelMetadata.quality`` changes. The calibration is

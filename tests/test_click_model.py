@@ -45,3 +45,55 @@ def test_click_maps_put_disks_at_the_working_size_positions():
     assert maps[0].sum() == maps[1].sum() == 29  # a radius-3 disk
     y, x = to_working(255.5, 511.5, (512, 1024), 64)  # the image's centre maps to the centre
     assert abs(y - 31.5) < 1e-9 and abs(x - 31.5) < 1e-9
+
+
+def test_a_network_click_changes_only_what_reaches_the_click():
+    from napari_skinseg.interactive import ClickSession, keep_changes_near
+
+    mask = np.zeros((100, 100), bool)
+    mask[20:40, 20:40] = True
+    proposal = mask.copy()
+    proposal[25:35, 40:50] = True      # grows the lesion next to the click
+    proposal[80:90, 80:90] = True      # a far-away change the click did not ask for
+    out = keep_changes_near(mask, proposal, (30, 45), reach=10)
+    assert out[25:35, 40:50].all() and not out[80:90, 80:90].any()
+    assert np.array_equal(out[:, :40], mask[:, :40])
+    # through a session: the proposal of a network run elsewhere (napari's worker)
+    image = np.full((100, 100, 3), 128, np.uint8)
+    s = ClickSession(image, probability=mask.astype(np.float32))
+    assert not s.uses_network  # given probabilities: torch-free, no click network
+    assert s.clicks_with(30, 45, True) == [(30, 45, True)]
+    new = s.apply_proposal(30, 45, True, proposal)
+    assert new[30, 45] and not new[85, 85] and len(s.clicks) == 1
+    with pytest.raises(ValueError, match="proposal"):
+        s.apply_proposal(30, 45, True, proposal[:50])
+    assert np.array_equal(s.undo(), mask) and s.clicks == []
+
+
+def test_a_session_with_a_click_network(tmp_path, tiny_model_path, tiny_samples):
+    from napari_skinseg.interactive import ClickSession
+
+    path = make_click_model(load_model(tiny_model_path)).save(tmp_path / "click.pt")
+    image = tiny_samples.images[5]
+    s = ClickSession(image, model=tiny_model_path, click_model=path, reach=0.2)
+    assert s.uses_network
+    before = s.mask.copy()
+    y, x = np.argwhere(~before)[0] if (~before).any() else (0, 0)
+    after = s.click(int(y), int(x), lesion=True)
+    assert after[y, x]  # the clicked pixel follows the click
+    far = np.ones_like(before)
+    r = int(np.ceil(0.2 * max(before.shape)))
+    far[max(0, y - r):y + r + 1, max(0, x - r):x + r + 1] = False
+    assert np.array_equal(after[far], before[far])
+
+
+def test_the_worker_job_answers_a_click(tiny_model_path, tiny_samples, tmp_path):
+    from napari_skinseg.generators import drain
+    from napari_skinseg.worker_jobs import JOBS
+
+    path = make_click_model(load_model(tiny_model_path)).save(tmp_path / "click.pt")
+    image = tiny_samples.images[2]
+    mask = np.zeros(image.shape[:2], bool)
+    proposal = drain(JOBS["click_refine"](lambda: False, image=image, mask=mask,
+                                          clicks=[(30, 30, True)], click_model=str(path)))
+    assert proposal.dtype == bool and proposal.shape == mask.shape

@@ -80,3 +80,12 @@ def test_bf16_training_gives_a_usable_model(tmp_path, tiny_samples):
     assert len(result.history) == 2
     assert all(np.isfinite(h.val_loss) and 0 <= h.val_dice <= 1 for h in result.history)
     assert load_model(out).metadata.config.precision == "bf16"
+
+
+def test_fine_tuning_keeps_the_starting_models_colour_constancy(tmp_path, tiny_samples):
+    base = tmp_path / "base.pt"
+    run_training(tiny_samples, TrainConfig(**TINY, colour_constancy="shades_of_gray"), base)
+    tuned = tmp_path / "tuned.pt"
+    # the person's settings say nothing of colour constancy: the network's input stays the same
+    run_training(tiny_samples, TrainConfig(**TINY), tuned, init=base)
+    assert load_model(tuned).metadata.config.colour_constancy == "shades_of_gray"

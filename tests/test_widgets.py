@@ -22,6 +22,7 @@ from napari_skinseg._widgets import (
 from napari_skinseg._widgets.fields import DISCARD, STAY
 from napari_skinseg._widgets.session import SESSION
 from napari_skinseg.image_io import read_mask, write_image
+from napari_skinseg.bundled import BUNDLED_MODEL_NAME
 from napari_skinseg.model import load_model
 from napari_skinseg.synthetic import make_synthetic_lesion, write_synthetic_dataset
 
@@ -107,8 +108,8 @@ def test_train_on_layers_through_the_worker(make_napari_viewer, qtbot, tmp_path,
     assert len(widget.controller.plot.history) == 2  # the live plot saw both epochs
     assert load_model(tmp_path / "gui.pt").metadata.epochs_completed == 2
     # Compared with the model in use (the bundled one) on the same validation pair.
-    assert summary.baseline_name == "skinseg_isic2018.pt" and summary.baseline_dice is not None
-    assert "vs skinseg_isic2018.pt" in widget.controller.result_line.value
+    assert summary.baseline_name == BUNDLED_MODEL_NAME and summary.baseline_dice is not None
+    assert f"vs {BUNDLED_MODEL_NAME}" in widget.controller.result_line.value
     if summary.val_dice < summary.baseline_dice:  # two epochs from scratch rarely win
         assert SESSION.model.is_bundled and shown(widget.controller.use_new)
         widget.controller.use_new.native.click()
@@ -436,6 +437,9 @@ def test_click_to_fix_changes_the_mask_near_the_click_only(make_napari_viewer, q
     points = viewer.layers["skin prediction clicks"]
     assert viewer.layers.selection.active is points and points.mode == "add"
     points.add([cy, cx])  # a "lesion here" click, as the mouse would add it
+    click_fix = curate.click_fix
+    # the click goes to the worker's click-to-fix network; the mask changes when it answers
+    qtbot.waitUntil(lambda: not click_fix._running and not click_fix._pending, timeout=60_000)
     fixed = labels.data.copy()
     # The line says whether the mask now differs from the network's (the fill may restore it).
     from napari_skinseg._widgets.layers import edited_by_hand
@@ -448,6 +452,7 @@ def test_click_to_fix_changes_the_mask_near_the_click_only(make_napari_viewer, q
     curate.click_fix.kind.value = curate.click_fix.kind.choices[1]  # "skin" clicks
     corner = (5, 5) if not truth[5, 5] else (150, 150)
     points.add(list(corner))
+    qtbot.waitUntil(lambda: not click_fix._running and not click_fix._pending, timeout=60_000)
     assert [tuple(c[:3]) for c in points.face_color] == [(1, 0, 1), (0, 1, 1)]  # lesion, skin
     curate.click_fix.undo_button.native.click()
     assert np.array_equal(labels.data, fixed) and len(points.data) == 1

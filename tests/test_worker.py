@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 
+from napari_skinseg.bundled import BUNDLED_MODEL_NAME
 from napari_skinseg.config import TrainConfig
 from napari_skinseg.reports import BatchProgress, EpochReport, TrainingSummary
 from napari_skinseg.synthetic import make_synthetic_lesion, write_synthetic_dataset
@@ -30,7 +31,7 @@ def client():
 def test_predict_streams_probabilities_at_the_image_size(client):
     image, truth = make_synthetic_lesion((120, 90), seed=3)
     items = list(client.submit("predict", images=[("a", image), ("b", image[:64])]).stream())
-    assert items[0][0] == "model" and items[0][1]["name"] == "skinseg_isic2018.pt"
+    assert items[0][0] == "model" and items[0][1]["name"] == BUNDLED_MODEL_NAME
     assert [(name, p.shape) for name, p in items[1:]] == [("a", (120, 90)), ("b", (64, 90))]
     dice = 2 * ((items[1][1] > 0.5) & truth).sum() / ((items[1][1] > 0.5).sum() + truth.sum())
     assert dice > 0.8
@@ -64,7 +65,7 @@ def test_training_streams_reports_and_cancels_within_a_batch(client, tmp_path):
     epochs = [i for i in seen if isinstance(i, EpochReport)]
     batches_after_cancel = [i for i in seen if isinstance(i, BatchProgress) and i.epoch > 1]
     assert len(epochs) == 1 and len(batches_after_cancel) <= 1  # stopped within one batch
-    assert summary.baseline_name == "skinseg_isic2018.pt" and 0 <= summary.baseline_dice <= 1
+    assert summary.baseline_name == BUNDLED_MODEL_NAME and 0 <= summary.baseline_dice <= 1
 
 
 def test_a_killed_worker_fails_its_jobs_and_the_next_job_starts_a_new_one(tmp_path):

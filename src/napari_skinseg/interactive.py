@@ -11,11 +11,13 @@ Each click changes the mask only in a window around it (see :mod:`napari_skinseg
 the stored probability map is the model's, so clicks need no network and cost tens of ms. Pass
 ``probability=`` (an H x W map, e.g. from the model worker) to use a session without torch.
 
-With ``click_model=`` (a click-to-fix model file, :mod:`napari_skinseg.click_model`, or a
-:class:`~napari_skinseg.click_model.ClickRefiner`) each click runs that network on the image, the
-current mask and all clicks so far instead; its answer is taken only where it changed the mask in
-regions that reach the click (``reach``, a share of the image's longer side), so a click never
-alters a part of the mask far from it.
+With a click-to-fix network (:mod:`napari_skinseg.click_model`; the package ships one, used by
+default when the session runs the segmentation model itself) each click runs that network on the
+image, the current mask and all clicks so far instead; its answer is taken only where it changed
+the mask in regions that reach the click (``reach``, a share of the image's longer side), so a
+click never alters a part of the mask far from it. Sessions given ``probability=`` stay torch-free
+and use the random walker unless ``click_model=`` names a network; a caller that runs the network
+elsewhere (napari's model worker) passes its answer to :meth:`ClickSession.apply_proposal`.
 """
 
 from __future__ import annotations
@@ -60,10 +62,15 @@ class ClickSession:
     def __init__(self, image: np.ndarray, model: Any = None, *,
                  probability: np.ndarray | None = None, post: PostprocessConfig | None = None,
                  params: RefineParams | None = None, device: str = "cpu",
-                 click_model: Any = None, reach: float = 0.15):
+                 click_model: Any = "auto", reach: float = 0.15):
         self.image = to_rgb_uint8(image)
         self.reach = reach
         self._refiner = None
+        if isinstance(click_model, str) and click_model == "auto":
+            from .bundled import bundled_click_model_path
+
+            # a session that runs the network anyway uses the click network too
+            click_model = bundled_click_model_path() if probability is None else None
         if click_model is not None:
             from .click_model import ClickRefiner
             from .model import load_model
@@ -105,25 +112,47 @@ class ClickSession:
 
     def click(self, y: int, x: int, lesion: bool = True) -> np.ndarray:
         """Add a positive (``lesion=True``) or negative click at pixel (y, x); returns the mask."""
-        h, w = self.mask.shape
-        if not (0 <= y < h and 0 <= x < w):
-            raise ValueError(f"click ({y}, {x}) is outside the {h} x {w} image")
-        self._push()
-        c = Click(int(y), int(x), bool(lesion))
+        c = self._check(y, x, lesion)
         if self._refiner is not None:
-            self.mask = self._network_click(c)
-        else:
-            self.mask = refine_click(self.image, self.probability, self.mask, c, self.clicks,
-                                     self.params)
+            proposal = self._refiner.probability(self.image, self.mask,
+                                                 self.clicks_with(y, x, lesion)) > 0.5
+            return self.apply_proposal(y, x, lesion, proposal)
+        self._push()
+        self.mask = refine_click(self.image, self.probability, self.mask, c, self.clicks,
+                                 self.params)
         self.clicks.append(c)
         return self.mask
 
-    def _network_click(self, c: Click) -> np.ndarray:
-        clicks = [(k.y, k.x, k.lesion) for k in (*self.clicks, c)]
-        proposal = self._refiner.probability(self.image, self.mask, clicks) > 0.5
+    @property
+    def uses_network(self) -> bool:
+        """Whether clicks run a click-to-fix network here (else the random walker)."""
+        return self._refiner is not None
+
+    def _check(self, y: int, x: int, lesion: bool) -> Click:
+        h, w = self.mask.shape
+        if not (0 <= y < h and 0 <= x < w):
+            raise ValueError(f"click ({y}, {x}) is outside the {h} x {w} image")
+        return Click(int(y), int(x), bool(lesion))
+
+    def clicks_with(self, y: int, x: int, lesion: bool = True) -> list[tuple[int, int, bool]]:
+        """The clicks so far plus this one, as a click-to-fix network takes them."""
+        c = self._check(y, x, lesion)
+        return [(k.y, k.x, k.lesion) for k in (*self.clicks, c)]
+
+    def apply_proposal(self, y: int, x: int, lesion: bool, proposal: np.ndarray) -> np.ndarray:
+        """Take a click-to-fix network's mask for the click at (y, x) (computed here or by the
+        model worker from :meth:`clicks_with` and :attr:`mask`): only its changes that reach
+        the click are kept; the click becomes part of the session (undo removes it)."""
+        c = self._check(y, x, lesion)
+        proposal = np.array(proposal, dtype=bool)
+        if proposal.shape != self.mask.shape:
+            raise ValueError(f"the proposal is {proposal.shape}, not {self.mask.shape}")
+        self._push()
         proposal[c.y, c.x] = c.lesion  # the person's word at the clicked pixel is final
-        return keep_changes_near(self.mask, proposal, (c.y, c.x),
-                                 self.reach * max(self.mask.shape))
+        self.mask = keep_changes_near(self.mask, proposal, (c.y, c.x),
+                                      self.reach * max(self.mask.shape))
+        self.clicks.append(c)
+        return self.mask
 
     def box(self, y0: int, x0: int, y1: int, x1: int, margin: float = 0.1) -> np.ndarray:
         """Re-segment inside the box: the crop (plus ``margin``) goes through the network at its

@@ -106,9 +106,10 @@ def _start_model(config: TrainConfig, init: str | Path | SkinSegModel | None) ->
         return SkinSegModel.new(config), config, "scratch"
     base = init if isinstance(init, SkinSegModel) else load_model(init)
     base_cfg = base.metadata.config
-    if (base_cfg.encoder, base_cfg.decoder_channels) != (config.encoder, config.decoder_channels):
-        # Fine-tuning keeps the starting model's architecture.
-        config = config.replace(encoder=base_cfg.encoder, decoder_channels=base_cfg.decoder_channels)
+    # Fine-tuning keeps the starting model's architecture and input transform (its weights
+    # learnt from colour-corrected images, or from plain ones).
+    config = config.replace(encoder=base_cfg.encoder, decoder_channels=base_cfg.decoder_channels,
+                            colour_constancy=base_cfg.colour_constancy)
     network = copy.deepcopy(base.network)
     model = SkinSegModel(network, copy.deepcopy(base.metadata))
     model.metadata.config = config
@@ -179,11 +180,6 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
         if len(samples) < 1 or len(val_samples) < 1:
             raise ValueError("training and validation sets must each hold at least one pair")
         train_set, val_set = samples, val_samples
-    if config.colour_constancy != "none":  # part of the model's input transform
-        train_set = SampleSet(colour_correct(train_set.images, config.colour_constancy),
-                              train_set.masks, train_set.names)
-        val_set = SampleSet(colour_correct(val_set.images, config.colour_constancy),
-                            val_set.masks, val_set.names)
     if not train_set.masks.any():
         raise ValueError("no lesion pixels in any training mask: paint the lesion (label > 0) "
                          "before training")
@@ -193,6 +189,11 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
                          "skin 0")
 
     model, config, started_from = _start_model(config, init)
+    if config.colour_constancy != "none":  # part of the model's input transform
+        train_set = SampleSet(colour_correct(train_set.images, config.colour_constancy),
+                              train_set.masks, train_set.names)
+        val_set = SampleSet(colour_correct(val_set.images, config.colour_constancy),
+                            val_set.masks, val_set.names)
     network = model.network.to(device).to(memory_format=torch.channels_last)
     trained = distributed.wrap(network, device)  # DDP under torchrun; saved is always `network`
     optimizer = torch.optim.Adam(network.parameters(), lr=config.learning_rate,

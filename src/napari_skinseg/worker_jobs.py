@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Generator
 
-from .bundled import BundledModelMissing, bundled_model_path
+from .bundled import BundledModelMissing, bundled_click_model_path, bundled_model_path
 from .config import PostprocessConfig, TrainConfig
 from .dataset import samples_from_folders
 from .destinations import describe_os_error
@@ -98,6 +98,29 @@ def job_predict(cancel: Cancel, images: list[tuple[str, Any]], model: str | None
         yield name, segmenter.predict_probability(array, tta=tta)
         done += 1
     return done
+
+
+_CLICK_REFINERS: dict[tuple, Any] = {}
+
+
+def job_click_refine(cancel: Cancel, image, mask, clicks: list[tuple[int, int, bool]],
+                     click_model: str | None = None,
+                     device: str = "cpu") -> Generator[Any, None, Any]:
+    """A click-to-fix network's mask (bool, the image's size) for ``image`` with its current
+    ``mask`` and ``clicks`` ((y, x, lesion) in image pixels); the bundled click model when
+    ``click_model`` is None. napari keeps only the changes that reach the click."""
+    from .click_model import ClickRefiner
+
+    path = Path(click_model) if click_model else bundled_click_model_path()
+    if path is None or not path.is_file():
+        raise ModelFileError("no click-to-fix model is installed")
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, device)
+    if key not in _CLICK_REFINERS:
+        _CLICK_REFINERS.clear()
+        _CLICK_REFINERS[key] = ClickRefiner(load_model(path), device=device)
+    return _CLICK_REFINERS[key].probability(image, mask, clicks) > 0.5
+    yield
 
 
 def job_segment_folder(cancel: Cancel, input_dir: str, results_dir: str, model: str | None = None,
@@ -203,6 +226,7 @@ def job_accept_as_curated(cancel: Cancel, paths: list[str], curated: str, model:
 JOBS: dict[str, Callable[..., Generator]] = {
     "review_folder": job_review_folder,
     "accept_as_curated": job_accept_as_curated,
+    "click_refine": job_click_refine,
     "devices": job_devices,
     "model_info": job_model_info,
     "predict": job_predict,

@@ -1,9 +1,12 @@
 """Click-to-fix in napari: a click on the image says "lesion here" or "this is skin", and the
 prediction layer changes around the click only; a box re-segments the lesion inside it.
 
-Clicks run here, in napari's process (numpy/scikit-image, tens of ms: see
-:mod:`napari_skinseg.interactive`), from the probabilities stored with the prediction layer; the
-box needs the network, so its crop goes to the model worker.
+Each click goes to the model worker, whose click-to-fix network (shipped with the package, see
+:mod:`napari_skinseg.click_model`) answers with a corrected mask, of which only the changes that
+reach the click are taken; clicks made meanwhile wait their turn. Without that network (or if the
+worker fails) a click is fixed here, in napari's process, by the random walker of
+:mod:`napari_skinseg.click_refine` from the probabilities stored with the prediction layer. The
+box needs the segmentation network, so its crop goes to the model worker too.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from magicgui.widgets import ComboBox, Container, PushButton
 from napari.layers import Labels, Points, Shapes
 from napari.utils.notifications import show_error
 
+from ..bundled import bundled_click_model_path
 from ..interactive import ClickSession
 from .jobs import run_job
 from .layers import PROBABILITY_KEY, image_array, image_for_labels
@@ -47,6 +51,8 @@ class ClickFixPanel(Container):
         super().__init__(widgets=[self.start_button, self.kind, self.undo_button, self.box_button],
                          labels=True)
         self.sessions: dict[int, tuple[Labels, ClickSession, Points]] = {}
+        self._pending: list[tuple] = []  # clicks waiting for the worker, oldest first
+        self._running = False
         self.start_button.changed.connect(self._guard(self.start))
         self.undo_button.changed.connect(self._guard(self.undo))
         self.box_button.changed.connect(self._guard(self.resegment_box))
@@ -119,23 +125,61 @@ class ClickFixPanel(Container):
         labels, session, _ = self.sessions[id(points)]
         if len(points.data) <= len(session.clicks):
             return  # a point was removed (undo), not added
-        y, x = np.round(points.data[-1]).astype(int)
+        y, x = (int(v) for v in np.round(points.data[-1]))
         lesion = self.kind.value == LESION
         try:
-            mask = session.click(int(y), int(x), lesion=lesion)
-        except ValueError as err:  # outside the image
+            session.clicks_with(y, x, lesion)  # checks the click is inside the image
+        except ValueError as err:
             self.on_status(str(err))
             with points.events.data.blocker():
                 points.data = points.data[:-1]
             return
+        if bundled_click_model_path() is None:
+            self._show(labels, session, points, y, x, lesion, session.click(y, x, lesion))
+            return
+        self._pending.append((labels, session, points, y, x, lesion))
+        self._send_next()
+
+    def _send_next(self) -> None:
+        """Send the oldest waiting click to the worker's click-to-fix network."""
+        if self._running or not self._pending:
+            return
+        labels, session, points, y, x, lesion = self._pending.pop(0)
+        if labels not in self.viewer.layers:
+            self._pending.clear()  # the image was closed: its clicks go with it
+            return
+        self._running = True
+
+        def done(proposal) -> None:
+            self._running = False
+            if labels in self.viewer.layers:
+                mask = session.apply_proposal(y, x, lesion, proposal)
+                self._show(labels, session, points, y, x, lesion, mask)
+            self._send_next()
+
+        def failed(message: str) -> None:
+            self._running = False
+            if labels in self.viewer.layers:  # fix this click here, without the network
+                mask = session.click(y, x, lesion)
+                self._show(labels, session, points, y, x, lesion, mask,
+                           note=f" (fixed without the click network: {message})")
+            self._send_next()
+
+        run_job("click_refine", dict(image=session.image, mask=session.mask,
+                                     clicks=session.clicks_with(y, x, lesion)),
+                returned=done, failed=failed)
+
+    def _show(self, labels, session, points, y, x, lesion, mask, note: str = "") -> None:
         set_mask(labels, mask)
         self._colour_points(points, session)
         self.on_change()
         self.on_status(f"{'lesion' if lesion else 'skin'} click at ({y}, {x}): "
-                       f"{int(mask.sum()):,} lesion pixels")
+                       f"{int(mask.sum()):,} lesion pixels" + note)
 
     def undo(self) -> None:
         labels, session, points = self._current()
+        if self._running or self._pending:
+            raise ValueError("a click is still being fixed: undo once its mask is shown")
         if not session.can_undo:
             raise ValueError("nothing to undo")
         set_mask(labels, session.undo())
