@@ -87,8 +87,11 @@ def main():
     ys, xs = np.nonzero(labels.data)
     if len(ys):
         points.add([int(ys.mean()), int(xs.max()) + 12])  # "lesion here", just outside the mask
+    fixed = lambda: not curate.click_fix._running and not curate.click_fix._pending  # noqa: E731
+    wait(fixed)  # each click is answered by the worker's click-to-fix network
     curate.click_fix.kind.value = curate.click_fix.kind.choices[1]
     points.add([10, 10])  # "this is skin"
+    wait(fixed)
     viewer.reset_view()
     settle()
     viewer.screenshot(out / "screenshot_review_click.png", canvas_only=False)
