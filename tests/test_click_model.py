@@ -97,3 +97,21 @@ def test_the_worker_job_answers_a_click(tiny_model_path, tiny_samples, tmp_path)
     proposal = drain(JOBS["click_refine"](lambda: False, image=image, mask=mask,
                                           clicks=[(30, 30, True)], click_model=str(path)))
     assert proposal.dtype == bool and proposal.shape == mask.shape
+
+
+def test_a_lesion_click_never_removes_and_a_skin_click_never_adds():
+    from napari_skinseg.interactive import ClickSession
+
+    mask = np.zeros((60, 60), bool)
+    mask[10:40, 10:40] = True
+    image = np.full((60, 60, 3), 100, np.uint8)
+    s = ClickSession(image, probability=mask.astype(np.float32))
+    proposal = np.zeros_like(mask)
+    proposal[20:45, 20:45] = True  # grows at the click but erases the rest of the lesion
+    grown = s.apply_proposal(42, 42, True, proposal)
+    assert grown[10:40, 10:40].all() and grown[40:45, 40:45].all()
+    proposal = np.ones_like(mask)  # takes the whole image while removing the clicked corner
+    proposal[10:20, 10:20] = False
+    shrunk = s.apply_proposal(15, 15, False, proposal)
+    assert not shrunk[10:20, 10:20].any() and not shrunk[50:, 50:].any()
+    assert shrunk[25:35, 25:35].all()

@@ -141,13 +141,17 @@ class ClickSession:
 
     def apply_proposal(self, y: int, x: int, lesion: bool, proposal: np.ndarray) -> np.ndarray:
         """Take a click-to-fix network's mask for the click at (y, x) (computed here or by the
-        model worker from :meth:`clicks_with` and :attr:`mask`): only its changes that reach
-        the click are kept; the click becomes part of the session (undo removes it)."""
+        model worker from :meth:`clicks_with` and :attr:`mask`): only its changes in the click's
+        direction (added lesion for a lesion click, removed for a skin click) that reach the
+        click are kept; the click becomes part of the session (undo removes it)."""
         c = self._check(y, x, lesion)
         proposal = np.array(proposal, dtype=bool)
         if proposal.shape != self.mask.shape:
             raise ValueError(f"the proposal is {proposal.shape}, not {self.mask.shape}")
         self._push()
+        # A lesion click only adds lesion, a skin click only removes it: the network's other
+        # changes are not what the person asked for (they once erased half a lesion).
+        proposal = proposal | self.mask if c.lesion else proposal & self.mask
         proposal[c.y, c.x] = c.lesion  # the person's word at the clicked pixel is final
         self.mask = keep_changes_near(self.mask, proposal, (c.y, c.x),
                                       self.reach * max(self.mask.shape))
