@@ -115,3 +115,16 @@ def test_a_lesion_click_never_removes_and_a_skin_click_never_adds():
     shrunk = s.apply_proposal(15, 15, False, proposal)
     assert not shrunk[10:20, 10:20].any() and not shrunk[50:, 50:].any()
     assert shrunk[25:35, 25:35].all()
+
+
+def test_the_refiner_never_answers_for_an_earlier_image(tiny_model_path, tiny_samples):
+    refiner = ClickRefiner(make_click_model(load_model(tiny_model_path)))
+    mask = np.zeros((64, 64), bool)
+    answers = []
+    for i in (0, 7):  # two images of one size, each a fresh array (as the worker receives them)
+        image = tiny_samples.images[i].copy()
+        answers.append(refiner.probability(image, mask, [(5, 5, True)]))
+        del image
+    fresh = ClickRefiner(make_click_model(load_model(tiny_model_path)))
+    np.testing.assert_allclose(answers[1], fresh.probability(tiny_samples.images[7].copy(), mask,
+                                                             [(5, 5, True)]), atol=1e-6)

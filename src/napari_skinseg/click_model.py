@@ -78,16 +78,15 @@ class ClickRefiner:
         self.device = torch.device(device)
         self.network = model.network.to(self.device).eval()
         self.size = model.metadata.size
-        self._image_key = None
+        self._image = None  # the array whose network input is cached (held, so never reused)
         self._x = None
 
     def _image_input(self, rgb: np.ndarray) -> torch.Tensor:
-        key = (id(rgb), rgb.shape)
-        if self._image_key != key:  # the image part is the same for every click on one image
+        if rgb is not self._image:  # the image part is the same for every click on one image
             meta = self.model.metadata
             small = working_rgb(rgb, self.size, meta.config.colour_constancy)
             self._x = normalise(small[None], meta.mean, meta.std)
-            self._image_key = key
+            self._image = rgb
         return self._x
 
     def probability(self, rgb: np.ndarray, mask: np.ndarray,
