@@ -107,10 +107,14 @@ def job_click_refine(cancel: Cancel, image, mask, clicks: list[tuple[int, int, b
                      click_model: str | None = None,
                      device: str = "cpu") -> Generator[Any, None, Any]:
     """A click-to-fix network's mask (bool, the image's size) for ``image`` with its current
-    ``mask`` and ``clicks`` ((y, x, lesion) in image pixels); the bundled click model when
-    ``click_model`` is None. napari keeps only the changes that reach the click."""
+    ``mask`` and ``clicks`` ((y, x, lesion) in image pixels, the last one the new click); the
+    bundled click model when ``click_model`` is None. napari keeps only the changes that reach
+    the click (:meth:`ClickSession.apply_proposal`)."""
     from .click_model import ClickRefiner
+    from .interactive import proposal_threshold
 
+    if not clicks:
+        raise ValueError("click_refine needs at least one click")
     path = Path(click_model) if click_model else bundled_click_model_path()
     if path is None or not path.is_file():
         raise ModelFileError("no click-to-fix model is installed")
@@ -119,7 +123,8 @@ def job_click_refine(cancel: Cancel, image, mask, clicks: list[tuple[int, int, b
     if key not in _CLICK_REFINERS:
         _CLICK_REFINERS.clear()
         _CLICK_REFINERS[key] = ClickRefiner(load_model(path), device=device)
-    return _CLICK_REFINERS[key].probability(image, mask, clicks) > 0.5
+    probability = _CLICK_REFINERS[key].probability(image, mask, clicks)
+    return probability > proposal_threshold(bool(clicks[-1][2]))
     yield
 
 
