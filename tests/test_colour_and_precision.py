@@ -89,3 +89,10 @@ def test_fine_tuning_keeps_the_starting_models_colour_constancy(tmp_path, tiny_s
     # the person's settings say nothing of colour constancy: the network's input stays the same
     run_training(tiny_samples, TrainConfig(**TINY), tuned, init=base)
     assert load_model(tuned).metadata.config.colour_constancy == "shades_of_gray"
+    # asked for, it is added to a model trained without it (bundled model v2 was made so)
+    plain = tmp_path / "plain.pt"
+    run_training(tiny_samples, TrainConfig(**TINY), plain)
+    corrected = tmp_path / "corrected.pt"
+    run_training(tiny_samples, TrainConfig(**TINY, colour_constancy="shades_of_gray"), corrected,
+                 init=plain)
+    assert load_model(corrected).metadata.config.colour_constancy == "shades_of_gray"

@@ -7,6 +7,8 @@ Validation: the bundled model's 419 ISIC validation images (never trained on). T
 epochs is chosen from a timed warm-up so the cosine schedule ends inside the budget; if the
 estimate was too optimistic, the run is stopped at the deadline and keeps its best model.
 The recipe is the same :func:`napari_skinseg.training.train` that ``skinseg train`` runs.
+``--init bundled`` starts from the model bundled now; the bundled v2 was started from v1
+(``--init skinseg_isic2018.pt``, see MODEL_CARD.md for getting that file from git).
 """
 
 from __future__ import annotations

@@ -106,10 +106,13 @@ def _start_model(config: TrainConfig, init: str | Path | SkinSegModel | None) ->
         return SkinSegModel.new(config), config, "scratch"
     base = init if isinstance(init, SkinSegModel) else load_model(init)
     base_cfg = base.metadata.config
-    # Fine-tuning keeps the starting model's architecture and input transform (its weights
-    # learnt from colour-corrected images, or from plain ones).
+    # Fine-tuning keeps the starting model's architecture, and its colour constancy unless
+    # another one is asked for (its weights learnt from colour-corrected images: retraining
+    # with the default settings must not feed them uncorrected ones).
+    colour = (base_cfg.colour_constancy if config.colour_constancy == "none"
+              else config.colour_constancy)
     config = config.replace(encoder=base_cfg.encoder, decoder_channels=base_cfg.decoder_channels,
-                            colour_constancy=base_cfg.colour_constancy)
+                            colour_constancy=colour)
     network = copy.deepcopy(base.network)
     model = SkinSegModel(network, copy.deepcopy(base.metadata))
     model.metadata.config = config
