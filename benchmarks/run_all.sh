@@ -16,4 +16,12 @@ $PY benchmarks/ddp.py --data "$DATA" --limit 100 --size 128 --epochs 2
 if [ -n "${HAM:-}" ]; then
   $PY benchmarks/review_queue.py --isic "$DATA" --ham "$HAM"
   $PY benchmarks/click_to_fix.py --isic "$DATA" --ham "$HAM" --n 100
+  $PY benchmarks/click_to_fix.py --isic "$DATA" --ham "$HAM" --n 100 \
+    --click-model src/napari_skinseg/weights/skinseg_click_isic2018.pt \
+    --out benchmarks/results/click_to_fix_network.json
+  $PY benchmarks/compare_models.py --isic "$DATA" --ham "$HAM" --model bundled=bundled \
+    --out benchmarks/results/compare_models_bundled.json
 fi
+$PY benchmarks/engines.py --data "$DATA" --n 100
+$PY benchmarks/worker_click_latency.py --data "$DATA" --n 8 --clicks 10
+# On a GPU machine: bash benchmarks/gpu/session.sh (see its header; BENCHMARKS.md §13)

@@ -42,7 +42,8 @@ def main() -> None:
     # the bundled model's 419 ISIC validation images, as compare_models.py recorded them (reading
     # them from the model file would need torch in this process)
     recorded = json.loads((Path(__file__).parent / "results" / "compare_models.json").read_text())
-    names = set(recorded["per_image_jaccard"]["v2b/isic_val419"])
+    names = set(next(v for k, v in recorded["per_image_jaccard"].items()
+                     if k.endswith("/isic_val419")))
     scan = find_pairs(Path(args.data) / "images", Path(args.data) / "masks")
     pairs = [q for q in scan.pairs if q.name in names]
     rng = np.random.default_rng(12)
