@@ -29,6 +29,8 @@ def test_napari_first_then_every_dock_then_segment_the_sample():
     assert found["errors"] == []
     assert "synthetic lesion prediction" in found["layers"]
     assert found["dice"] > 0.8  # the bundled model finds the sample lesion
+    # a click through the worker's click-to-fix network changed the mask at the click
+    assert found["click_pixel_is_lesion"] and found["click_changed_pixels"] > 0
     # After all three docks were used, napari's process holds no torch (nor triton, smp).
     assert found["forbidden_modules"] == []
 

@@ -1,5 +1,6 @@
 """The path a person takes, in a fresh process: napari and its canvas first, then every dock of
-the plugin, then Segment on the sample. Prints one JSON line of findings; exits 0 when done.
+the plugin, then Segment on the sample and one click to fix it through the model worker.
+Prints one JSON line of findings; exits 0 when done.
 
 Run by tests/test_user_path.py under the test run's virtual screen; `--kill-worker` also starts a
 training, kills the model worker mid-run, and segments again.
@@ -12,6 +13,7 @@ import sys
 import time
 
 import napari  # first, as a person starts it: the canvas's OpenGL is loaded before the plugin
+import numpy as np
 from qtpy.QtWidgets import QApplication
 
 FORBIDDEN = ("torch", "torchvision", "triton", "segmentation_models_pytorch")
@@ -48,6 +50,20 @@ def main() -> int:
     findings = {"segment_seconds": round(seconds, 2),
                 "dice": float(2 * (mask & truth).sum() / (mask.sum() + truth.sum())),
                 "layers": [layer.name for layer in viewer.layers]}
+    if not kill_worker:
+        # Click to fix, as a person does: a "lesion here" click just outside the mask; the
+        # worker's click network answers and the prediction layer changes (napari stays torch-free).
+        curate = docks["Curate"]
+        viewer.layers.selection.active = prediction
+        curate.click_fix.start_button.native.click()
+        points = viewer.layers["synthetic lesion prediction clicks"]
+        before = prediction.data.copy()
+        ys, xs = np.nonzero(truth & ~mask) if (truth & ~mask).any() else np.nonzero(~mask)
+        y, x = int(ys[len(ys) // 2]), int(xs[len(xs) // 2])
+        points.add([y, x])
+        wait(lambda: not curate.click_fix._running and not curate.click_fix._pending)
+        findings["click_pixel_is_lesion"] = bool(prediction.data[y, x] > 0)
+        findings["click_changed_pixels"] = int((prediction.data != before).sum())
     if kill_worker:
         train = docks["Train"]
         train.labels_layers.value = ["synthetic lesion mask", "synthetic lesion prediction"]
