@@ -495,3 +495,31 @@ def test_worst_first_review_queue_and_accepting_the_rest(make_napari_viewer, qtb
     assert f"accepted {len(expected)} image(s)" in widget.status.value
     assert not (tmp_path / "curated" / "masks" / f"{ranked[0].stem}_segmentation.png").exists()
     assert errors == []
+
+
+def test_a_click_the_worker_cannot_answer_is_fixed_in_napari(make_napari_viewer, qtbot, monkeypatch):
+    from napari_skinseg._widgets import click_fix
+
+    viewer = make_napari_viewer()
+    image, truth = make_synthetic_lesion((120, 120), seed=62)
+    viewer.add_image(image, name="skin", rgb=True)
+    damaged = truth.copy()
+    ys, xs = np.nonzero(truth)
+    cy, cx = int(ys.mean()), int(xs.mean())
+    damaged[cy - 8:cy + 8, cx - 8:cx + 8] = False
+    labels = viewer.add_labels(damaged.astype(np.uint8), name="skin mask")
+    curate = dock(viewer, "Curate")
+    sent = []
+
+    def worker_fails(name, kwargs, failed=None, **_):
+        sent.append((name, kwargs))
+        failed("the model worker was killed")  # as a dead worker reports it
+    monkeypatch.setattr(click_fix, "run_job", worker_fails)
+    viewer.layers.selection.active = labels
+    curate.click_fix.start_button.native.click()
+    viewer.layers["skin mask clicks"].add([cy, cx])
+    assert sent and sent[0][0] == "click_refine" and sent[0][1]["clicks"] == [(cy, cx, True)]
+    assert labels.data[cy, cx] == 1  # the random walker filled the hole instead
+    assert not curate.click_fix._running and not curate.click_fix._pending
+    curate.click_fix.undo_button.native.click()
+    assert np.array_equal(labels.data > 0, damaged)
