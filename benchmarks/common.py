@@ -1,4 +1,7 @@
-"""Helpers shared by the benchmark scripts (data subsets, machine description, evaluation)."""
+"""Helpers shared by the benchmark scripts (data subsets, machine description, evaluation).
+
+Importing it does not import torch, so the benchmarks that play napari (which must stay
+torch-free, as napari's process does) use it too."""
 
 from __future__ import annotations
 
@@ -7,15 +10,19 @@ import json
 import os
 import platform
 import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from napari_skinseg.image_io import read_image, read_mask
 from napari_skinseg.metrics import image_metrics, mean_metrics
 from napari_skinseg.pairs import Pair, find_pairs
-from napari_skinseg.prediction import Segmenter
+
+if TYPE_CHECKING:
+    from napari_skinseg.prediction import Segmenter
 
 
 def machine() -> str:
@@ -27,8 +34,31 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), Python {sys.version.split()[0]}")
+    try:
+        torch_text = f"torch {version('torch')}"
+    except PackageNotFoundError:
+        torch_text = "no torch"
+    torch = sys.modules.get("torch")  # its threads, where this process uses it
+    if torch is not None:
+        torch_text += f" ({torch.get_num_threads()} threads)"
+    return f"{cpu}, {os.cpu_count()} cores, {torch_text}, Python {sys.version.split()[0]}"
+
+
+def last_images(data: str | Path, n: int) -> list[Path]:
+    """The last ``n`` JPEGs of ``data/images`` by name (the folder-run benchmarks' input)."""
+    return sorted((Path(data) / "images").glob("*.jpg"))[-n:]
+
+
+def wait_in_qt(condition, timeout: float = 300.0) -> None:
+    """Let Qt's event loop run until ``condition()`` holds (napari benchmarks)."""
+    from qtpy.QtWidgets import QApplication
+
+    app, start = QApplication.instance(), time.perf_counter()
+    while not condition():
+        app.processEvents()
+        time.sleep(0.001)
+        if time.perf_counter() - start > timeout:
+            raise TimeoutError
 
 
 def all_pairs(data: str | Path) -> list[Pair]:

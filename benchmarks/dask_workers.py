@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import linked_folder, save_json  # noqa: E402
+from common import last_images, linked_folder, save_json  # noqa: E402
 
 from napari_skinseg.dask_run import segment_with_dask  # noqa: E402
 
@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--n", type=int, default=100)
     args = parser.parse_args()
-    images = sorted((Path(args.data) / "images").glob("*.jpg"))[-args.n:]
+    images = last_images(args.data, args.n)
     ms = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = linked_folder(images, Path(tmp) / "in")

@@ -14,10 +14,7 @@ Without --data it uses synthetic 512 x 512 images. Writes benchmarks/results/nap
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -25,16 +22,10 @@ from pathlib import Path
 
 import napari  # first, as a person starts it
 import numpy as np
-from qtpy.QtWidgets import QApplication
 
-
-def wait(condition, timeout=300.0) -> None:
-    app, start = QApplication.instance(), time.perf_counter()
-    while not condition():
-        app.processEvents()
-        time.sleep(0.001)
-        if time.perf_counter() - start > timeout:
-            raise TimeoutError
+sys.path.insert(0, str(Path(__file__).parent))
+from common import last_images, save_json  # noqa: E402  (torch-free)
+from common import wait_in_qt as wait  # noqa: E402
 
 
 def images(data: str | None, n: int) -> list[tuple[str, np.ndarray]]:
@@ -43,7 +34,7 @@ def images(data: str | None, n: int) -> list[tuple[str, np.ndarray]]:
 
     if data is None:
         return [(f"synthetic {i}", make_synthetic_lesion((512, 512), seed=i)[0]) for i in range(n)]
-    paths = sorted((Path(data) / "images").glob("*.jpg"))[-n:]  # last n: far from the first ones
+    paths = last_images(data, n)  # last n: far from the first ones
     return [(p.stem, read_image(p)) for p in paths]
 
 
@@ -77,8 +68,6 @@ def main() -> None:
 
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "date": dt.date.today().isoformat(),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "image": "512x512 " + ("ISIC JPEG" if args.data else "synthetic"),
         "napari_start_seconds": round(t_dock - t_launch, 2),
         "open_dock_seconds": round(dock_seconds, 3),
@@ -88,9 +77,8 @@ def main() -> None:
         "torch_in_napari": "torch" in sys.modules,
         "worker_starts": SESSION.client.starts,
     }
-    out = Path(__file__).parent / "results" / "napari_segment_latency.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+    save_json(result, Path(__file__).parent / "results" / "napari_segment_latency.json")
     viewer.close()
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from click_to_fix_user import next_click  # noqa: E402  (torch-free)
+from common import save_json  # noqa: E402  (torch-free)
 
 from napari_skinseg.image_io import read_image, read_mask  # noqa: E402
 from napari_skinseg.interactive import ClickSession  # noqa: E402
@@ -76,7 +77,7 @@ def main() -> None:
               "ms_max_after_first": float(ms[1:].max()), "mean_iou_after": float(np.mean(ious)),
               "torch_imported_in_this_process": heavy}
     print(json.dumps(result, indent=1))
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    save_json(result, args.out)
 
 
 if __name__ == "__main__":

@@ -18,14 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import INPUTS, ModelMetadata, SkinSegModel, build_unet
+from .model import INPUTS, SkinSegModel, build_unet
 from .transforms import normalise, working_rgb
 
 CLICK_RADIUS = 5  # pixels at the working size (RITM's disk encoding)
 
 
-def first_conv(network: nn.Module) -> nn.Conv2d:
-    return next(m for m in network.modules() if isinstance(m, nn.Conv2d))
+def _first_conv_weight(network: nn.Module) -> str:
+    """The state-dict key of the network's first convolution (the one that sees the inputs)."""
+    return next(n for n, m in network.named_modules() if isinstance(m, nn.Conv2d)) + ".weight"
 
 
 def make_click_model(base: SkinSegModel) -> SkinSegModel:
@@ -36,8 +37,7 @@ def make_click_model(base: SkinSegModel) -> SkinSegModel:
     meta.history = []
     network = build_unet(meta.config, INPUTS["rgb+clicks"])
     state = base.network.state_dict()
-    conv_name = next(n for n, m in network.named_modules() if isinstance(m, nn.Conv2d))
-    key = conv_name + ".weight"
+    key = _first_conv_weight(network)
     wide = torch.zeros_like(network.state_dict()[key])
     wide[:, :3] = state[key]
     state = {**state, key: wide}
@@ -106,5 +106,4 @@ class ClickRefiner:
         return prob[0, 0].float().cpu().numpy()
 
 
-__all__ = ["CLICK_RADIUS", "ClickRefiner", "make_click_model", "disk_maps", "to_working",
-           "ModelMetadata"]
+__all__ = ["CLICK_RADIUS", "ClickRefiner", "make_click_model", "disk_maps", "to_working"]

@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from .config import PostprocessConfig
 from .errors import ModelFileError
 from .image_io import to_rgb_uint8
 from .postprocess import postprocess
 from .segmentation import Segmentation
-from .transforms import normalise_array, working_rgb
+from .transforms import network_input, probability_at
 
 CACHE_ENV = "SKINSEG_CACHE"
 CACHE_ENTRIES = 20  # exports kept (each retrained model makes one); the least recently used go
@@ -125,20 +124,9 @@ class OnnxSegmenter:
     def predict_probability(self, image: np.ndarray, tta: bool = False) -> np.ndarray:
         """Lesion probability (float32, H x W, the input's size)."""
         rgb = to_rgb_uint8(image)
-        h, w = rgb.shape[:2]
-        small = working_rgb(rgb, self.size, self.metadata.colour_constancy)
-        x = normalise_array(small[None], self.metadata.mean, self.metadata.std)
-        if tta:  # the original with its horizontal and vertical flips, as the torch engine
-            views = np.concatenate([x, x[..., ::-1], x[..., ::-1, :]]).copy()
-            logits = self._logits(views)
-            prob = (_sigmoid(logits[0]) + _sigmoid(logits[1])[..., ::-1]
-                    + _sigmoid(logits[2])[..., ::-1, :]) / 3
-        else:
-            prob = _sigmoid(self._logits(x)[0])
-        prob = prob[0].astype(np.float32)
-        if (h, w) != (self.size, self.size):  # bilinear, pixel centres aligned (as torch's)
-            prob = np.asarray(Image.fromarray(prob).resize((w, h), Image.BILINEAR))
-        return prob
+        md = self.metadata
+        x = network_input(rgb, self.size, md.mean, md.std, md.colour_constancy, tta)
+        return probability_at(_sigmoid(self._logits(x)), rgb.shape[:2], tta)
 
     def segment(self, image: np.ndarray, post: PostprocessConfig | None = None, tta: bool = False):
         probability = self.predict_probability(image, tta=tta)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from .config import PostprocessConfig
 from .dataset import SampleSet
@@ -19,7 +18,7 @@ from .metrics import image_metrics
 from .model import ModelFileError, SkinSegModel, load_model
 from .postprocess import postprocess
 from .segmentation import Segmentation
-from .transforms import normalise_array, working_rgb
+from .transforms import network_input, probability_at
 
 
 class _Request:
@@ -93,18 +92,9 @@ class Segmenter:
         threads at once, and torch's CPU operations, each parallel over all cores, would make
         those threads compete for the cores with torch's own thread pool."""
         rgb = to_rgb_uint8(image)
-        h, w = rgb.shape[:2]
         meta = self.model.metadata
-        small = working_rgb(rgb, self.size, meta.config.colour_constancy)
-        x = normalise_array(small[None], meta.mean, meta.std)
-        if tta:  # average the original with its horizontal and vertical flips
-            x = np.concatenate([x, x[..., ::-1], x[..., ::-1, :]])
-        p = self._forward(np.ascontiguousarray(x)).numpy()  # (k, 1, S, S)
-        prob = (p[0] + p[1][..., ::-1] + p[2][..., ::-1, :]) / 3 if tta else p[0]
-        prob = np.ascontiguousarray(prob[0], dtype=np.float32)
-        if (h, w) != (self.size, self.size):  # bilinear, pixel centres aligned (as the ONNX engine)
-            prob = np.asarray(Image.fromarray(prob).resize((w, h), Image.BILINEAR))
-        return prob
+        x = network_input(rgb, self.size, meta.mean, meta.std, meta.config.colour_constancy, tta)
+        return probability_at(self._forward(x).numpy(), rgb.shape[:2], tta)
 
     def _forward(self, x: np.ndarray) -> torch.Tensor:
         """sigmoid(network(x)) on the CPU, computed in a batch with other threads' inputs."""

@@ -1,7 +1,8 @@
 """The network's input transform, shared by training and prediction (both engines): an RGB uint8
 image resized to the working size, its colour cast removed if the model asks for it
-(:func:`colour_correct`), then scaled to 0..1 and normalised with the model's mean and std.
-torch is imported only by :func:`normalise` (the ONNX engine uses :func:`normalise_array`)."""
+(:func:`colour_correct`), then scaled to 0..1 and normalised with the model's mean and std; and
+the way back, from the network's probabilities to the image's size (:func:`probability_at`).
+torch is imported only by :func:`normalise` (both prediction engines use the numpy functions)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,28 @@ def normalise_array(images: np.ndarray, mean: Sequence[float], std: Sequence[flo
     m = np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
     s = np.asarray(std, np.float32).reshape(1, 3, 1, 1)
     return np.ascontiguousarray((x - m) / s)
+
+
+def network_input(rgb: np.ndarray, size: int, mean: Sequence[float], std: Sequence[float],
+                  colour_constancy: str = "none", tta: bool = False) -> np.ndarray:
+    """(k, 3, S, S) float32 views of one uint8 RGB image for the network: the image, and with
+    ``tta`` also its horizontal and vertical flips (:func:`probability_at` undoes them)."""
+    x = normalise_array(working_rgb(rgb, size, colour_constancy)[None], mean, std)
+    if tta:
+        x = np.concatenate([x, x[..., ::-1], x[..., ::-1, :]])
+    return x
+
+
+def probability_at(probs: np.ndarray, shape: tuple[int, int], tta: bool = False) -> np.ndarray:
+    """(k, 1, S, S) lesion probabilities of :func:`network_input`'s views -> float32 (H, W) at
+    the image's ``shape``: flip views un-flipped and averaged, then resized bilinearly with pixel
+    centres aligned (as torch's ``align_corners=False``)."""
+    p = (probs[0] + probs[1][..., ::-1] + probs[2][..., ::-1, :]) / 3 if tta else probs[0]
+    p = np.ascontiguousarray(p[0], dtype=np.float32)
+    h, w = shape
+    if p.shape != (h, w):
+        p = np.asarray(Image.fromarray(p).resize((w, h), Image.BILINEAR))
+    return p
 
 
 def normalise(images, mean: Sequence[float], std: Sequence[float]):

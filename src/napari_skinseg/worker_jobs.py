@@ -40,15 +40,21 @@ def _model_path(model: str | None) -> Path:
     return Path(model) if model else bundled_model_path()
 
 
+def _file_key(path: Path, *settings) -> tuple:
+    """What identifies a loaded model: the file (a retrained file under the same name is a new
+    key) and the settings it was loaded with."""
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_mtime_ns, stat.st_size, *settings)
+
+
 def _segmenter(model: str | None, device: str = "auto", engine: str = "torch") -> Segmenter:
     """A loaded segmenter; ``engine`` as in :mod:`napari_skinseg.engines` (the review queue's
     test-time views and validation need torch, so those jobs keep the default)."""
     path = _model_path(model)
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
-    stat = path.stat()
     engine = resolve_engine(engine, device)
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, device, engine)
+    key = _file_key(path, device, engine)
     if key not in _SEGMENTERS:
         while len(_SEGMENTERS) >= _KEEP_LOADED:
             _SEGMENTERS.pop(next(iter(_SEGMENTERS)))
@@ -118,8 +124,7 @@ def job_click_refine(cancel: Cancel, image, mask, clicks: list[tuple[int, int, b
     path = Path(click_model) if click_model else bundled_click_model_path()
     if path is None or not path.is_file():
         raise ModelFileError("no click-to-fix model is installed")
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, device)
+    key = _file_key(path, device)
     if key not in _CLICK_REFINERS:
         _CLICK_REFINERS.clear()
         _CLICK_REFINERS[key] = ClickRefiner(load_model(path), device=device)
