@@ -22,19 +22,12 @@ from pathlib import Path
 
 import napari  # first, as a person starts it
 import numpy as np
-from qtpy.QtWidgets import QApplication
 
 sys.path.insert(0, str(Path(__file__).parent))
 from click_to_fix_user import next_click  # noqa: E402  (the standard simulated user, torch-free)
+from common import save_json  # noqa: E402  (torch-free)
+from common import wait_in_qt as wait  # noqa: E402
 
-
-def wait(condition, timeout=300.0) -> None:
-    app, start = QApplication.instance(), time.perf_counter()
-    while not condition():
-        app.processEvents()
-        time.sleep(0.002)
-        if time.perf_counter() - start > timeout:
-            raise TimeoutError
 
 
 def main() -> None:
@@ -47,7 +40,7 @@ def main() -> None:
     from napari_skinseg.image_io import read_image, read_mask
 
     # The held-out split needs the model file (torch): computed in another process, since torch
-    # must never enter napari's (benchmarks/common.py imports it).
+    # must never enter napari's.
     code = ("import json, sys; sys.path.insert(0, 'benchmarks'); from heldout import isic_split; "
             f"print(json.dumps([[str(p.image), str(p.mask)] for p in isic_split({args.data!r})['benchmark'][:{args.n}]]))")
     pairs = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -75,16 +68,17 @@ def main() -> None:
             curate.click_fix.kind.value = curate.click_fix.kind.choices[0 if click[2] else 1]
             start = time.perf_counter()
             points.add([click[0], click[1]])
-            wait(lambda: True)  # the event loop's turn, as after a real mouse click
+            # until the mask is shown: the worker's click network answers asynchronously
+            wait(lambda: not curate.click_fix._running and not curate.click_fix._pending)
             times.append(time.perf_counter() - start)
     result = {"command": " ".join(["python", *sys.argv]), "clicks": len(times),
               "ms_median": round(statistics.median(times) * 1000, 1),
               "ms_p95": round(float(np.percentile(times, 95)) * 1000, 1),
               "ms_max": round(max(times) * 1000, 1),
+              "ms_each": [round(t * 1000, 1) for t in times],
               "torch_in_napari": "torch" in sys.modules}
-    out = Path(__file__).parent / "results" / "napari_click_latency.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+    save_json(result, Path(__file__).parent / "results" / "napari_click_latency.json")
     viewer.close()
 
 
