@@ -114,15 +114,16 @@ def main():
     parser.add_argument("--reach", type=float, default=0.15,
                         help="with --click-model: changes must reach this share of the image's "
                              "longer side around the click")
+    parser.add_argument("--engine", default="auto", choices=("auto", "torch", "onnx"),
+                        help="what runs the click network (auto: ONNX Runtime where installed)")
     parser.add_argument("--out", default="benchmarks/results/click_to_fix.json")
     args = parser.parse_args()
     segmenter = Segmenter.from_file(args.model, device="cpu")
     refiner = None
     if args.click_model:
-        from napari_skinseg.click_model import ClickRefiner
-        from napari_skinseg.model import load_model
+        from napari_skinseg.engines import make_click_refiner
 
-        refiner = ClickRefiner(load_model(args.click_model), device="cpu")
+        refiner = make_click_refiner(args.click_model, device="cpu", engine=args.engine)
     results = {}
     if args.isic:
         results["isic_heldout"] = evaluate(segmenter, isic_split(args.isic)["benchmark"][:args.n],
@@ -139,6 +140,7 @@ def main():
     save_json({"command": " ".join(sys.argv), "brush_radius_fraction": args.brush_radius,
                "model": args.model or "bundled", "click_model": args.click_model,
                "reach": args.reach if args.click_model else None,
+               "engine": getattr(refiner, "engine", "torch") if refiner else None,
                "max_clicks": MAX_CLICKS, "results": results}, args.out)
 
 

@@ -5,7 +5,8 @@
 napari first (its canvas shown), then the Segment and Curate docks; each of N held-out ISIC images
 (512 x 512) is segmented by the bundled model, then the standard simulated user clicks (at most 10
 clicks, benchmarks/click_to_fix.py). Each click is a point added to the clicks layer, as the mouse
-adds it; timed until the prediction layer holds the new mask, with the Segment dock's
+adds it, the first one a second (``PERSON_PAUSE_S``) after *Fix with clicks* is pressed, as a
+person's would be; timed until the prediction layer holds the new mask, with the Segment dock's
 measurements and Curate's status line updated (they run in the same event). Writes
 benchmarks/results/napari_click_latency.json.
 """
@@ -28,12 +29,17 @@ from click_to_fix_user import next_click  # noqa: E402  (the standard simulated 
 from common import save_json  # noqa: E402  (torch-free)
 from common import wait_in_qt as wait  # noqa: E402
 
+PERSON_PAUSE_S = 1.0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True)
     parser.add_argument("--n", type=int, default=10)
+    parser.add_argument("--pause", type=float, default=0.0,
+                        help="seconds between clicks (0: each click as soon as the last is shown)")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"
+                                             / "napari_click_latency.json"))
     args = parser.parse_args()
     viewer = napari.Viewer()
     wait(lambda: viewer.window._qt_viewer.canvas.native.isVisible())
@@ -61,24 +67,31 @@ def main() -> None:
         viewer.layers.selection.active = labels
         curate.click_fix.start_button.native.click()
         points = viewer.layers["lesion prediction clicks"]
+        # a person needs about a second from the button to the first click on the lesion
+        pause = time.perf_counter() + PERSON_PAUSE_S
+        wait(lambda: time.perf_counter() > pause)
         for _ in range(10):
             click = next_click(labels.data > 0, truth)  # torch-free (numpy, scipy)
             if click is None:
                 break
             curate.click_fix.kind.value = curate.click_fix.kind.choices[0 if click[2] else 1]
+            if times and args.pause:  # a person's cadence between clicks
+                pause = time.perf_counter() + args.pause
+                wait(lambda: time.perf_counter() > pause)
             start = time.perf_counter()
             points.add([click[0], click[1]])
             # until the mask is shown: the worker's click network answers asynchronously
             wait(lambda: not curate.click_fix._running and not curate.click_fix._pending)
             times.append(time.perf_counter() - start)
     result = {"command": " ".join(["python", *sys.argv]), "clicks": len(times),
+              "pause_before_first_click_s": PERSON_PAUSE_S, "pause_between_clicks_s": args.pause,
               "ms_median": round(statistics.median(times) * 1000, 1),
               "ms_p95": round(float(np.percentile(times, 95)) * 1000, 1),
               "ms_max": round(max(times) * 1000, 1),
               "ms_each": [round(t * 1000, 1) for t in times],
               "torch_in_napari": "torch" in sys.modules}
     print(json.dumps(result, indent=2))
-    save_json(result, Path(__file__).parent / "results" / "napari_click_latency.json")
+    save_json(result, args.out)
     viewer.close()
 
 

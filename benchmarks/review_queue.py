@@ -34,7 +34,8 @@ from common import save_json  # noqa: E402
 from heldout import ham_split, isic_split  # noqa: E402
 
 from napari_skinseg.postprocess import postprocess  # noqa: E402
-from napari_skinseg.quality import QualityModel, quality_features  # noqa: E402
+from napari_skinseg.quality import (  # noqa: E402
+    CALIBRATION_FEATURES, FEATURE_NAMES, QualityModel, quality_features)
 
 THRESHOLD = 0.80
 FRACTION = 0.20
@@ -63,6 +64,39 @@ def queue_metrics(pred: np.ndarray, dice: np.ndarray) -> dict:
             "mean_dice_after_fixing_worst_20pct": float(fixed.mean()),
             "found_below_080_in_worst_20pct": int((dice[worst] < THRESHOLD).sum()),
             "mean_abs_error": float(np.abs(pred - dice).mean())}
+
+
+def bootstrap_auroc(dice: np.ndarray, pred: np.ndarray, n: int = 2000) -> list[float]:
+    """95 % interval of the AUROC over images resampled with replacement (seeded)."""
+    rng = np.random.default_rng(0)
+    values = []
+    for _ in range(n):
+        i = rng.integers(0, len(dice), len(dice))
+        a = auroc(dice[i] < THRESHOLD, -pred[i])
+        if a == a:  # a resample without both kinds of mask has no AUROC
+            values.append(a)
+    return [float(v) for v in np.percentile(values, [2.5, 97.5])]
+
+
+def cross_validated(feats: list[dict], dice: np.ndarray, source: np.ndarray, names, ridge: float,
+                    repeats: int = 5, folds: int = 10) -> dict:
+    """Spearman and AUROC per source of a calibration fitted and measured by k-fold
+    cross-validation on the calibration images alone (how the features were chosen)."""
+    scores: dict = {s: [] for s in np.unique(source)}
+    for r in range(repeats):
+        fold = np.random.default_rng(r).permutation(len(dice)) % folds
+        pred = np.zeros(len(dice))
+        for f in range(folds):
+            train = np.nonzero(fold != f)[0]
+            test = np.nonzero(fold == f)[0]
+            model = QualityModel.fit([feats[i] for i in train], dice[train], names=names, ridge=ridge)
+            pred[test] = model.predict([feats[i] for i in test])
+        for s in scores:
+            k = source == s
+            scores[s].append((stats.spearmanr(pred[k], dice[k]).statistic,
+                              auroc(dice[k] < THRESHOLD, -pred[k])))
+    return {str(s): {"spearman": float(np.mean(v, 0)[0]), "auroc_dice_below_080": float(np.mean(v, 0)[1])}
+            for s, v in scores.items()}
 
 
 def views_for(pairs: list, cache: Path | None, source: str) -> dict:
@@ -132,6 +166,15 @@ def main():
             for src, split in (("isic", isic), ("ham", ham)) for part in ("calibration", "benchmark")}
     fit_feats = data["isic", "calibration"][0] + data["ham", "calibration"][0]
     fit_dice = np.concatenate([data["isic", "calibration"][1], data["ham", "calibration"][1]])
+    source = np.array(["isic"] * len(data["isic", "calibration"][1])
+                      + ["ham"] * len(data["ham", "calibration"][1]))
+    feature_choice = {label: cross_validated(fit_feats, fit_dice, source, names, args.ridge)
+                      for label, names in (("all_features", FEATURE_NAMES),
+                                           ("calibration_features", CALIBRATION_FEATURES))}
+    for label, cv in feature_choice.items():
+        print(f"10-fold CV on the calibration images, {label}: " + ", ".join(
+            f"{s} Spearman {v['spearman']:.3f} AUROC {v['auroc_dice_below_080']:.3f}"
+            for s, v in cv.items()))
     model = QualityModel.fit(fit_feats, fit_dice, ridge=args.ridge, info={
         "fitted_on": f"{len(data['isic', 'calibration'][1])} ISIC 2018 validation images of the "
                      f"bundled model + {len(data['ham', 'calibration'][1])} HAM10000 lesions "
@@ -150,8 +193,10 @@ def main():
             "share_below_080": float((dice < THRESHOLD).mean()),
             "mean_dice_after_fixing_random_20pct": float(dice.mean() + FRACTION * (1 - dice).mean()),
             "mean_dice_after_fixing_true_worst_20pct": float(np.sort(dice)[k:].sum() / len(dice) + k / len(dice)),
-            "predicted_dice": queue_metrics(pred, dice),
-            "plain_tta_dice": queue_metrics(plain, dice),
+            "predicted_dice": {**queue_metrics(pred, dice),
+                               "auroc_95pct_bootstrap": bootstrap_auroc(dice, pred)},
+            "plain_tta_dice": {**queue_metrics(plain, dice),
+                               "auroc_95pct_bootstrap": bootstrap_auroc(dice, plain)},
             "plain_3_view_dice": queue_metrics(three, dice),
             "per_feature_spearman": {n: float(stats.spearmanr([f[n] for f in feats], dice).statistic)
                                      for n in feats[0] if n[0] != "_" and n != "empty"},
@@ -165,7 +210,9 @@ def main():
                   f"(random {r['mean_dice_after_fixing_random_20pct']:.3f}, "
                   f"oracle {r['mean_dice_after_fixing_true_worst_20pct']:.3f})  MAE {q['mean_abs_error']:.3f}")
     out = Path(args.out)
-    save_json({"command": " ".join(sys.argv), "ridge": args.ridge, "results": results}, out)
+    save_json({"command": " ".join(sys.argv), "ridge": args.ridge,
+               "features": list(model.features),
+               "feature_choice_cross_validated": feature_choice, "results": results}, out)
     calib = out.with_name("quality_calibration.json")
     calib.write_text(json.dumps(model.to_dict(), indent=1))
     print(f"calibration in {calib}")

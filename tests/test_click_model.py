@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_skinseg.click_model import ClickRefiner, disk_maps, make_click_model, to_working
+from napari_skinseg.click_inputs import disk_maps, to_working
+from napari_skinseg.click_model import ClickRefiner, make_click_model
 from napari_skinseg.errors import ModelFileError
 from napari_skinseg.model import load_model
 from napari_skinseg.prediction import Segmenter
@@ -99,6 +100,32 @@ def test_the_worker_job_answers_a_click(tiny_model_path, tiny_samples, tmp_path)
     assert proposal.dtype == bool and proposal.shape == mask.shape
 
 
+def test_preparing_loads_the_click_network_once_for_the_clicks(tiny_model_path, tiny_samples,
+                                                               tmp_path):
+    from napari_skinseg import worker_jobs
+    from napari_skinseg.generators import drain
+
+    path = make_click_model(load_model(tiny_model_path)).save(tmp_path / "click.pt")
+    image = tiny_samples.images[2]
+    mask = np.zeros(image.shape[:2], bool)
+    worker_jobs._CLICK_REFINERS.clear()
+    worker_jobs._LAST_CLICK_IMAGE.clear()
+    assert drain(worker_jobs.JOBS["prepare_clicks"](lambda: False, image=image, mask=mask,
+                                                     click_model=str(path))) is True
+    (prepared,) = worker_jobs._CLICK_REFINERS.values()
+    assert prepared._image is image  # the image's network input is ready for the first click
+    network_input = prepared._x
+    # each job gets its own copy of the image (unpickled): the same pixels reuse that input
+    drain(worker_jobs.JOBS["click_refine"](lambda: False, image=image.copy(), mask=mask,
+                                           clicks=[(30, 30, True)], click_model=str(path)))
+    assert list(worker_jobs._CLICK_REFINERS.values()) == [prepared]  # not loaded again
+    assert prepared._x is network_input
+    other = image[::-1].copy()  # another image is prepared anew
+    drain(worker_jobs.JOBS["click_refine"](lambda: False, image=other, mask=mask,
+                                           clicks=[(30, 30, True)], click_model=str(path)))
+    assert prepared._image is other and prepared._x is not network_input
+
+
 def test_a_lesion_click_never_removes_and_a_skin_click_never_adds():
     from napari_skinseg.interactive import ClickSession
 
@@ -128,3 +155,61 @@ def test_the_refiner_never_answers_for_an_earlier_image(tiny_model_path, tiny_sa
     fresh = ClickRefiner(make_click_model(load_model(tiny_model_path)))
     np.testing.assert_allclose(answers[1], fresh.probability(tiny_samples.images[7].copy(), mask,
                                                              [(5, 5, True)]), atol=1e-6)
+
+
+def _click_model_that_uses_clicks(tiny_model_path, tmp_path):
+    """A click model whose click channels matter (a fresh one ignores them)."""
+    click = make_click_model(load_model(tiny_model_path))
+    first = next(m for m in click.network.modules() if isinstance(m, torch.nn.Conv2d))
+    with torch.no_grad():
+        first.weight[:, 3:] = torch.randn_like(first.weight[:, 3:]) * 0.5
+    return click.save(tmp_path / "click.pt")
+
+
+def test_the_onnx_click_engine_answers_as_torch_does(tiny_model_path, tiny_samples, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from napari_skinseg.engines import make_click_refiner
+    from napari_skinseg.onnx_engine import OnnxClickRefiner
+
+    path = _click_model_that_uses_clicks(tiny_model_path, tmp_path)
+    image = tiny_samples.images[1]
+    mask = np.zeros(image.shape[:2], bool)
+    mask[20:50, 15:45] = True
+    clicks = [(30, 30, True), (5, 60, False)]
+    onnx = make_click_refiner(path, device="cpu", engine="onnx")
+    torch_refiner = make_click_refiner(path, device="cpu", engine="torch")
+    assert isinstance(onnx, OnnxClickRefiner) and isinstance(torch_refiner, ClickRefiner)
+    p_onnx = onnx.probability(image, mask, clicks)
+    p_torch = torch_refiner.probability(image, mask, clicks)
+    assert p_onnx.shape == mask.shape and p_onnx.dtype == np.float32
+    np.testing.assert_allclose(p_onnx, p_torch, atol=2e-4)
+    # the clicks are part of the input: moving one changes the answer
+    assert not np.allclose(onnx.probability(image, mask, [(60, 5, True)]), p_onnx, atol=1e-3)
+
+
+def test_each_onnx_engine_refuses_the_other_kind_of_model(tiny_model_path, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from napari_skinseg.onnx_engine import OnnxClickRefiner, OnnxSegmenter
+
+    path = _click_model_that_uses_clicks(tiny_model_path, tmp_path)
+    with pytest.raises(ModelFileError, match="is a click-to-fix model, not a segmentation model"):
+        OnnxSegmenter.from_file(path)
+    with pytest.raises(ModelFileError, match="is a segmentation model, not a click-to-fix model"):
+        OnnxClickRefiner.from_file(tiny_model_path)
+
+
+def test_two_exports_at_once_in_one_process_both_succeed(tiny_model_path, tmp_path, monkeypatch):
+    """The model worker may export the segmentation and the click model in two job threads at
+    the same time (Segment, then Fix with clicks); torch's exporter allows one at a time."""
+    pytest.importorskip("onnxruntime")
+    from concurrent.futures import ThreadPoolExecutor
+
+    from napari_skinseg.onnx_engine import OnnxClickRefiner, OnnxSegmenter
+
+    monkeypatch.setenv("SKINSEG_CACHE", str(tmp_path / "fresh-cache"))
+    click_path = _click_model_that_uses_clicks(tiny_model_path, tmp_path)
+    with ThreadPoolExecutor(2) as pool:
+        seg = pool.submit(OnnxSegmenter.from_file, tiny_model_path)
+        click = pool.submit(OnnxClickRefiner.from_file, click_path)
+        assert seg.result().size == click.result().size
+    assert len(list((tmp_path / "fresh-cache").glob("*.onnx"))) == 2

@@ -518,7 +518,9 @@ def test_a_click_the_worker_cannot_answer_is_fixed_in_napari(make_napari_viewer,
     viewer.layers.selection.active = labels
     curate.click_fix.start_button.native.click()
     viewer.layers["skin mask clicks"].add([cy, cx])
-    assert sent and sent[0][0] == "click_refine" and sent[0][1]["clicks"] == [(cy, cx, True)]
+    # pressing "Fix with clicks" asked the worker to load its click network before any click
+    assert [name for name, _ in sent] == ["prepare_clicks", "click_refine"]
+    assert sent[0][1]["image"].shape == image.shape and sent[1][1]["clicks"] == [(cy, cx, True)]
     assert labels.data[cy, cx] == 1  # the random walker filled the hole instead
     assert not curate.click_fix._running and not curate.click_fix._pending
     curate.click_fix.undo_button.native.click()

@@ -28,7 +28,8 @@ import packed  # noqa: E402
 
 from napari_skinseg.augmentation import augment_batch  # noqa: E402
 from napari_skinseg.bundled import bundled_model_path  # noqa: E402
-from napari_skinseg.click_model import CLICK_RADIUS, make_click_model  # noqa: E402
+from napari_skinseg.click_inputs import CLICK_RADIUS  # noqa: E402
+from napari_skinseg.click_model import make_click_model  # noqa: E402
 from napari_skinseg.model import load_model  # noqa: E402
 from napari_skinseg.training import _Loss  # noqa: E402
 from napari_skinseg.transforms import colour_correct, normalise  # noqa: E402

@@ -82,12 +82,11 @@ class ClickSession:
 
             # a session that runs the network anyway uses the click network too
             click_model = bundled_click_model_path() if probability is None else None
-        if click_model is not None:
-            from .click_model import ClickRefiner
-            from .model import load_model
+        if isinstance(click_model, (str, os.PathLike)):
+            from .engines import make_click_refiner
 
-            self._refiner = (click_model if isinstance(click_model, ClickRefiner)
-                             else ClickRefiner(load_model(click_model), device=device))
+            click_model = make_click_refiner(click_model, device=device)
+        self._refiner = click_model  # a ClickRefiner / OnnxClickRefiner, or None
         self.params = params or RefineParams()
         self.post = post
         self._segmenter = None

@@ -14,10 +14,11 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
+from .click_inputs import click_input
 from .config import PostprocessConfig
 from .errors import ModelFileError
 from .image_io import to_rgb_uint8
@@ -77,6 +78,46 @@ class _Metadata:
         self.colour_constancy = (data.get("config") or {}).get("colour_constancy", "none")
 
 
+def cached_export(path: str | os.PathLike | None, inputs: str = "rgb") -> tuple[Path, dict]:
+    """``(onnx file, metadata)`` of the cached export of the model file ``path`` (the bundled
+    segmentation model when None), made now if missing; ``inputs`` is the kind of model wanted
+    (``"rgb"`` segmentation, ``"rgb+clicks"`` click-to-fix), any other is refused."""
+    if path is None:
+        from .bundled import bundled_model_path
+
+        path = bundled_model_path()
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} does not exist")
+    digest = model_digest(path)
+    onnx_path = cache_dir() / f"{digest}.onnx"
+    meta_path = onnx_path.with_suffix(".json")
+    if not (onnx_path.is_file() and meta_path.is_file()):
+        # torch is imported here only: the first time this model file is used
+        from .onnx_export import export_onnx
+
+        export_onnx(path, onnx_path, meta_path)
+        prune_cache(keep=CACHE_ENTRIES)
+    else:
+        os.utime(onnx_path)  # recently used: kept when the cache is pruned
+    metadata = json.loads(meta_path.read_text())
+    found = metadata.get("inputs", "rgb")  # exports made before click models were all "rgb"
+    if found != inputs:
+        kind = {"rgb": "a segmentation model", "rgb+clicks": "a click-to-fix model"}
+        raise ModelFileError(f"{path.name} is {kind.get(found, found)}, not "
+                             f"{kind.get(inputs, inputs)}")
+    return onnx_path, metadata
+
+
+def _session(onnx_path: Path, threads: int | None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or min(os.cpu_count() or 1, 8)
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+
 class OnnxSegmenter:
     """Same interface as :class:`napari_skinseg.prediction.Segmenter` for prediction."""
 
@@ -84,13 +125,7 @@ class OnnxSegmenter:
 
     def __init__(self, onnx_path: Path, metadata: dict[str, Any], name: str,
                  threads: int | None = None) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or min(os.cpu_count() or 1, 8)
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(onnx_path), options,
-                                            providers=["CPUExecutionProvider"])
+        self.session = _session(onnx_path, threads)
         self.metadata = _Metadata(metadata)
         self.size = self.metadata.size
         self.name = name
@@ -98,25 +133,8 @@ class OnnxSegmenter:
     @classmethod
     def from_file(cls, path: str | os.PathLike | None = None) -> "OnnxSegmenter":
         """The cached export of ``path`` (the bundled model when None), made now if missing."""
-        if path is None:
-            from .bundled import bundled_model_path
-
-            path = bundled_model_path()
-        path = Path(path)
-        if not path.is_file():
-            raise ModelFileError(f"model file {path} does not exist")
-        digest = model_digest(path)
-        onnx_path = cache_dir() / f"{digest}.onnx"
-        meta_path = onnx_path.with_suffix(".json")
-        if not (onnx_path.is_file() and meta_path.is_file()):
-            # torch is imported here only: the first time this model file is used
-            from .onnx_export import export_onnx
-
-            export_onnx(path, onnx_path, meta_path)
-            prune_cache(keep=CACHE_ENTRIES)
-        else:
-            os.utime(onnx_path)  # recently used: kept when the cache is pruned
-        return cls(onnx_path, json.loads(meta_path.read_text()), path.name)
+        onnx_path, metadata = cached_export(path, "rgb")
+        return cls(onnx_path, metadata, Path(metadata["source"]).name)
 
     def _logits(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"image": x})[0]
@@ -135,3 +153,34 @@ class OnnxSegmenter:
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
+
+
+class OnnxClickRefiner:
+    """:class:`napari_skinseg.click_model.ClickRefiner` run by ONNX Runtime (no torch): image +
+    current mask + clicks -> lesion probability at the image's size."""
+
+    engine = "onnx"
+
+    def __init__(self, onnx_path: Path, metadata: dict[str, Any], threads: int | None = None):
+        self.session = _session(onnx_path, threads)
+        self.metadata = _Metadata(metadata)
+        self.size = self.metadata.size
+        self._image = None  # the array whose network input is cached (held, so never reused)
+        self._x = None
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "OnnxClickRefiner":
+        return cls(*cached_export(path, "rgb+clicks"))
+
+    def _image_input(self, rgb: np.ndarray) -> np.ndarray:
+        if rgb is not self._image:  # the image part is the same for every click on one image
+            md = self.metadata
+            self._x = network_input(rgb, self.size, md.mean, md.std, md.colour_constancy)
+            self._image = rgb
+        return self._x
+
+    def probability(self, rgb: np.ndarray, mask: np.ndarray,
+                    clicks: Sequence[tuple[int, int, bool]]) -> np.ndarray:
+        """Lesion probability at the image's size; clicks are (y, x, lesion) in image pixels."""
+        x = click_input(self._image_input(rgb), mask, clicks)
+        return probability_at(_sigmoid(self.session.run(None, {"image": x})[0]), np.shape(mask))

@@ -13,12 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Generator
 
+import numpy as np
+
 from .bundled import BundledModelMissing, bundled_click_model_path, bundled_model_path
 from .config import PostprocessConfig, TrainConfig
 from .dataset import samples_from_folders
 from .destinations import describe_os_error
 from .devices import DeviceError, available_devices
-from .engines import make_segmenter, resolve_engine
+from .engines import make_click_refiner, make_segmenter, resolve_engine
 from .folder_segmentation import default_workers, segment_folder
 from .image_io import ImageReadError, read_image, write_image, write_mask
 from .model import ModelFileError, load_model
@@ -107,6 +109,29 @@ def job_predict(cancel: Cancel, images: list[tuple[str, Any]], model: str | None
 
 
 _CLICK_REFINERS: dict[tuple, Any] = {}
+_LAST_CLICK_IMAGE: list[np.ndarray] = []
+
+
+def _click_refiner(click_model: str | None, device: str):
+    """The click-to-fix network (the bundled one when ``click_model`` is None), kept loaded."""
+    path = Path(click_model) if click_model else bundled_click_model_path()
+    if path is None or not path.is_file():
+        raise ModelFileError("no click-to-fix model is installed")
+    key = _file_key(path, device)
+    if key not in _CLICK_REFINERS:
+        _CLICK_REFINERS.clear()
+        _CLICK_REFINERS[key] = make_click_refiner(path, device)
+    return _CLICK_REFINERS[key]
+
+
+def _seen_before(image: np.ndarray) -> np.ndarray:
+    """The array of the previous click when this one holds the same pixels: every click sends
+    the image anew, and the refiner prepares an image's network input once per array."""
+    last = _LAST_CLICK_IMAGE[0] if _LAST_CLICK_IMAGE else None
+    if last is not None and last.shape == image.shape and np.array_equal(last, image):
+        return last
+    _LAST_CLICK_IMAGE[:] = [image]
+    return image
 
 
 def job_click_refine(cancel: Cancel, image, mask, clicks: list[tuple[int, int, bool]],
@@ -116,20 +141,22 @@ def job_click_refine(cancel: Cancel, image, mask, clicks: list[tuple[int, int, b
     ``mask`` and ``clicks`` ((y, x, lesion) in image pixels, the last one the new click); the
     bundled click model when ``click_model`` is None. napari keeps only the changes that reach
     the click (:meth:`ClickSession.apply_proposal`)."""
-    from .click_model import ClickRefiner
     from .interactive import proposal_threshold
 
     if not clicks:
         raise ValueError("click_refine needs at least one click")
-    path = Path(click_model) if click_model else bundled_click_model_path()
-    if path is None or not path.is_file():
-        raise ModelFileError("no click-to-fix model is installed")
-    key = _file_key(path, device)
-    if key not in _CLICK_REFINERS:
-        _CLICK_REFINERS.clear()
-        _CLICK_REFINERS[key] = ClickRefiner(load_model(path), device=device)
-    probability = _CLICK_REFINERS[key].probability(image, mask, clicks)
+    probability = _click_refiner(click_model, device).probability(_seen_before(image), mask,
+                                                                  clicks)
     return probability > proposal_threshold(bool(clicks[-1][2]))
+    yield
+
+
+def job_prepare_clicks(cancel: Cancel, image, mask, click_model: str | None = None,
+                       device: str = "cpu") -> Generator[Any, None, Any]:
+    """Load the click-to-fix network and run it once on this image (no click), so that the
+    person's first click costs what every other click costs instead of the loading (0.5 s)."""
+    _click_refiner(click_model, device).probability(_seen_before(image), mask, [])
+    return True
     yield
 
 
@@ -237,6 +264,7 @@ JOBS: dict[str, Callable[..., Generator]] = {
     "review_folder": job_review_folder,
     "accept_as_curated": job_accept_as_curated,
     "click_refine": job_click_refine,
+    "prepare_clicks": job_prepare_clicks,
     "devices": job_devices,
     "model_info": job_model_info,
     "predict": job_predict,

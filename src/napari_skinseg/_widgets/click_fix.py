@@ -92,6 +92,11 @@ class ClickFixPanel(Container):
                                         border_color="white", scale=labels.scale,
                                         translate=labels.translate)
         self.sessions[id(points)] = (labels, session, points)
+        if bundled_click_model_path() is not None:
+            # load the click network now, while the person moves to the lesion: else the
+            # first click waits for it (0.5 s instead of 0.1 s)
+            run_job("prepare_clicks", dict(image=session.image, mask=session.mask),
+                    failed=lambda message: None)
         points.events.data.connect(lambda event: self._on_points(event, points))
         self._set_click_colour()
         points.mode = "add"
