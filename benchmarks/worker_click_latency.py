@@ -7,7 +7,7 @@ Held-out ISIC images (512 x 512, the benchmark half of heldout.isic_split): each
 mask is the bundled model's (computed by the worker), then the standard simulated user's clicks
 (click_to_fix_user.next_click); each click is timed from sending the image, mask and clicks to
 the worker's ``click_refine`` job until ``ClickSession.apply_proposal`` has the new mask (the
-locality rule included). napari's own drawing of the changed pixels is not included (BENCHMARKS
+locality rule included), after ``prepare_clicks`` as napari's *Fix with clicks* sends it. napari's own drawing of the changed pixels is not included (BENCHMARKS
 §7 measured the whole napari path for the random walker).
 """
 
@@ -55,6 +55,8 @@ def main() -> None:
         truth = read_mask(pair.mask, shape=image.shape[:2])
         probability = dict(client.submit("predict", images=[("x", image)]).stream())["x"]
         session = ClickSession(image, probability=probability)
+        # as napari's "Fix with clicks" does before the person's first click
+        client.call("prepare_clicks", image=session.image, mask=session.mask)
         for _ in range(args.clicks):
             click = next_click(session.mask, truth)
             if click is None:

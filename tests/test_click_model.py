@@ -19,7 +19,7 @@ def test_a_new_click_model_reproduces_its_segmentation_model(tiny_model_path, ti
     assert click.metadata.inputs == "rgb+clicks"
     image = tiny_samples.images[3]
     seg_prob = Segmenter(base, "cpu").predict_probability(image)
-    refiner = ClickRefiner(click, "cpu")
+    refiner = ClickRefiner(click, "cpu", mirror=False)  # the segmentation model has no mirror
     mask = seg_prob > 0.5
     # the new channels start with zero weights: mask and clicks change nothing yet
     prob = refiner.probability(image, mask, [(10, 10, True), (40, 50, False)])
@@ -213,3 +213,27 @@ def test_two_exports_at_once_in_one_process_both_succeed(tiny_model_path, tmp_pa
         click = pool.submit(OnnxClickRefiner.from_file, click_path)
         assert seg.result().size == click.result().size
     assert len(list((tmp_path / "fresh-cache").glob("*.onnx"))) == 2
+
+
+def test_the_click_network_averages_its_answer_with_the_mirror_images(tiny_model_path,
+                                                                       tiny_samples, tmp_path):
+    from napari_skinseg.engines import make_click_refiner
+
+    path = _click_model_that_uses_clicks(tiny_model_path, tmp_path)
+    image = tiny_samples.images[1]
+    mask = np.zeros(image.shape[:2], bool)
+    mask[20:50, 15:45] = True
+    w = image.shape[1]
+    clicks = [(30, 30, True), (5, 60, False)]
+    mirrored_clicks = [(y, w - 1 - x, lesion) for y, x, lesion in clicks]
+    for engine in ("torch", "onnx"):
+        if engine == "onnx":
+            pytest.importorskip("onnxruntime")
+        both = make_click_refiner(path, "cpu", engine)
+        plain = make_click_refiner(path, "cpu", engine)
+        plain.mirror = False
+        expected = (plain.probability(image, mask, clicks)
+                    + plain.probability(image[:, ::-1].copy(), mask[:, ::-1].copy(),
+                                        mirrored_clicks)[:, ::-1]) / 2
+        np.testing.assert_allclose(both.probability(image, mask, clicks), expected, atol=2e-4)
+        assert not np.allclose(plain.probability(image, mask, clicks), expected, atol=1e-3)

@@ -14,11 +14,11 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from .click_inputs import click_input
+from .click_inputs import ClickRunner
 from .config import PostprocessConfig
 from .errors import ModelFileError
 from .image_io import to_rgb_uint8
@@ -155,32 +155,23 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-class OnnxClickRefiner:
+class OnnxClickRefiner(ClickRunner):
     """:class:`napari_skinseg.click_model.ClickRefiner` run by ONNX Runtime (no torch): image +
     current mask + clicks -> lesion probability at the image's size."""
 
     engine = "onnx"
 
-    def __init__(self, onnx_path: Path, metadata: dict[str, Any], threads: int | None = None):
+    def __init__(self, onnx_path: Path, metadata: dict[str, Any], threads: int | None = None,
+                 mirror: bool = True):
         self.session = _session(onnx_path, threads)
-        self.metadata = _Metadata(metadata)
-        self.size = self.metadata.size
-        self._image = None  # the array whose network input is cached (held, so never reused)
-        self._x = None
+        md = _Metadata(metadata)
+        self.size, self.mean, self.std = md.size, md.mean, md.std
+        self.colour_constancy = md.colour_constancy
+        self.mirror = mirror
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "OnnxClickRefiner":
         return cls(*cached_export(path, "rgb+clicks"))
 
-    def _image_input(self, rgb: np.ndarray) -> np.ndarray:
-        if rgb is not self._image:  # the image part is the same for every click on one image
-            md = self.metadata
-            self._x = network_input(rgb, self.size, md.mean, md.std, md.colour_constancy)
-            self._image = rgb
-        return self._x
-
-    def probability(self, rgb: np.ndarray, mask: np.ndarray,
-                    clicks: Sequence[tuple[int, int, bool]]) -> np.ndarray:
-        """Lesion probability at the image's size; clicks are (y, x, lesion) in image pixels."""
-        x = click_input(self._image_input(rgb), mask, clicks)
-        return probability_at(_sigmoid(self.session.run(None, {"image": x})[0]), np.shape(mask))
+    def _logits(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {"image": x})[0]
