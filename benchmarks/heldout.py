@@ -25,6 +25,13 @@ def isic_split(data: str | Path) -> dict[str, list]:
             "benchmark": [pairs[i] for i in sorted(order[half:])]}
 
 
+def ham_reserve(data: str | Path, start: int = 1300, stop: int = 1500) -> list:
+    """Lesions of the held-out order that no benchmark measures on (compare_models.py measures
+    on 300-1300) and bundled model v2 never trained on (benchmarks/gpu/pack_data.py keeps the
+    first 1,500 out): extra calibration images for the review queue."""
+    return ham_split(data, start, stop - start)["benchmark"]
+
+
 def ham_split(data: str | Path, n_calibration: int, n_benchmark: int) -> dict[str, list]:
     data = Path(data)
     lesion = {r["id"]: r["lesion_id"] for r in csv.DictReader(open(data / "manifest.csv"))}

@@ -6,8 +6,9 @@
 For every image: the bundled model's eight flip/rotation views (``tta.predict_views``), the
 post-processed mask of the plain prediction, its true Dice at the image's size, the quality
 features. The calibration (``quality.QualityModel``) is fitted on the *calibration* parts of both
-sources (``heldout.py``: half of the bundled model's 419 ISIC validation images, 200 HAM10000
-lesions) and measured on the *benchmark* parts only (the other ISIC half, 200 other lesions):
+sources (``heldout.py``: half of the bundled model's 419 ISIC validation images, 150 HAM10000
+lesions plus the 200 reserved ones of ``heldout.ham_reserve``) and measured on the *benchmark*
+parts only (the other ISIC half, 150 other lesions):
 Spearman between predicted and true Dice, AUROC for finding masks with true Dice < 0.80, and the
 mean Dice after correcting (Dice := 1) the 20 % ranked worst, against 20 % at random (expected
 value) and the oracle (the truly worst 20 %). Baseline: the plain score ``tta_dice`` (mean Dice
@@ -31,7 +32,7 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import save_json  # noqa: E402
-from heldout import ham_split, isic_split  # noqa: E402
+from heldout import ham_reserve, ham_split, isic_split  # noqa: E402
 
 from napari_skinseg.postprocess import postprocess  # noqa: E402
 from napari_skinseg.quality import (  # noqa: E402
@@ -156,12 +157,17 @@ def main():
     parser.add_argument("--ham", required=True, help="HAM10000 folder (images/, masks/, manifest.csv)")
     parser.add_argument("--ham-calibration", type=int, default=150)
     parser.add_argument("--ham-benchmark", type=int, default=150)
+    parser.add_argument("--no-ham-reserve", dest="ham_reserve", action="store_false",
+                        help="calibrate without the 200 reserved HAM10000 lesions "
+                             "(heldout.ham_reserve; with them, cross-validation was better)")
     parser.add_argument("--ridge", type=float, default=30.0)
     parser.add_argument("--cache", type=Path, default=None)
     parser.add_argument("--out", default="benchmarks/results/review_queue.json")
     args = parser.parse_args()
 
     isic, ham = isic_split(args.isic), ham_split(args.ham, args.ham_calibration, args.ham_benchmark)
+    if args.ham_reserve:  # more calibration lesions, from the part no benchmark measures on
+        ham["calibration"] = ham["calibration"] + ham_reserve(args.ham)
     data = {(src, part): table(views_for(split[part], args.cache, src))
             for src, split in (("isic", isic), ("ham", ham)) for part in ("calibration", "benchmark")}
     fit_feats = data["isic", "calibration"][0] + data["ham", "calibration"][0]

@@ -41,8 +41,8 @@ FEATURE_NAMES = (
 )
 # The features a new calibration uses: the agreement and uncertainty cues. The shape cues
 # (components, dropped_fraction, area_fraction, edge_fraction, empty) made the fit worse in
-# 10-fold cross-validation on the calibration images (ISIC Spearman 0.695 -> 0.729, AUROC for
-# Dice < 0.80 0.854 -> 0.899 without them; benchmarks/review_queue.py reports it).
+# 10-fold cross-validation on the calibration images (ISIC Spearman 0.705 -> 0.738, AUROC for
+# Dice < 0.80 0.859 -> 0.905 without them; benchmarks/review_queue.py reports it).
 CALIBRATION_FEATURES = ("tta_dice", "tta_dice_min", "soft_dice", "border_entropy",
                         "uncertain_fraction", "view_std", "inside_confidence", "outside_lesion",
                         "solidity")
