@@ -4,8 +4,8 @@
 
 For a pool of images the bundled model never trained on: choose N images to correct, either worst
 first by predicted Dice (the review queue) or in folder order; correct each with simulated clicks
-(the standard user of benchmarks/click_to_fix.py, until IoU >= 0.90 or 20 clicks) and count the
-clicks; fine-tune the bundled model on the N corrected pairs as Curate's *Retrain on curated*
+(the standard user of benchmarks/click_to_fix.py, until IoU >= 0.90 or 20 clicks; the click-to-fix
+network as napari uses it, or ``--clicks random-walker``) and count the clicks; fine-tune the bundled model on the N corrected pairs as Curate's *Retrain on curated*
 does (its settings, 3e-4 constant, 10 epochs, 4:1 split); re-segment the rest of the pool with it.
 Reported per N and order: clicks spent, mean Dice of the whole pool before (the bundled model's
 masks) and after (corrected masks for the N, the new model's for the rest), and of the rest alone.
@@ -38,8 +38,8 @@ from napari_skinseg.review import estimate_quality  # noqa: E402
 from napari_skinseg.training import run_training  # noqa: E402
 
 
-def correct_with_clicks(image, probability, truth) -> tuple[np.ndarray, int]:
-    session = ClickSession(image, probability=probability)
+def correct_with_clicks(image, probability, truth, refiner=None) -> tuple[np.ndarray, int]:
+    session = ClickSession(image, probability=probability, click_model=refiner)
     for clicks in range(MAX_CLICKS + 1):
         if iou(session.mask, truth) >= 0.90:
             return session.mask, clicks
@@ -52,7 +52,8 @@ def correct_with_clicks(image, probability, truth) -> tuple[np.ndarray, int]:
     return session.mask, MAX_CLICKS
 
 
-def run_pool(name: str, pairs: list, ns: list[int], epochs: int, work: Path) -> dict:
+def run_pool(name: str, pairs: list, ns: list[int], epochs: int, work: Path,
+             refiner=None) -> dict:
     bundled = Segmenter.from_file(None, device="cpu")
     base_config = load_model(bundled_model_path()).metadata.config
     images = [read_image(p.image) for p in pairs]
@@ -72,7 +73,8 @@ def run_pool(name: str, pairs: list, ns: list[int], epochs: int, work: Path) -> 
             chosen = order[:n]
             for i in chosen:
                 if i not in corrected_cache:
-                    corrected_cache[i] = correct_with_clicks(images[i], probs[i], truths[i])
+                    corrected_cache[i] = correct_with_clicks(images[i], probs[i], truths[i],
+                                                             refiner)
             clicks = sum(corrected_cache[i][1] for i in chosen)
             config = base_config.replace(epochs=epochs, lr_schedule="constant", device="cpu",
                                          learning_rate=FINE_TUNE_LR)
@@ -107,18 +109,29 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=120)
     parser.add_argument("--n", type=int, nargs="+", default=[10, 20, 50])
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--clicks", choices=("network", "random-walker"), default="network",
+                        help="what fixes each click: the bundled click-to-fix network (as napari "
+                             "does) or the random walker (its fallback)")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "whole_loop.json"))
     args = parser.parse_args()
+    refiner = None
+    if args.clicks == "network":
+        from napari_skinseg.engines import make_click_refiner
+
+        refiner = make_click_refiner(None, device="cpu")
     results = {"command": " ".join(["python", *sys.argv]), "pool": args.pool,
-               "epochs": args.epochs, "pools": {}}
+               "epochs": args.epochs, "clicks": args.clicks,
+               "bundled_model": bundled_model_path().name, "pools": {}}
     with tempfile.TemporaryDirectory() as tmp:
         if args.ham:
             pairs = ham_split(args.ham, 300, args.pool)["benchmark"]
-            results["pools"]["ham10000"] = run_pool("ham10000", pairs, args.n, args.epochs, Path(tmp))
+            results["pools"]["ham10000"] = run_pool("ham10000", pairs, args.n, args.epochs, Path(tmp),
+                                                    refiner)
         if args.isic:
             pairs = isic_split(args.isic)["benchmark"][: args.pool]
             results["pools"]["isic_heldout"] = run_pool("isic_heldout", pairs, args.n, args.epochs,
-                                                        Path(tmp))
-    save_json(results, Path(__file__).parent / "results" / "whole_loop.json")
+                                                        Path(tmp), refiner)
+    save_json(results, args.out)
 
 
 if __name__ == "__main__":
