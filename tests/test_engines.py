@@ -73,3 +73,42 @@ def test_the_cache_keeps_the_most_recently_used_exports(tmp_path, monkeypatch):
         os.utime(tmp_path / f"{i}.onnx", (1000 + i, 1000 + i))
     onnx_engine.prune_cache(keep=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["3.json", "3.onnx", "4.json", "4.onnx"]
+
+
+def test_an_unwritable_cache_makes_auto_fall_back_to_torch(tmp_path, tiny_model_path, monkeypatch,
+                                                           capsys):
+    """A read-only home (HPC, containers) must not break the default engine: torch takes over
+    with a warning; only an explicit --engine onnx fails, naming the folder."""
+    from napari_skinseg.cli import main
+    from napari_skinseg.engines import EngineFallbackWarning
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("SKINSEG_CACHE", str(blocker / "cache"))
+    with pytest.warns(EngineFallbackWarning, match="SKINSEG_CACHE"):
+        segmenter = make_segmenter(tiny_model_path, device="cpu", engine="auto")
+    assert segmenter.engine == "torch"
+    with pytest.raises(OSError, match="a-file"):
+        make_segmenter(tiny_model_path, device="cpu", engine="onnx")
+
+    images, _ = write_synthetic_dataset(tmp_path / "d", 2, (64, 64), seed=9)
+    assert main(["segment", str(images), str(tmp_path / "R"), "--model",
+                 str(tiny_model_path)]) == 0
+    assert len(list((tmp_path / "R").glob("*_segmentation.png"))) == 2
+    assert "warning: ONNX Runtime not used" in capsys.readouterr().err
+    assert main(["segment", str(images), str(tmp_path / "R2"), "--model", str(tiny_model_path),
+                 "--engine", "onnx"]) != 0
+    assert not (tmp_path / "R2").exists() or not list((tmp_path / "R2").glob("*_segmentation.png"))
+
+
+def test_an_unwritable_cache_leaves_clicks_on_torch(tmp_path, tiny_model_path, monkeypatch):
+    from napari_skinseg.click_model import ClickRefiner, make_click_model
+    from napari_skinseg.engines import EngineFallbackWarning, make_click_refiner
+    from napari_skinseg.model import load_model
+
+    path = make_click_model(load_model(tiny_model_path)).save(tmp_path / "click.pt")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("SKINSEG_CACHE", str(blocker / "cache"))
+    with pytest.warns(EngineFallbackWarning):
+        assert isinstance(make_click_refiner(path, device="cpu"), ClickRefiner)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 
 ENGINES = ("auto", "torch", "onnx")
 
@@ -35,12 +36,36 @@ def resolve_engine(engine: str = "auto", device: str = "auto") -> str:
     return "torch"
 
 
+class EngineFallbackWarning(UserWarning):
+    """``auto`` chose ONNX Runtime but could not use it, so torch runs the network."""
+
+
+def _onnx_unless_it_fails(engine: str, make_onnx, name: str):
+    """``make_onnx()``; when ``engine`` is ``auto`` and the export cannot be written (a read-only
+    or full cache folder), None with a warning, so that torch takes over: the default never
+    fails where torch would work. An explicit ``onnx`` engine raises the error."""
+    from .onnx_engine import CACHE_ENV
+
+    try:
+        return make_onnx()
+    except OSError as err:
+        if (engine or "auto").lower() != "auto":
+            raise
+        warnings.warn(f"ONNX Runtime not used for {name}: {err}; torch runs it instead (slower on "
+                      f"the CPU). Set {CACHE_ENV} to a writable folder for the faster engine.",
+                      EngineFallbackWarning, stacklevel=3)
+        return None
+
+
 def make_segmenter(model=None, device: str = "auto", engine: str = "auto"):
     """A Segmenter (torch) or OnnxSegmenter for the model file ``model`` (None: bundled)."""
     if resolve_engine(engine, device) == "onnx":
         from .onnx_engine import OnnxSegmenter
 
-        return OnnxSegmenter.from_file(model)
+        segmenter = _onnx_unless_it_fails(engine, lambda: OnnxSegmenter.from_file(model),
+                                          "the segmentation model")
+        if segmenter is not None:
+            return segmenter
     from .prediction import Segmenter
 
     return Segmenter.from_file(model, device=device)
@@ -62,7 +87,10 @@ def make_click_refiner(model=None, device: str = "cpu", engine: str = "auto"):
     if resolve_engine(engine, device) == "onnx":
         from .onnx_engine import OnnxClickRefiner
 
-        return OnnxClickRefiner.from_file(path)
+        refiner = _onnx_unless_it_fails(engine, lambda: OnnxClickRefiner.from_file(path),
+                                        "the click-to-fix model")
+        if refiner is not None:
+            return refiner
     from .click_model import ClickRefiner
     from .model import load_model
 
