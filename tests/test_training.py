@@ -211,6 +211,8 @@ def test_printed_split_is_the_real_one_and_ctrl_c_exits_130(tmp_path, synthetic_
             os.kill(os.getpid(), signal.SIGINT)
         return real_augment(*args, **kwargs)
 
+    # what the caller had (Python's default, or "ignored" in a job started in the background)
+    handler_before = signal.getsignal(signal.SIGINT)
     out = tmp_path / "m.pt"
     images, masks = map(str, synthetic_folder)
     assert main(["train", images, masks, "--out", str(out), *TINY_TRAIN, "--limit", "5",
@@ -225,7 +227,7 @@ def test_printed_split_is_the_real_one_and_ctrl_c_exits_130(tmp_path, synthetic_
     captured = capsys.readouterr()
     assert "cancelled; best model so far" in captured.out and "--resume" in captured.err
     assert load_model(out2).metadata.status == "cancelled"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is handler_before  # restored for the caller
 
 
 def test_all_lesion_masks_are_refused_like_empty_ones(tmp_path, tiny_config):
