@@ -32,3 +32,30 @@ def test_threshold_and_empty():
     assert postprocess(p, PostprocessConfig(threshold=0.05, keep="all"))[13, 13]
     with pytest.raises(ValueError, match="threshold"):
         PostprocessConfig(threshold=1.5)
+
+
+def test_fill_holes_matches_scipy_on_awkward_masks():
+    """The fast hole filling gives scipy's answer: holes touching only diagonally, regions
+    reaching the border, nested rings, full and empty masks, non-square shapes."""
+    from scipy import ndimage
+
+    from napari_skinseg.postprocess import fill_holes
+
+    rng = np.random.default_rng(3)
+    masks = [rng.random((40, 57)) > t for t in (0.3, 0.5, 0.7)]  # noise: many small holes
+    ring = np.zeros((30, 30), bool)
+    ring[5:25, 5:25] = True
+    ring[8:22, 8:22] = False
+    ring[11:19, 11:19] = True  # a lesion inside the hole of a ring: both filled
+    ring[14:16, 14:16] = False
+    diagonal = np.zeros((9, 9), bool)
+    diagonal[2:7, 2:7] = True
+    diagonal[4, 4] = False
+    diagonal[3, 3] = False  # a hole that touches another only at a corner
+    open_edge = np.zeros((20, 20), bool)
+    open_edge[0:10, 5:15] = True
+    open_edge[0:5, 8:12] = False  # a notch open to the border is not a hole
+    masks += [ring, diagonal, open_edge, np.ones((7, 11), bool), np.zeros((7, 11), bool)]
+    for mask in masks:
+        assert np.array_equal(fill_holes(mask), ndimage.binary_fill_holes(mask))
+    assert fill_holes(ring)[15, 15] and not fill_holes(open_edge)[2, 10]

