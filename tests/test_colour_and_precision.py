@@ -96,3 +96,23 @@ def test_fine_tuning_keeps_the_starting_models_colour_constancy(tmp_path, tiny_s
     run_training(tiny_samples, TrainConfig(**TINY, colour_constancy="shades_of_gray"), corrected,
                  init=plain)
     assert load_model(corrected).metadata.config.colour_constancy == "shades_of_gray"
+
+
+def test_shades_of_gray_by_lookup_table_matches_the_float_formula():
+    """The histogram + lookup-table version gives the per-pixel formula's answer to within one
+    grey level (float32 rounding), for one image and for a stack."""
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, (3, 31, 47, 3)).astype(np.uint8)
+    images[1, ..., 0] //= 3  # a strong cast in one image
+
+    def float_formula(x, p=6):
+        x = np.asarray(x, dtype=np.float64)
+        illuminant = np.mean(x ** p, axis=(-3, -2), keepdims=True) ** (1 / p)
+        illuminant /= np.linalg.norm(illuminant, axis=-1, keepdims=True)
+        return np.clip(x / (illuminant * np.sqrt(3.0)) + 0.5, 0, 255).astype(np.uint8)
+
+    stack = shades_of_gray(images)
+    assert stack.dtype == np.uint8 and stack.shape == images.shape
+    assert np.abs(stack.astype(int) - float_formula(images)).max() <= 1
+    for image, corrected in zip(images, stack):
+        np.testing.assert_array_equal(shades_of_gray(image), corrected)
