@@ -1,12 +1,13 @@
-"""The CPU folder run before and after this session's two speed-ups, in one process: hole filling
-by labelling the background once (``postprocess.fill_holes``, instead of scipy's
-``binary_fill_holes``) and Shades of Gray through a lookup table (``transforms.shades_of_gray``,
-instead of float arithmetic on every pixel; the earlier code is kept below as the baseline).
+"""The CPU folder run before and after this session's three speed-ups, in one process: hole
+filling by labelling the background once (``postprocess.fill_holes``, instead of scipy's
+``binary_fill_holes``), Shades of Gray through a lookup table (``transforms.shades_of_gray``,
+instead of float arithmetic on every pixel; the earlier code is kept below as the baseline), and
+ONNX Runtime threads that sleep between runs instead of spinning (``onnx_engine._session``).
 
     python benchmarks/cpu_path.py --data ../shared/data/isic2018 --n 100
 
-The folder run (bundled model, ONNX Runtime, masks only) alternates the variants, three rounds
-each, and keeps the best round; masks are compared with the baseline's (byte-identical for the
+The folder run (bundled model, ONNX Runtime, masks only, ``default_workers`` images in flight as
+``skinseg segment`` runs it) alternates the variants, three rounds each, and keeps the best round; masks are compared with the baseline's (byte-identical for the
 hole filling; the lookup table rounds 0.2 % of pixels one level differently). Writes
 benchmarks/results/cpu_path.json.
 """
@@ -29,7 +30,8 @@ from heldout import isic_split  # noqa: E402
 import napari_skinseg.postprocess as postprocess  # noqa: E402
 import napari_skinseg.transforms as transforms  # noqa: E402
 from napari_skinseg.engines import make_segmenter  # noqa: E402
-from napari_skinseg.folder_segmentation import segment_folder  # noqa: E402
+from napari_skinseg.folder_segmentation import default_workers, segment_folder  # noqa: E402
+from napari_skinseg.onnx_engine import _session, cached_export  # noqa: E402
 from napari_skinseg.generators import drain  # noqa: E402
 from napari_skinseg.image_io import read_mask  # noqa: E402
 
@@ -54,20 +56,26 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "cpu_path.json"))
     args = parser.parse_args()
     pairs = isic_split(args.data)["benchmark"][: args.n]
-    segmenter = make_segmenter(None, engine="onnx")
+    segmenter = make_segmenter(None, engine="onnx")  # its threads sleep between runs
+    spinning = make_segmenter(None, engine="onnx")
+    spinning.session = _session(cached_export(None)[0], None, spinning=True)  # as before
+    workers = default_workers(segmenter)
     fast_fill, fast_sog = postprocess.fill_holes, transforms.shades_of_gray
-    variants = {"before (scipy fill, float Shades of Gray)": (ndimage.binary_fill_holes, float_shades_of_gray),
-                "labelled fill": (fast_fill, float_shades_of_gray),
-                "labelled fill + lookup-table Shades of Gray (now)": (fast_fill, fast_sog)}
+    variants = {
+        "before (scipy fill, float Shades of Gray, spinning threads)":
+            (ndimage.binary_fill_holes, float_shades_of_gray, spinning),
+        "labelled fill": (fast_fill, float_shades_of_gray, spinning),
+        "+ lookup-table Shades of Gray": (fast_fill, fast_sog, spinning),
+        "+ sleeping ONNX Runtime threads (now)": (fast_fill, fast_sog, segmenter)}
     ms = {name: [] for name in variants}
     agreement = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = linked_folder([p.image for p in pairs], Path(tmp) / "in")
         for round_ in range(3):
-            for i, (name, (fill, sog)) in enumerate(variants.items()):
+            for i, (name, (fill, sog, seg)) in enumerate(variants.items()):
                 postprocess.fill_holes, transforms.shades_of_gray = fill, sog
                 start = time.perf_counter()
-                drain(segment_folder(folder, Path(tmp) / f"{i}-{round_}", segmenter))
+                drain(segment_folder(folder, Path(tmp) / f"{i}-{round_}", seg, workers=workers))
                 ms[name].append((time.perf_counter() - start) / len(pairs) * 1000)
         postprocess.fill_holes, transforms.shades_of_gray = fast_fill, fast_sog
         for i, name in enumerate(variants):
@@ -77,7 +85,7 @@ def main() -> None:
                                "identical_masks": int(sum(x == 1.0 for x in d)), "n": len(d)}
     best = {name: min(v) for name, v in ms.items()}
     base = best[next(iter(best))]
-    result = {"command": " ".join(["python", *sys.argv]), "n_images": len(pairs),
+    result = {"command": " ".join(["python", *sys.argv]), "n_images": len(pairs), "workers": workers,
               "folder_ms_per_image_rounds": ms, "folder_ms_per_image_best": best,
               "speedup_vs_before": {name: base / v for name, v in best.items()},
               "masks": agreement}

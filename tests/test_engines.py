@@ -112,3 +112,18 @@ def test_an_unwritable_cache_leaves_clicks_on_torch(tmp_path, tiny_model_path, m
     monkeypatch.setenv("SKINSEG_CACHE", str(blocker / "cache"))
     with pytest.warns(EngineFallbackWarning):
         assert isinstance(make_click_refiner(path, device="cpu"), ClickRefiner)
+
+
+def test_folder_engine_threads_sleep_and_click_engine_threads_spin(tiny_model_path, tmp_path):
+    """Segmentation runs pipelined beside reading and writing threads, whose cores spinning
+    ONNX Runtime threads would take; a click is one call at a time, where spinning saves time."""
+    from napari_skinseg.click_model import make_click_model
+    from napari_skinseg.engines import make_click_refiner
+    from napari_skinseg.model import load_model
+
+    key = "session.intra_op.allow_spinning"
+    seg = make_segmenter(tiny_model_path, engine="onnx")
+    assert seg.session.get_session_options().get_session_config_entry(key) == "0"
+    click_path = make_click_model(load_model(tiny_model_path)).save(tmp_path / "click.pt")
+    click = make_click_refiner(click_path, device="cpu", engine="onnx")
+    assert click.session.get_session_options().get_session_config_entry(key) == "1"
