@@ -1,8 +1,9 @@
 """The CPU folder run before and after this session's three speed-ups, in one process: hole
 filling by labelling the background once (``postprocess.fill_holes``, instead of scipy's
 ``binary_fill_holes``), Shades of Gray through a lookup table (``transforms.shades_of_gray``,
-instead of float arithmetic on every pixel; the earlier code is kept below as the baseline), and
-ONNX Runtime threads that sleep between runs instead of spinning (``onnx_engine._session``).
+instead of float arithmetic on every pixel; the earlier code is kept below as the baseline),
+ONNX Runtime threads that sleep between runs instead of spinning (``onnx_engine._session``), and,
+for runs with ``--overlay``, overlay PNGs written at zlib level 1 instead of Pillow's default 6.
 
     python benchmarks/cpu_path.py --data ../shared/data/isic2018 --n 100
 
@@ -27,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import linked_folder, save_json  # noqa: E402
 from heldout import isic_split  # noqa: E402
 
+import napari_skinseg.folder_segmentation as folder_segmentation  # noqa: E402
 import napari_skinseg.postprocess as postprocess  # noqa: E402
 import napari_skinseg.transforms as transforms  # noqa: E402
 from napari_skinseg.engines import make_segmenter  # noqa: E402
@@ -83,12 +85,28 @@ def main() -> None:
                  for m in sorted((Path(tmp) / "0-0").glob("*_segmentation.png"))]
             agreement[name] = {"mean_dice_vs_before": float(np.mean(d)), "lowest": float(np.min(d)),
                                "identical_masks": int(sum(x == 1.0 for x in d)), "n": len(d)}
+        # with overlays (napari's folder runs write them): Pillow's default level against level 1
+        overlay_ms: dict[str, list[float]] = {"default zlib level": [], "level 1 (now)": []}
+        for round_ in range(3):
+            for name, level in (("default zlib level", None), ("level 1 (now)", 1)):
+                folder_segmentation.FAST_PNG_LEVEL = level
+                start = time.perf_counter()
+                drain(segment_folder(folder, Path(tmp) / f"o{level}-{round_}", segmenter,
+                                     workers=workers, overlay=True))
+                overlay_ms[name].append((time.perf_counter() - start) / len(pairs) * 1000)
+        folder_segmentation.FAST_PNG_LEVEL = 1
+        sizes = {name: float(np.mean([f.stat().st_size for f in
+                                      (Path(tmp) / f"o{level}-0").glob("*_overlay.png")]))
+                 for name, level in (("default zlib level", None), ("level 1 (now)", 1))}
     best = {name: min(v) for name, v in ms.items()}
     base = best[next(iter(best))]
     result = {"command": " ".join(["python", *sys.argv]), "n_images": len(pairs), "workers": workers,
               "folder_ms_per_image_rounds": ms, "folder_ms_per_image_best": best,
               "speedup_vs_before": {name: base / v for name, v in best.items()},
-              "masks": agreement}
+              "masks": agreement,
+              "with_overlays_ms_per_image_rounds": overlay_ms,
+              "with_overlays_ms_per_image_best": {k: min(v) for k, v in overlay_ms.items()},
+              "overlay_png_bytes_mean": sizes}
     print(result)
     save_json(result, args.out)
 

