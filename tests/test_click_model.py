@@ -113,17 +113,17 @@ def test_preparing_loads_the_click_network_once_for_the_clicks(tiny_model_path, 
     assert drain(worker_jobs.JOBS["prepare_clicks"](lambda: False, image=image, mask=mask,
                                                      click_model=str(path))) is True
     (prepared,) = worker_jobs._CLICK_REFINERS.values()
-    assert prepared._image is image  # the image's network input is ready for the first click
-    network_input = prepared._x
+    assert prepared._cached[0] is image  # the image's network input is ready for the first click
+    network_input = prepared._cached[1]
     # each job gets its own copy of the image (unpickled): the same pixels reuse that input
     drain(worker_jobs.JOBS["click_refine"](lambda: False, image=image.copy(), mask=mask,
                                            clicks=[(30, 30, True)], click_model=str(path)))
     assert list(worker_jobs._CLICK_REFINERS.values()) == [prepared]  # not loaded again
-    assert prepared._x is network_input
+    assert prepared._cached[1] is network_input
     other = image[::-1].copy()  # another image is prepared anew
     drain(worker_jobs.JOBS["click_refine"](lambda: False, image=other, mask=mask,
                                            clicks=[(30, 30, True)], click_model=str(path)))
-    assert prepared._image is other and prepared._x is not network_input
+    assert prepared._cached[0] is other and prepared._cached[1] is not network_input
 
 
 def test_a_lesion_click_never_removes_and_a_skin_click_never_adds():

@@ -66,17 +66,20 @@ class ClickRunner:
     std: Sequence[float]
     colour_constancy: str = "none"
     mirror: bool = True  # average with the mirrored input's answer (chosen on calibration images)
-    _image = None  # the array whose network input is cached (held, so never reused)
-    _x = None
+    # (image array, its network input): the image part is the same for every click on one image.
+    # The array is held, so its id is never reused; one tuple, so two threads never mix them up.
+    _cached: tuple[np.ndarray, np.ndarray] | None = None
 
     def _logits(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def _image_input(self, rgb: np.ndarray) -> np.ndarray:
-        if rgb is not self._image:  # the image part is the same for every click on one image
-            self._x = network_input(rgb, self.size, self.mean, self.std, self.colour_constancy)
-            self._image = rgb
-        return self._x
+        cached = self._cached
+        if cached is None or cached[0] is not rgb:
+            cached = (rgb, network_input(rgb, self.size, self.mean, self.std,
+                                         self.colour_constancy))
+            self._cached = cached
+        return cached[1]
 
     def probability(self, rgb: np.ndarray, mask: np.ndarray,
                     clicks: Sequence[tuple[int, int, bool]]) -> np.ndarray:

@@ -10,6 +10,7 @@ A ``model`` argument is a model file path, or None for the bundled model.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, Callable, Generator
 
@@ -109,6 +110,7 @@ def job_predict(cancel: Cancel, images: list[tuple[str, Any]], model: str | None
 
 
 _CLICK_REFINERS: dict[tuple, Any] = {}
+_CLICK_LOCK = threading.Lock()
 _LAST_CLICK_IMAGE: list[np.ndarray] = []
 
 
@@ -118,10 +120,11 @@ def _click_refiner(click_model: str | None, device: str):
     if path is None or not path.is_file():
         raise ModelFileError("no click-to-fix model is installed")
     key = _file_key(path, device)
-    if key not in _CLICK_REFINERS:
-        _CLICK_REFINERS.clear()
-        _CLICK_REFINERS[key] = make_click_refiner(path, device)
-    return _CLICK_REFINERS[key]
+    with _CLICK_LOCK:  # jobs run on threads: a click during prepare_clicks must not load twice
+        if key not in _CLICK_REFINERS:
+            _CLICK_REFINERS.clear()
+            _CLICK_REFINERS[key] = make_click_refiner(path, device)
+        return _CLICK_REFINERS[key]
 
 
 def _seen_before(image: np.ndarray) -> np.ndarray:
@@ -130,7 +133,7 @@ def _seen_before(image: np.ndarray) -> np.ndarray:
     last = _LAST_CLICK_IMAGE[0] if _LAST_CLICK_IMAGE else None
     if last is not None and last.shape == image.shape and np.array_equal(last, image):
         return last
-    _LAST_CLICK_IMAGE[:] = [image]
+    _LAST_CLICK_IMAGE[:] = [image]  # one item replaced in place: safe between job threads
     return image
 
 
