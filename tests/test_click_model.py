@@ -237,3 +237,33 @@ def test_the_click_network_averages_its_answer_with_the_mirror_images(tiny_model
                                         mirrored_clicks)[:, ::-1]) / 2
         np.testing.assert_allclose(both.probability(image, mask, clicks), expected, atol=2e-4)
         assert not np.allclose(plain.probability(image, mask, clicks), expected, atol=1e-3)
+
+
+def test_a_click_during_preparing_does_not_load_the_network_twice(monkeypatch, tmp_path):
+    """The worker runs jobs on threads: a click sent while prepare_clicks is still loading waits
+    for that network instead of loading a second one."""
+    import threading
+    import time
+
+    from napari_skinseg import worker_jobs
+
+    model = tmp_path / "click.pt"
+    model.write_bytes(b"stands for a click model")
+    loads = []
+
+    def slow_load(path, device):
+        loads.append(path)
+        time.sleep(0.3)
+        return object()
+
+    monkeypatch.setattr(worker_jobs, "make_click_refiner", slow_load)
+    worker_jobs._CLICK_REFINERS.clear()
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(worker_jobs._click_refiner(str(model), "cpu")))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    worker_jobs._CLICK_REFINERS.clear()
+    assert len(loads) == 1 and got[0] is got[1]
