@@ -259,8 +259,10 @@ def test_a_click_during_preparing_does_not_load_the_network_twice(monkeypatch, t
     monkeypatch.setattr(worker_jobs, "make_click_refiner", slow_load)
     worker_jobs._CLICK_REFINERS.clear()
     got = []
-    threads = [threading.Thread(target=lambda: got.append(worker_jobs._click_refiner(str(model), "cpu")))
-               for _ in range(2)]
+    def click_job():
+        got.append(worker_jobs._click_refiner(str(model), "cpu"))
+
+    threads = [threading.Thread(target=click_job) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
