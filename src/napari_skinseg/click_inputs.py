@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from .transforms import network_input, probability_at
+from .transforms import flip_views, merge_flip_views, network_input, probability_at
 
 CLICK_RADIUS = 5  # pixels at the working size
 
@@ -84,10 +84,7 @@ class ClickRunner:
     def probability(self, rgb: np.ndarray, mask: np.ndarray,
                     clicks: Sequence[tuple[int, int, bool]]) -> np.ndarray:
         """Lesion probability at the image's size; clicks are (y, x, lesion) in image pixels."""
-        x = click_input(self._image_input(rgb), mask, clicks)
-        if self.mirror:
-            x = np.ascontiguousarray(np.concatenate([x, x[..., ::-1]]))
+        views = 2 if self.mirror else 1
+        x = flip_views(click_input(self._image_input(rgb), mask, clicks), views)
         p = 1.0 / (1.0 + np.exp(-np.asarray(self._logits(x), dtype=np.float32)))
-        if self.mirror:
-            p = (p[:1] + p[1:, ..., ::-1]) / 2
-        return probability_at(p, np.shape(mask))
+        return probability_at(merge_flip_views(p, views), np.shape(mask))

@@ -63,22 +63,34 @@ def normalise_array(images: np.ndarray, mean: Sequence[float], std: Sequence[flo
     return np.ascontiguousarray((x - m) / s)
 
 
+def flip_views(x: np.ndarray, n: int) -> np.ndarray:
+    """(N·n, C, S, S): ``x`` followed by its left-right flip (n >= 2) and its up-down flip (n = 3)
+    — the test-time views; :func:`merge_flip_views` undoes and averages them."""
+    views = (x, x[..., ::-1], x[..., ::-1, :])[:n]
+    return views[0] if n == 1 else np.ascontiguousarray(np.concatenate(views))
+
+
+def merge_flip_views(probs: np.ndarray, n: int) -> np.ndarray:
+    """(1, 1, S, S): the mean of :func:`flip_views`' n answers for one input, each flipped back."""
+    if n == 1:
+        return probs[:1]
+    back = (probs[0:1], probs[1:2, ..., ::-1], probs[2:3, ..., ::-1, :])[:n]
+    return sum(back[1:], back[0]) / n
+
+
 def network_input(rgb: np.ndarray, size: int, mean: Sequence[float], std: Sequence[float],
                   colour_constancy: str = "none", tta: bool = False) -> np.ndarray:
     """(k, 3, S, S) float32 views of one uint8 RGB image for the network: the image, and with
     ``tta`` also its horizontal and vertical flips (:func:`probability_at` undoes them)."""
     x = normalise_array(working_rgb(rgb, size, colour_constancy)[None], mean, std)
-    if tta:
-        x = np.concatenate([x, x[..., ::-1], x[..., ::-1, :]])
-    return x
+    return flip_views(x, 3 if tta else 1)
 
 
 def probability_at(probs: np.ndarray, shape: tuple[int, int], tta: bool = False) -> np.ndarray:
     """(k, 1, S, S) lesion probabilities of :func:`network_input`'s views -> float32 (H, W) at
     the image's ``shape``: flip views un-flipped and averaged, then resized bilinearly with pixel
     centres aligned (as torch's ``align_corners=False``)."""
-    p = (probs[0] + probs[1][..., ::-1] + probs[2][..., ::-1, :]) / 3 if tta else probs[0]
-    p = np.ascontiguousarray(p[0], dtype=np.float32)
+    p = np.ascontiguousarray(merge_flip_views(probs, 3 if tta else 1)[0, 0], dtype=np.float32)
     h, w = shape
     if p.shape != (h, w):
         p = np.asarray(Image.fromarray(p).resize((w, h), Image.BILINEAR))
