@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -45,6 +46,9 @@ def test_the_export_is_made_once_per_model_file(tiny_model_path, monkeypatch, on
 def test_engine_choice():
     assert resolve_engine("torch", "cpu") == "torch"
     assert resolve_engine("onnx", "cpu") == "onnx"
+    assert resolve_engine("onnx-int8", "auto") == "onnx-int8"  # chosen, never the default
+    with pytest.raises(ValueError, match="onnx-int8 engine runs on the CPU"):
+        resolve_engine("onnx-int8", "cuda")
     assert resolve_engine("auto", "cpu") == "onnx"  # the faster one on a CPU
     with pytest.raises(ValueError, match="runs on the CPU"):
         resolve_engine("onnx", "cuda")
@@ -52,12 +56,13 @@ def test_engine_choice():
         resolve_engine("tensorrt", "cpu")
 
 
-def test_segmenting_with_onnx_needs_no_torch(tmp_path, tiny_model_path, onnx_cache):
-    make_segmenter(tiny_model_path, engine="onnx")  # the cached export
+@pytest.mark.parametrize("engine", ["onnx", "onnx-int8"])
+def test_segmenting_with_onnx_needs_no_torch(tmp_path, tiny_model_path, onnx_cache, engine):
+    make_segmenter(tiny_model_path, engine=engine)  # the cached export
     images, _ = write_synthetic_dataset(tmp_path / "d", 2, (64, 64), seed=8)
     code = ("import sys; from napari_skinseg.cli import main; "
             f"rc = main(['segment', {str(images)!r}, {str(tmp_path / 'R')!r}, '--model', "
-            f"{str(tiny_model_path)!r}, '--engine', 'onnx']); "
+            f"{str(tiny_model_path)!r}, '--engine', {engine!r}]); "
             "print(rc, 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "SKINSEG_CACHE": str(onnx_cache)})
@@ -71,8 +76,45 @@ def test_the_cache_keeps_the_most_recently_used_exports(tmp_path, monkeypatch):
         (tmp_path / f"{i}.onnx").write_bytes(b"x")
         (tmp_path / f"{i}.json").write_text("{}")
         os.utime(tmp_path / f"{i}.onnx", (1000 + i, 1000 + i))
+    (tmp_path / "1.int8.onnx").write_bytes(b"x")  # a model's int8 copy, used last
+    (tmp_path / "1.int8.json").write_text("{}")
+    (tmp_path / "3.int8.onnx").write_bytes(b"x")
+    os.utime(tmp_path / "3.int8.onnx", (900, 900))
     onnx_engine.prune_cache(keep=2)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["3.json", "3.onnx", "4.json", "4.onnx"]
+    # an entry is every file of one model: the int8 copy keeps its fp32 export, and goes with it
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "1.int8.json", "1.int8.onnx", "1.json", "1.onnx", "4.json", "4.onnx"]
+
+
+def test_the_int8_engine_is_a_checked_quantised_copy(tiny_model_path, onnx_cache):
+    from napari_skinseg.onnx_quantize import MIN_AGREEMENT
+
+    fp32 = make_segmenter(tiny_model_path, engine="onnx")
+    int8 = make_segmenter(tiny_model_path, engine="onnx-int8")
+    assert (fp32.engine, int8.engine) == ("onnx", "onnx-int8")
+    digest = onnx_engine.model_digest(tiny_model_path)
+    note = json.loads((onnx_cache / f"{digest}.int8.json").read_text())
+    assert MIN_AGREEMENT <= note["agreement"] <= 1
+    # a different network (quantised: QDQ nodes), smaller than the fp32 one
+    q = onnx_cache / f"{digest}.int8.onnx"
+    assert q.stat().st_size < 0.6 * (onnx_cache / f"{digest}.onnx").stat().st_size
+    for seed, shape in ((21, (96, 96)), (22, (80, 120))):
+        image, _ = make_synthetic_lesion(shape, seed=seed)
+        p8, p32 = int8.predict_probability(image), fp32.predict_probability(image)
+        assert p8.shape == shape and 0 < np.abs(p8 - p32).max() < 0.2
+        assert dice(int8.segment(image).mask, fp32.segment(image).mask) >= 0.95
+
+
+def test_an_int8_copy_that_drifts_is_refused(tmp_path, tiny_model_path, monkeypatch):
+    from napari_skinseg import onnx_quantize
+    from napari_skinseg.errors import ModelFileError
+
+    monkeypatch.setenv("SKINSEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(onnx_quantize, "MIN_AGREEMENT", 1.01)  # no copy can pass
+    with pytest.raises(ModelFileError, match="use the onnx engine"):
+        make_segmenter(tiny_model_path, engine="onnx-int8")
+    left = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert [n for n in left if "int8" in n] == [] and len(left) == 2  # only the fp32 export
 
 
 def test_an_unwritable_cache_makes_auto_fall_back_to_torch(tmp_path, tiny_model_path, monkeypatch,
@@ -101,6 +143,21 @@ def test_an_unwritable_cache_makes_auto_fall_back_to_torch(tmp_path, tiny_model_
     assert not (tmp_path / "R2").exists() or not list((tmp_path / "R2").glob("*_segmentation.png"))
 
 
+def test_an_unwritable_cache_leaves_the_napari_worker_on_torch(tmp_path, tiny_model_path,
+                                                               monkeypatch):
+    """The worker resolves "auto" for its cache key, but must ask for "auto", not the "onnx" it
+    resolved to, or napari's Segment fails where the CLI falls back."""
+    from napari_skinseg import worker_jobs
+    from napari_skinseg.engines import EngineFallbackWarning
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("SKINSEG_CACHE", str(blocker / "cache"))
+    monkeypatch.setattr(worker_jobs, "_SEGMENTERS", {})
+    with pytest.warns(EngineFallbackWarning):
+        assert worker_jobs._segmenter(str(tiny_model_path), "cpu", "auto").engine == "torch"
+
+
 def test_an_unwritable_cache_leaves_clicks_on_torch(tmp_path, tiny_model_path, monkeypatch):
     from napari_skinseg.click_model import ClickRefiner, make_click_model
     from napari_skinseg.engines import EngineFallbackWarning, make_click_refiner
@@ -127,3 +184,25 @@ def test_folder_engine_threads_sleep_and_click_engine_threads_spin(tiny_model_pa
     click_path = make_click_model(load_model(tiny_model_path)).save(tmp_path / "click.pt")
     click = make_click_refiner(click_path, device="cpu", engine="onnx")
     assert click.session.get_session_options().get_session_config_entry(key) == "1"
+
+
+def test_a_pipelined_onnx_run_gives_each_image_its_own_threads(tmp_path, tiny_model_path,
+                                                               monkeypatch):
+    """Two images in flight on 2 cores ran faster with one ONNX Runtime thread each than with
+    two each (BENCHMARKS.md §9); the outputs are those of a serial run."""
+    from napari_skinseg import folder_segmentation
+    from napari_skinseg.generators import drain
+
+    images, _ = write_synthetic_dataset(tmp_path / "d", 4, (72, 96), seed=5)
+    seg = make_segmenter(tiny_model_path, engine="onnx")
+    asked, with_threads = [], seg.with_threads
+    monkeypatch.setattr(seg, "with_threads", lambda n: asked.append(n) or with_threads(n))
+    monkeypatch.setattr(folder_segmentation.os, "cpu_count", lambda: 4)
+    serial = drain(folder_segmentation.segment_folder(images, tmp_path / "serial", seg))
+    piped = drain(folder_segmentation.segment_folder(images, tmp_path / "piped", seg, workers=2))
+    assert asked == [2] and len(serial.written) == len(piped.written) == 4
+    per_image = with_threads(2)
+    assert per_image is with_threads(2) and per_image is not seg  # made once, kept
+    assert per_image.session.get_session_options().intra_op_num_threads == 2
+    for out in sorted((tmp_path / "serial").iterdir()):
+        assert out.read_bytes() == (tmp_path / "piped" / out.name).read_bytes()

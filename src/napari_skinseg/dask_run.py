@@ -29,7 +29,7 @@ def _segmenter(model: str | None, engine: str):
     if key not in _SEGMENTERS:
         from .engines import make_segmenter
 
-        _SEGMENTERS[key] = make_segmenter(model, device="cpu" if engine == "onnx" else "auto",
+        _SEGMENTERS[key] = make_segmenter(model, device="cpu" if engine.startswith("onnx") else "auto",
                                           engine=engine)
     return _SEGMENTERS[key]
 

@@ -2,7 +2,9 @@
 
 ``auto`` takes ONNX Runtime where it is installed and the device is the CPU (it ran the bundled
 network about twice as fast as eager torch on 2 cores, BENCHMARKS.md), torch otherwise (GPUs).
-Training always uses torch.
+``onnx-int8`` is ONNX Runtime on a quantised copy of the network: about 1.5x faster again on a
+CPU with int8 instructions, masks agreeing with fp32's at mean Dice 0.996 rather than exactly, so
+it is chosen, never the default. Training always uses torch.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import os
 import shutil
 import warnings
 
-ENGINES = ("auto", "torch", "onnx")
+ENGINES = ("auto", "torch", "onnx", "onnx-int8")
 
 
 def resolve_engine(engine: str = "auto", device: str = "auto") -> str:
@@ -21,12 +23,12 @@ def resolve_engine(engine: str = "auto", device: str = "auto") -> str:
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     device = (device or "auto").lower()
-    if engine == "onnx":
+    if engine.startswith("onnx"):
         if not onnx_available():
-            raise ValueError("the onnx engine needs onnxruntime: pip install onnxruntime")
+            raise ValueError(f"the {engine} engine needs onnxruntime: pip install onnxruntime")
         if device not in ("auto", "cpu"):
-            raise ValueError(f"the onnx engine runs on the CPU; use --engine torch for {device}")
-        return "onnx"
+            raise ValueError(f"the {engine} engine runs on the CPU; use --engine torch for {device}")
+        return engine
     if engine == "torch":
         return "torch"
     # auto: a GPU goes to torch; without one (no NVIDIA driver tool on the PATH), ONNX Runtime.
@@ -59,11 +61,13 @@ def _onnx_unless_it_fails(engine: str, make_onnx, name: str):
 
 def make_segmenter(model=None, device: str = "auto", engine: str = "auto"):
     """A Segmenter (torch) or OnnxSegmenter for the model file ``model`` (None: bundled)."""
-    if resolve_engine(engine, device) == "onnx":
+    chosen = resolve_engine(engine, device)
+    if chosen.startswith("onnx"):
         from .onnx_engine import OnnxSegmenter
 
-        segmenter = _onnx_unless_it_fails(engine, lambda: OnnxSegmenter.from_file(model),
-                                          "the segmentation model")
+        segmenter = _onnx_unless_it_fails(
+            engine, lambda: OnnxSegmenter.from_file(model, int8=chosen == "onnx-int8"),
+            "the segmentation model")
         if segmenter is not None:
             return segmenter
     from .prediction import Segmenter
@@ -84,7 +88,7 @@ def make_click_refiner(model=None, device: str = "cpu", engine: str = "auto"):
     if path is None or not path.is_file():
         raise ModelFileError("no click-to-fix model is installed" if model is None
                              else f"click-to-fix model {path} does not exist")
-    if resolve_engine(engine, device) == "onnx":
+    if resolve_engine(engine, device).startswith("onnx"):  # clicks stay fp32 (a lone image)
         from .onnx_engine import OnnxClickRefiner
 
         refiner = _onnx_unless_it_fails(engine, lambda: OnnxClickRefiner.from_file(path),

@@ -44,10 +44,14 @@ def cache_dir() -> Path:
 
 
 def prune_cache(keep: int = CACHE_ENTRIES) -> None:
-    """Delete all but the ``keep`` most recently used exports."""
-    entries = sorted(cache_dir().glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in entries[keep:]:
-        for stale in (old, old.with_suffix(".json")):
+    """Delete all but the ``keep`` most recently used model files' exports (an entry is every
+    ``<digest>.*`` file: the fp32 export, its metadata, and the int8 copy if one was made)."""
+    used: dict[str, float] = {}
+    for onnx in cache_dir().glob("*.onnx"):
+        digest = onnx.name.split(".")[0]
+        used[digest] = max(used.get(digest, 0.0), onnx.stat().st_mtime)
+    for digest in sorted(used, key=used.get, reverse=True)[keep:]:
+        for stale in cache_dir().glob(f"{digest}.*"):
             stale.unlink(missing_ok=True)
 
 
@@ -109,6 +113,21 @@ def cached_export(path: str | os.PathLike | None, inputs: str = "rgb") -> tuple[
     return onnx_path, metadata
 
 
+def cached_int8_export(path: str | os.PathLike | None) -> tuple[Path, dict]:
+    """``(int8 onnx file, metadata)`` for the segmentation model file ``path`` (the bundled one
+    when None): the quantised copy of :func:`cached_export`'s network, made now if missing
+    (:mod:`napari_skinseg.onnx_quantize`; refused with ModelFileError if its masks drift)."""
+    onnx_path, metadata = cached_export(path, "rgb")
+    int8_path = onnx_path.with_suffix(".int8.onnx")
+    if not (int8_path.is_file() and int8_path.with_suffix(".json").is_file()):
+        from .onnx_quantize import quantize_export
+
+        quantize_export(onnx_path, int8_path, metadata)
+    else:
+        os.utime(int8_path)
+    return int8_path, metadata
+
+
 def _session(onnx_path: Path, threads: int | None, spinning: bool = True):
     """An ONNX Runtime CPU session. ``spinning=False``: its threads sleep between runs instead of
     busy-waiting for the next one, leaving the cores to the threads that read, clean up and
@@ -126,20 +145,33 @@ def _session(onnx_path: Path, threads: int | None, spinning: bool = True):
 class OnnxSegmenter:
     """Same interface as :class:`napari_skinseg.prediction.Segmenter` for prediction."""
 
-    engine = "onnx"
-
     def __init__(self, onnx_path: Path, metadata: dict[str, Any], name: str,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, engine: str = "onnx") -> None:
         self.session = _session(onnx_path, threads, spinning=False)  # folder runs pipeline
+        self.onnx_path, self._metadata_dict = onnx_path, metadata
         self.metadata = _Metadata(metadata)
         self.size = self.metadata.size
         self.name = name
+        self.engine = engine  # "onnx" (fp32, as torch) or "onnx-int8" (the quantised copy)
+        self._per_thread: dict[int, OnnxSegmenter] = {}
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike | None = None) -> "OnnxSegmenter":
-        """The cached export of ``path`` (the bundled model when None), made now if missing."""
-        onnx_path, metadata = cached_export(path, "rgb")
-        return cls(onnx_path, metadata, Path(metadata["source"]).name)
+    def from_file(cls, path: str | os.PathLike | None = None,
+                  int8: bool = False) -> "OnnxSegmenter":
+        """The cached export of ``path`` (the bundled model when None), made now if missing;
+        ``int8``: its quantised copy (``onnx-int8`` engine)."""
+        onnx_path, metadata = cached_int8_export(path) if int8 else cached_export(path, "rgb")
+        return cls(onnx_path, metadata, Path(metadata["source"]).name,
+                   engine="onnx-int8" if int8 else "onnx")
+
+    def with_threads(self, threads: int) -> "OnnxSegmenter":
+        """The same network in a session of ``threads`` threads (kept for reuse). A pipelined
+        folder run gives each image in flight its own core: on 2 cores, two images on one
+        thread each beat two images fighting over two threads each (BENCHMARKS.md §9)."""
+        if threads not in self._per_thread:
+            self._per_thread[threads] = OnnxSegmenter(self.onnx_path, self._metadata_dict,
+                                                      self.name, threads, self.engine)
+        return self._per_thread[threads]
 
     def _logits(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"image": x})[0]

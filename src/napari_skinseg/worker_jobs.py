@@ -56,11 +56,11 @@ def _segmenter(model: str | None, device: str = "auto", engine: str = "torch") -
     path = _model_path(model)
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
-    engine = resolve_engine(engine, device)
-    key = _file_key(path, device, engine)
+    key = _file_key(path, device, resolve_engine(engine, device))
     if key not in _SEGMENTERS:
         while len(_SEGMENTERS) >= _KEEP_LOADED:
             _SEGMENTERS.pop(next(iter(_SEGMENTERS)))
+        # the engine as asked: "auto" falls back to torch where ONNX Runtime cannot be used
         _SEGMENTERS[key] = make_segmenter(path, device=device, engine=engine)
     return _SEGMENTERS[key]
 

