@@ -181,3 +181,30 @@ def test_stopping_a_pipelined_run_leaves_only_whole_files(tmp_path, images, tiny
     assert names and not [n for n in names if n.startswith(".")]  # no temporary files
     masks = [n for n in names if n.endswith("_segmentation.png")]
     assert all(n.replace("_segmentation", "_overlay") in names for n in masks)  # whole images
+
+
+class _HalfSegmenter:
+    """Stands in for the network: the left half of every image is lesion."""
+
+    def segment(self, image, post=None, tta=False):
+        from napari_skinseg.segmentation import Segmentation
+
+        prob = np.zeros(image.shape[:2], np.float32)
+        prob[:, : image.shape[1] // 2] = 1
+        return Segmentation(prob, prob > 0.5)
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_images_with_the_same_name_never_share_or_overwrite_outputs(tmp_path, overwrite):
+    from napari_skinseg.generators import drain
+    from napari_skinseg.image_io import write_image
+
+    images, results = tmp_path / "in", tmp_path / "out"
+    write_image(images / "a.jpg", np.zeros((16, 24, 3), np.uint8))
+    write_image(images / "a.png", np.zeros((24, 16, 3), np.uint8))  # another image, same id
+    report = drain(segment_folder(images, results, _HalfSegmenter(), overlay=True,
+                                  overwrite=overwrite))
+    assert [o.path.name for o in report.written] == ["a.jpg"]
+    assert [o.path.name for o in report.failed] == ["a.png"]
+    assert "same name as a.jpg" in report.failed[0].message
+    assert read_mask(results / mask_filename("a")).shape == (16, 24)  # a.jpg's, untouched
