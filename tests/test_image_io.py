@@ -174,6 +174,22 @@ def test_float_and_twelve_bit_tiffs_are_images(tmp_path):
         to_rgb_uint8(np.array([[0, 65535]] * 8 + [[1, 2]], np.uint16).repeat(4, axis=1))
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_tiffs_above_the_decompression_bomb_limit_are_refused(tmp_path, monkeypatch, dtype):
+    import tifffile
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # so a 16 x 16 image is "too large"
+    for ext in (".tif", ".png"):
+        path = tmp_path / f"big{ext}"
+        data = np.zeros((16, 16), dtype)
+        if ext == ".tif":
+            tifffile.imwrite(path, data, compression="zlib")
+        else:  # Pillow's own refusal, for comparison
+            Image.fromarray(data.astype(np.uint8)).save(path)
+        with pytest.raises(ImageReadError, match=f"big{ext}: image is too large to read safely"):
+            read_image(path)
+
+
 def test_other_pillow_formats_are_images(tmp_path):
     from napari_skinseg.pairs import list_images
 
