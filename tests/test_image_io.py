@@ -82,6 +82,23 @@ def test_mask_values_other_than_0_255_warn_and_count_as_lesion():
         labels_to_mask(np.array([[0, 1]], np.uint8))
 
 
+def test_transparent_mask_background_is_skin_whatever_its_colour(tmp_path):
+    lesion = np.zeros((12, 12), bool)
+    lesion[3:7, 2:9] = True
+    index = lesion.astype(np.uint8)  # palette mask: 0 = transparent white, 1 = red
+    pal = Image.fromarray(index, "P")
+    pal.putpalette([255, 255, 255, 255, 0, 0])
+    pal.save(tmp_path / "p.png", transparency=0)
+    rgba = np.full((12, 12, 4), 255, np.uint8)
+    rgba[~lesion, 3] = 0
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    la = np.full((12, 12, 2), 255, np.uint8)
+    la[~lesion, 1] = 0
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+    for name in ("p.png", "rgba.png", "la.png"):
+        assert np.array_equal(read_mask(tmp_path / name), lesion), name
+
+
 def test_mask_of_another_size_is_refused(tmp_path):
     write_mask(tmp_path / "m.png", np.ones((10, 20), bool))
     assert read_mask(tmp_path / "m.png", shape=(10, 20)).all()

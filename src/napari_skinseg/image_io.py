@@ -200,12 +200,16 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 def labels_to_mask(labels: np.ndarray, name: str = "mask") -> np.ndarray:
     """Turn a label image or 0/255 mask into a boolean lesion mask (> 0 is lesion).
 
-    Warns once per call with :class:`NonBinaryMaskWarning` when values other than 0 and 255
+    RGB(A) masks count a pixel as lesion when any channel is > 0 and it is not fully transparent
+    (alpha 0: palette, RGBA and gray+alpha masks with a transparent background). Warns once per call with :class:`NonBinaryMaskWarning` when values other than 0 and 255
     (or 0 and 1) appear, so a user learns that e.g. anti-aliased edges were counted as lesion.
     """
     arr = np.asarray(labels)
     if arr.ndim == 3:
+        alpha = arr[..., -1] if arr.shape[-1] in (2, 4) else None
         arr = arr[..., :3].max(axis=-1) if arr.shape[-1] in (3, 4) else arr[..., 0]
+        if alpha is not None:  # a fully transparent pixel was never painted, whatever its colour
+            arr = np.where(alpha > 0, arr, 0)
     if arr.ndim != 2:
         raise ImageReadError(f"{name}: expected a 2D mask, got an array of shape {np.shape(labels)}")
     if arr.dtype == bool:
