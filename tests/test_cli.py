@@ -115,6 +115,17 @@ def test_sample_command(tmp_path):
     assert len(masks) == 2 and read_mask(masks[0]).any()
 
 
+def test_sample_never_replaces_existing_files(tmp_path, capsys):
+    assert main(["sample", str(tmp_path / "s"), "--n", "1", "--size", "64"]) == 0
+    mask = tmp_path / "s" / "masks" / "synth_000_0000_segmentation.png"
+    mask.write_bytes(b"a mask corrected by hand")
+    assert main(["sample", str(tmp_path / "s"), "--n", "3", "--size", "64"]) == 2
+    assert "synth_000_0000.png exists" in capsys.readouterr().err
+    assert mask.read_bytes() == b"a mask corrected by hand"
+    assert len(list((tmp_path / "s" / "images").iterdir())) == 1  # nothing written
+    assert main(["sample", str(tmp_path / "s"), "--n", "2", "--size", "64", "--seed", "1"]) == 0
+
+
 def test_measure_command_and_segment_measure(tmp_path, inputs, tiny_model_path, capsys):
     images, masks = inputs
     out = tmp_path / "m.csv"

@@ -82,6 +82,23 @@ def test_mask_values_other_than_0_255_warn_and_count_as_lesion():
         labels_to_mask(np.array([[0, 1]], np.uint8))
 
 
+def test_transparent_mask_background_is_skin_whatever_its_colour(tmp_path):
+    lesion = np.zeros((12, 12), bool)
+    lesion[3:7, 2:9] = True
+    index = lesion.astype(np.uint8)  # palette mask: 0 = transparent white, 1 = red
+    pal = Image.fromarray(index, "P")
+    pal.putpalette([255, 255, 255, 255, 0, 0])
+    pal.save(tmp_path / "p.png", transparency=0)
+    rgba = np.full((12, 12, 4), 255, np.uint8)
+    rgba[~lesion, 3] = 0
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    la = np.full((12, 12, 2), 255, np.uint8)
+    la[~lesion, 1] = 0
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+    for name in ("p.png", "rgba.png", "la.png"):
+        assert np.array_equal(read_mask(tmp_path / name), lesion), name
+
+
 def test_mask_of_another_size_is_refused(tmp_path):
     write_mask(tmp_path / "m.png", np.ones((10, 20), bool))
     assert read_mask(tmp_path / "m.png", shape=(10, 20)).all()
@@ -172,6 +189,22 @@ def test_float_and_twelve_bit_tiffs_are_images(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # full-range 16-bit data need no word
         to_rgb_uint8(np.array([[0, 65535]] * 8 + [[1, 2]], np.uint16).repeat(4, axis=1))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_tiffs_above_the_decompression_bomb_limit_are_refused(tmp_path, monkeypatch, dtype):
+    import tifffile
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # so a 16 x 16 image is "too large"
+    for ext in (".tif", ".png"):
+        path = tmp_path / f"big{ext}"
+        data = np.zeros((16, 16), dtype)
+        if ext == ".tif":
+            tifffile.imwrite(path, data, compression="zlib")
+        else:  # Pillow's own refusal, for comparison
+            Image.fromarray(data.astype(np.uint8)).save(path)
+        with pytest.raises(ImageReadError, match=f"big{ext}: image is too large to read safely"):
+            read_image(path)
 
 
 def test_other_pillow_formats_are_images(tmp_path):

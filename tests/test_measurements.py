@@ -79,3 +79,13 @@ def test_bad_arguments():
         measure_lesion(_disc(), pixel_size_mm=0)
     with pytest.raises(ValueError, match="image is"):
         measure_lesion(_disc(), np.zeros((10, 10, 3), np.uint8))
+
+
+def test_rows_of_ids_starting_with_a_hash_are_kept_when_another_run_merges(tmp_path):
+    from napari_skinseg.measurements import merge_measurements_csv, read_measurements_csv
+
+    path = tmp_path / "measurements.csv"
+    path.write_text("# an earlier version's comment line\nid,area_px\nold,3\n", encoding="utf-8")
+    merge_measurements_csv([{"id": "#1", "area_px": 5}], path)
+    merge_measurements_csv([{"id": "b", "area_px": 6}], path)  # another run, same folder
+    assert [r["id"] for r in read_measurements_csv(path)] == ["old", "#1", "b"]

@@ -45,3 +45,13 @@ def test_subfolders_are_not_read(tmp_path):
     _img(tmp_path / "Results" / "a_segmentation.png")
     images, _ = list_images(tmp_path)
     assert [p.name for p in images] == ["a.png"]
+
+
+def test_images_with_the_same_id_are_not_both_paired(tmp_path):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    _img(images / "a.jpg")
+    _img(images / "a.png")
+    write_mask(masks / "a_segmentation.png", np.zeros((16, 16), bool))
+    scan = find_pairs(images, masks)
+    assert [(p.image.name, p.mask.name) for p in scan.pairs] == [("a.jpg", "a_segmentation.png")]
+    assert [(s.path.name, "same name as a.jpg" in s.reason) for s in scan.skipped] == [("a.png", True)]

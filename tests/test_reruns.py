@@ -181,3 +181,49 @@ def test_stopping_a_pipelined_run_leaves_only_whole_files(tmp_path, images, tiny
     assert names and not [n for n in names if n.startswith(".")]  # no temporary files
     masks = [n for n in names if n.endswith("_segmentation.png")]
     assert all(n.replace("_segmentation", "_overlay") in names for n in masks)  # whole images
+
+
+class _HalfSegmenter:
+    """Stands in for the network: the left half of every image is lesion."""
+
+    def segment(self, image, post=None, tta=False):
+        from napari_skinseg.segmentation import Segmentation
+
+        prob = np.zeros(image.shape[:2], np.float32)
+        prob[:, : image.shape[1] // 2] = 1
+        return Segmentation(prob, prob > 0.5)
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_images_with_the_same_name_never_share_or_overwrite_outputs(tmp_path, overwrite):
+    from napari_skinseg.generators import drain
+    from napari_skinseg.image_io import write_image
+
+    images, results = tmp_path / "in", tmp_path / "out"
+    write_image(images / "a.jpg", np.zeros((16, 24, 3), np.uint8))
+    write_image(images / "a.png", np.zeros((24, 16, 3), np.uint8))  # another image, same id
+    report = drain(segment_folder(images, results, _HalfSegmenter(), overlay=True,
+                                  overwrite=overwrite))
+    assert [o.path.name for o in report.written] == ["a.jpg"]
+    assert [o.path.name for o in report.failed] == ["a.png"]
+    assert "same name as a.jpg" in report.failed[0].message
+    assert read_mask(results / mask_filename("a")).shape == (16, 24)  # a.jpg's, untouched
+
+
+def test_a_file_name_that_is_not_utf8_is_measured_and_reviewed(tmp_path):
+    from napari_skinseg.generators import drain
+    from napari_skinseg.image_io import write_image
+    from napari_skinseg.measurements import read_measurements_csv
+    from napari_skinseg.review import QualityEstimate, write_review
+
+    images, results = tmp_path / "in", tmp_path / "out"
+    latin1 = "caf\udce9"  # b"caf\xe9.png": a Latin-1 name, as Python holds it
+    for stem in (latin1, "b"):
+        write_image(images / f"{stem}.png", np.zeros((16, 24, 3), np.uint8))
+    drain(segment_folder(images, results, _HalfSegmenter(), measurements=True))
+    assert {r["id"] for r in read_measurements_csv(results / "measurements.csv")} == {latin1, "b"}
+    drain(segment_folder(images, results, _HalfSegmenter(), measurements=True))  # a rerun
+    assert len(read_measurements_csv(results / "measurements.csv")) == 2
+    csv_path, html_path = write_review([QualityEstimate(latin1, 0.5, True)], results)
+    assert latin1 in csv_path.read_text(encoding="utf-8", errors="surrogateescape")
+    assert "caf\\udce9" in html_path.read_text(encoding="utf-8")

@@ -102,9 +102,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *,
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, *, overwrite: bool = True) -> Path:
-    """Write a text file (UTF-8, ``\\n`` line ends as given) atomically."""
+    """Write a text file (UTF-8, ``\\n`` line ends as given) atomically.
+
+    A file name that is not UTF-8 (Python holds its bytes as surrogates) is written as those
+    bytes, so an id in a table matches its file; strict UTF-8 stopped whole runs here."""
     def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        with open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
             fh.write(text)
 
     return atomic_write(path, write, overwrite=overwrite)

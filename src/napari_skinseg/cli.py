@@ -486,7 +486,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .synthetic import write_synthetic_dataset
 
     check_output_folder(args.out_dir, what="samples folder")
-    images_dir, masks_dir = write_synthetic_dataset(args.out_dir, args.n, (args.size, args.size), args.seed)
+    images_dir, masks_dir = write_synthetic_dataset(args.out_dir, args.n, (args.size, args.size), args.seed,
+                                                   overwrite=False)
     print(f"wrote {args.n} synthetic pairs: images in {images_dir}, masks in {masks_dir}")
     return EXIT_OK
 

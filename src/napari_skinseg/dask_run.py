@@ -18,7 +18,7 @@ from typing import Callable
 
 from .config import PostprocessConfig
 from .folder_segmentation import FolderReport, ImageOutcome, _segment_one, check_folders
-from .pairs import list_images
+from .pairs import list_images, split_same_ids
 
 # One loaded segmenter per worker process, reused by every chunk it runs.
 _SEGMENTERS: dict[tuple, object] = {}
@@ -85,9 +85,12 @@ def segment_with_dask(input_dir: str | Path, results_dir: str | Path, scheduler:
     images, not_images = list_images(input_dir, "input folder")
     if not images:
         raise ValueError(f"no images found in {input_dir}")
+    images, clashes = split_same_ids(images)
     report = FolderReport()
     for skipped in not_images:
         report.add(ImageOutcome(skipped.path, "skipped", skipped.reason))
+    for clash in clashes:
+        report.add(ImageOutcome(clash.path, "failed", str(clash)))
     chunks = [[str(p) for p in images[i:i + chunk]] for i in range(0, len(images), chunk)]
     cluster = (LocalCluster(n_workers=where, threads_per_worker=1, processes=True,
                             dashboard_address=None) if kind == "local" else None)

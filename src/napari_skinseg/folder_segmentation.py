@@ -35,6 +35,7 @@ from .pairs import (
     mask_filename,
     overlay_filename,
     probability_filename,
+    split_same_ids,
 )
 
 if TYPE_CHECKING:  # torch only for the type: the ONNX engine runs folders without torch
@@ -158,11 +159,19 @@ def segment_folder(input_dir: str | Path, results_dir: str | Path, segmenter: Se
     if csv_path is not None and not overwrite:
         measured_ids = {row["id"] for row in read_measurements_csv(csv_path)}
     images, not_images = list_images(input_dir, "input folder")
+<<<<<<< HEAD
     if workers > 1 and hasattr(segmenter, "with_threads"):  # ONNX Runtime: a core per image
         segmenter = segmenter.with_threads(max(1, (os.cpu_count() or 1) // workers))
+=======
+    images, clashes = split_same_ids(images)
+>>>>>>> audit
     report = FolderReport()
     for skipped in not_images:
         outcome = ImageOutcome(skipped.path, "skipped", skipped.reason)
+        report.add(outcome)
+        yield outcome
+    for clash in clashes:  # an image that is not segmented: failed, so the exit code says so
+        outcome = ImageOutcome(clash.path, "failed", str(clash))
         report.add(outcome)
         yield outcome
     try:

@@ -62,6 +62,12 @@ def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(ops[orientation](arr)) if orientation in ops else arr
 
 
+def _too_large(path: Path) -> ImageReadError:
+    # Pillow's own limit (about 179 megapixels), left as it is for the whole process.
+    return ImageReadError(f"{path.name}: image is too large to read safely (over "
+                          f"{2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels)")
+
+
 def _read_tiff(path: Path) -> np.ndarray | None:
     """A TIFF's first image with tifffile (float, 16-bit RGB, planar, 12-bit data: what Pillow
     misreads or cannot open); None when tifffile cannot read it either (Pillow then tries)."""
@@ -72,10 +78,17 @@ def _read_tiff(path: Path) -> np.ndarray | None:
     try:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages[0]
+            # tifffile has no decompression-bomb limit: a small compressed file would be
+            # decoded to gigabytes, so Pillow's limit holds for TIFFs too
+            if Image.MAX_IMAGE_PIXELS and \
+                    int(page.imagewidth) * int(page.imagelength) > 2 * Image.MAX_IMAGE_PIXELS:
+                raise _too_large(path)
             arr = page.asarray()
             axes = page.axes
             tag = page.tags.get("Orientation")
             orientation = int(tag.value) if tag is not None else 1
+    except ImageReadError:
+        raise
     except Exception:  # compressions without a codec, broken files: leave them to Pillow
         return None
     if "S" in axes and arr.ndim == 3 and axes.index("S") == 0:
@@ -104,9 +117,7 @@ def _read_array(path: Path) -> np.ndarray:
     except IsADirectoryError:
         raise ImageReadError(f"{path}: is a folder, not an image file") from None
     except Image.DecompressionBombError:
-        # Pillow's own limit (about 179 megapixels), left as it is for the whole process.
-        raise ImageReadError(f"{path.name}: image is too large to read safely (over "
-                             f"{2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels)") from None
+        raise _too_large(path) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(f"{path.name}: not a readable image ({err})") from None
     return arr
@@ -189,12 +200,17 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 def labels_to_mask(labels: np.ndarray, name: str = "mask") -> np.ndarray:
     """Turn a label image or 0/255 mask into a boolean lesion mask (> 0 is lesion).
 
-    Warns once per call with :class:`NonBinaryMaskWarning` when values other than 0 and 255
-    (or 0 and 1) appear, so a user learns that e.g. anti-aliased edges were counted as lesion.
+    RGB(A) masks count a pixel as lesion when any channel is > 0 and it is not fully transparent
+    (alpha 0: palette, RGBA and gray+alpha masks with a transparent background). Warns once per
+    call with :class:`NonBinaryMaskWarning` when values other than 0 and 255 (or 0 and 1)
+    appear, so a user learns that e.g. anti-aliased edges were counted as lesion.
     """
     arr = np.asarray(labels)
     if arr.ndim == 3:
+        alpha = arr[..., -1] if arr.shape[-1] in (2, 4) else None
         arr = arr[..., :3].max(axis=-1) if arr.shape[-1] in (3, 4) else arr[..., 0]
+        if alpha is not None:  # a fully transparent pixel was never painted, whatever its colour
+            arr = np.where(alpha > 0, arr, 0)
     if arr.ndim != 2:
         raise ImageReadError(f"{name}: expected a 2D mask, got an array of shape {np.shape(labels)}")
     if arr.dtype == bool:

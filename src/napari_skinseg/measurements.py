@@ -281,8 +281,10 @@ def read_measurements_csv(path: str | Path) -> list[dict[str, str]]:
     path = Path(path)
     if not path.exists():
         return []
-    with open(path, newline="", encoding="utf-8") as fh:
-        lines = [line for line in fh if not line.startswith("#")]
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as fh:  # as written
+        lines = list(fh)
+    while lines and lines[0].startswith("#"):  # only before the header: "#1" may be an image id
+        lines.pop(0)
     if not lines:
         return []
     reader = csv.DictReader(lines)

@@ -147,6 +147,23 @@ def list_images(folder: str | Path, what: str = "folder") -> tuple[list[Path], l
     return images, skipped
 
 
+def split_same_ids(images: list[Path]) -> tuple[list[Path], list[Skipped]]:
+    """The images whose id (stem) no earlier image of the list has, and the others as skipped:
+    ``a.jpg`` and ``a.png`` would write the same ``a_segmentation.png`` (one overwriting or
+    silently taking the other's) and pair with the same mask, so only the first is used."""
+    first: dict[str, Path] = {}
+    kept, clashes = [], []
+    for path in images:
+        other = first.setdefault(path.stem, path)
+        if other is path:
+            kept.append(path)
+        else:
+            clashes.append(Skipped(path, f"has the same name as {other.name}; both would use "
+                                         f"{mask_filename(path.stem)}, so only {other.name} is "
+                                         "used (rename one of them)"))
+    return kept, clashes
+
+
 def find_mask(image: Path, masks_dir: Path) -> Path | None:
     for suffix in MASK_SUFFIXES:
         for ext in (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg"):
@@ -164,7 +181,8 @@ def find_pairs(images_dir: str | Path, masks_dir: str | Path) -> PairScan:
     images_dir, masks_dir = Path(images_dir), Path(masks_dir)
     require_folder(masks_dir, "masks folder")
     images, skipped = list_images(images_dir, "images folder")
-    scan = PairScan(skipped=skipped)
+    images, clashes = split_same_ids(images)
+    scan = PairScan(skipped=skipped + clashes)
     for image in images:
         if images_dir.resolve() == masks_dir.resolve() and is_mask_name(image):
             continue  # images and masks share a folder: masks are not images

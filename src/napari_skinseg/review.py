@@ -123,7 +123,8 @@ def write_review_csv(estimates: list[QualityEstimate], path: str | os.PathLike) 
     header, rows = review_rows(estimates)
 
     def write(tmp):
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
+        # ids of file names that are not UTF-8 keep their bytes (see atomic_write_text)
+        with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
             w = csv.writer(f)
             w.writerow(header)
             w.writerows(rows)
@@ -156,7 +157,8 @@ width:{THUMBNAIL}px;vertical-align:top;font-size:12px}}figure img{{width:{THUMBN
 {chr(10).join(cards)}
 </body></html>
 """
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8",
+                                                               errors="backslashreplace"))
 
 
 def write_review(estimates: list[QualityEstimate], folder: str | os.PathLike) -> tuple[Path, Path]:

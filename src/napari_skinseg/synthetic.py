@@ -84,14 +84,24 @@ def make_synthetic_dataset(n: int, shape: tuple[int, int] = (256, 256),
 
 
 def write_synthetic_dataset(folder: str | Path, n: int, shape: tuple[int, int] = (256, 256),
-                            seed: int = 0, image_ext: str = ".png") -> tuple[Path, Path]:
-    """Write ``n`` pairs as ``images/synth_XXXX<ext>`` and ``masks/synth_XXXX_segmentation.png``."""
+                            seed: int = 0, image_ext: str = ".png", overwrite: bool = True
+                            ) -> tuple[Path, Path]:
+    """Write ``n`` pairs as ``images/synth_XXXX<ext>`` and ``masks/synth_XXXX_segmentation.png``.
+
+    ``overwrite=False`` raises ``FileExistsError`` before anything is written when one of those
+    files exists (an earlier sample's mask may have been corrected by hand since)."""
     folder = Path(folder)
     pf = PairFolder(folder)
     images_dir, masks_dir = pf.images, pf.masks
+    names = [f"synth_{seed:03d}_{i:04d}" for i in range(n)]
+    if not overwrite:
+        for name in names:
+            for path in (pf.image_path(name, image_ext), pf.mask_path(name)):
+                if path.exists():
+                    raise FileExistsError(f"{path} exists; choose another folder or --seed "
+                                          "(samples never replace files)")
     images, masks = make_synthetic_dataset(n, shape, seed)
-    for i, (image, mask) in enumerate(zip(images, masks)):
-        name = f"synth_{seed:03d}_{i:04d}"
-        write_image(pf.image_path(name, image_ext), image, overwrite=True)
-        write_mask(pf.mask_path(name), mask, overwrite=True)
+    for name, image, mask in zip(names, images, masks):
+        write_image(pf.image_path(name, image_ext), image, overwrite=overwrite)
+        write_mask(pf.mask_path(name), mask, overwrite=overwrite)
     return images_dir, masks_dir
