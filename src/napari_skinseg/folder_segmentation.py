@@ -159,12 +159,9 @@ def segment_folder(input_dir: str | Path, results_dir: str | Path, segmenter: Se
     if csv_path is not None and not overwrite:
         measured_ids = {row["id"] for row in read_measurements_csv(csv_path)}
     images, not_images = list_images(input_dir, "input folder")
-<<<<<<< HEAD
+    images, clashes = split_same_ids(images)
     if workers > 1 and hasattr(segmenter, "with_threads"):  # ONNX Runtime: a core per image
         segmenter = segmenter.with_threads(max(1, (os.cpu_count() or 1) // workers))
-=======
-    images, clashes = split_same_ids(images)
->>>>>>> audit
     report = FolderReport()
     for skipped in not_images:
         outcome = ImageOutcome(skipped.path, "skipped", skipped.reason)
