@@ -59,3 +59,25 @@ def test_fill_holes_matches_scipy_on_awkward_masks():
     for mask in masks:
         assert np.array_equal(fill_holes(mask), ndimage.binary_fill_holes(mask))
     assert fill_holes(ring)[15, 15] and not fill_holes(open_edge)[2, 10]
+
+
+def test_overlay_outlines_of_large_images_are_thick_and_use_no_deprecated_morphology():
+    """Large images get a thicker outline, drawn inside the lesion; binary_dilation (deprecated
+    in scikit-image 0.26, removed in 0.28) must not be what draws it."""
+    import warnings
+
+    from scipy import ndimage
+    from skimage import morphology, segmentation
+
+    from napari_skinseg.folder_segmentation import OVERLAY_COLOUR, overlay_outline
+
+    mask = np.zeros((1200, 1000), bool)
+    mask[300:900, 250:700] = True
+    image = np.full((*mask.shape, 3), 40, np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        out = overlay_outline(image, mask)
+    edges = segmentation.find_boundaries(mask, mode="inner")
+    expected = ndimage.binary_dilation(edges, morphology.disk(3 // 2 + 1)) & mask
+    assert ((out == OVERLAY_COLOUR).all(-1) == expected).all()
+    assert (out[~expected] == 40).all() and expected.sum() > 2.5 * edges.sum()

@@ -89,7 +89,8 @@ def overlay_outline(image: np.ndarray, mask: np.ndarray, colour=OVERLAY_COLOUR) 
     edges = segmentation.find_boundaries(mask, mode="inner")
     width = max(1, round(max(mask.shape) / 400))
     if width > 1:
-        edges = morphology.binary_dilation(edges, morphology.disk(width // 2 + 1)) & (mask | edges)
+        # dilation, not binary_dilation (deprecated in scikit-image 0.26, gone in 0.28)
+        edges = morphology.dilation(edges, morphology.disk(width // 2 + 1)) & (mask | edges)
     out = image.copy()
     out[edges] = colour
     return out
