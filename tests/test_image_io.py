@@ -57,6 +57,35 @@ def test_read_image_from_16bit_png_and_grayscale(tmp_path):
     assert img.shape == (12, 12, 3) and img.dtype == np.uint8 and img[0, 0, 0] == round(60000 / 65535 * 255)
 
 
+def _write_png16(path, arr):
+    """A 16-bit RGB PNG (Pillow cannot write one): IHDR, one IDAT of unfiltered rows, IEND."""
+    import struct
+    import zlib
+
+    h, w, _ = arr.shape
+    rows = b"".join(b"\x00" + arr[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_sixteen_bit_colour_pngs_are_read_or_refused_never_left_black(tmp_path):
+    """Pillow keeps the high byte of 16-bit colour PNG values: right for full-range data; for
+    12-bit data it would be a black image, segmented as if it were one."""
+    rng = np.random.default_rng(3)
+    full = rng.integers(0, 65536, (24, 32, 3)).astype(np.uint16)
+    _write_png16(tmp_path / "full.png", full)
+    assert (read_image(tmp_path / "full.png") == (full >> 8)).all()
+    twelve = rng.integers(0, 4096, (24, 32, 3)).astype(np.uint16)
+    _write_png16(tmp_path / "twelve.png", twelve)
+    with pytest.raises(ImageReadError, match="twelve.png: 16-bit colour PNG .* 16-bit TIFF"):
+        read_image(tmp_path / "twelve.png")
+
+
 def test_truncated_and_non_image_files_raise_clear_errors(tmp_path):
     good = tmp_path / "good.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(good)

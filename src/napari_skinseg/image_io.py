@@ -96,6 +96,13 @@ def _read_tiff(path: Path) -> np.ndarray | None:
     return _orient(arr, orientation)
 
 
+def _reads_high_byte_only(img: Image.Image) -> bool:
+    """A 16-bit RGB(A) PNG: Pillow has no 16-bit colour mode and keeps each value's high byte,
+    right for full-range data, black for 10-12-bit data (no installed reader does better)."""
+    return img.format == "PNG" and any(len(tile) > 3 and tile[3] in ("RGB;16B", "RGBA;16B")
+                                       for tile in img.tile)  # tile[3]: the raw mode
+
+
 def _read_array(path: Path) -> np.ndarray:
     if path.suffix.lower() in TIFF_EXTENSIONS and path.is_file():
         arr = _read_tiff(path)
@@ -103,6 +110,7 @@ def _read_array(path: Path) -> np.ndarray:
             return arr
     try:
         with Image.open(path) as img:
+            high_byte_only = _reads_high_byte_only(img)
             img.load()  # truncated files fail here, not later
             orientation = img.getexif().get(EXIF_ORIENTATION, 1)
             if orientation in range(2, 9):  # show it as every viewer (and napari) does
@@ -112,12 +120,19 @@ def _read_array(path: Path) -> np.ndarray:
             elif img.mode in ("I;16", "I;16B", "I;16L"):
                 return np.array(img).astype(np.uint16)
             arr = np.asarray(img)
+            if high_byte_only and arr.size and int(arr[..., :3].max()) < 16:
+                raise ImageReadError(
+                    f"{path.name}: 16-bit colour PNG whose values use at most 12 bits; Pillow "
+                    "reads only the high byte of each value, which would leave it black. Save it "
+                    "as a 16-bit TIFF (read in full) or an 8-bit PNG")
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise ImageReadError(f"{path}: is a folder, not an image file") from None
     except Image.DecompressionBombError:
         raise _too_large(path) from None
+    except ImageReadError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(f"{path.name}: not a readable image ({err})") from None
     return arr
