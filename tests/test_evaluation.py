@@ -82,3 +82,15 @@ def test_history_and_curves_are_never_replaced_without_overwrite(tmp_path, synth
     assert (tmp_path / "h_curves.png").read_bytes() == curves
     assert main(["train", str(images), str(masks), "--out", str(tmp_path / "h.pth"), *TINY_TRAIN,
                  "--overwrite"]) == 0
+
+
+def test_a_second_true_mask_for_one_id_is_reported_not_silently_dropped(folders, capsys):
+    pred, truth = folders
+    first = sorted(truth.iterdir())[0]
+    image_id = first.name[: -len("_segmentation.png")]
+    shutil.copy(first, truth / f"{image_id}_mask.png")  # the same lesion saved twice
+    evaluation = evaluate_folders(pred, truth)
+    assert evaluation.n_truth == 6 and len(evaluation.rows) == 6
+    assert [s.path.name for s in evaluation.skipped] == [f"{image_id}_mask.png"]
+    main(["evaluate", str(pred), str(truth)])
+    assert f"second true mask for '{image_id}'; {first.name} is the one used" in capsys.readouterr().out

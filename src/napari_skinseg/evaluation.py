@@ -18,6 +18,7 @@ from .image_io import ImageReadError, read_mask
 from .metrics import METRIC_NAMES, ImageMetrics, image_metrics, mean_metrics
 from .pairs import (
     MASK_SUFFIX,
+    MASK_SUFFIXES,
     Skipped,
     find_mask,
     image_id_of_mask,
@@ -72,8 +73,14 @@ def _truth_masks(truth_dir: Path) -> tuple[dict[str, Path], list[Skipped]]:
     files, skipped = list_images(truth_dir, "true-mask folder")
     named = [p for p in files if is_mask_name(p)]
     masks: dict[str, Path] = {}
-    for path in named or files:
-        masks.setdefault(image_id_of_mask(path), path)
+    # two masks for one id: the ISIC name wins, as in find_mask (MASK_SUFFIXES' order)
+    rank = {suffix: i for i, suffix in enumerate(MASK_SUFFIXES)}
+    for path in sorted(named or files, key=lambda p: min(
+            rank[s] for s in MASK_SUFFIXES if p.stem.endswith(s))):
+        first = masks.setdefault(image_id_of_mask(path), path)
+        if first != path:  # e.g. a_mask.png beside a_segmentation.png: say which one counts
+            skipped.append(Skipped(path, f"a second true mask for '{image_id_of_mask(path)}'; "
+                                         f"{first.name} is the one used"))
     return masks, skipped
 
 
