@@ -62,12 +62,13 @@ def test_segmenting_with_onnx_needs_no_torch(tmp_path, tiny_model_path, onnx_cac
     images, _ = write_synthetic_dataset(tmp_path / "d", 2, (64, 64), seed=8)
     code = ("import sys; from napari_skinseg.cli import main; "
             f"rc = main(['segment', {str(images)!r}, {str(tmp_path / 'R')!r}, '--model', "
-            f"{str(tiny_model_path)!r}, '--engine', {engine!r}]); "
+            f"{str(tiny_model_path)!r}, '--engine', {engine!r}, '--review']); "
             "print(rc, 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "SKINSEG_CACHE": str(onnx_cache)})
     assert done.stdout.strip().splitlines()[-1] == "0 False", done.stderr[-2000:]
     assert len(list((tmp_path / "R").glob("*_segmentation.png"))) == 2
+    assert (tmp_path / "R" / "review.csv").is_file()  # the review queue, torch-free too
 
 
 def test_the_cache_keeps_the_most_recently_used_exports(tmp_path, monkeypatch):

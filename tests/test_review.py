@@ -152,6 +152,33 @@ def test_estimate_quality_uses_the_models_calibration(tiny_model_path, tmp_path)
     assert calibrated.calibrated and 0 <= calibrated.predicted_dice <= 1
 
 
+def test_both_engines_give_the_same_views_and_estimate(tiny_model_path, tmp_path):
+    """The review queue runs on the engine that segments (ONNX Runtime on a CPU, no torch); its
+    eight views are the image's flips/rotations, each turned back."""
+    from napari_skinseg.engines import make_segmenter
+    from napari_skinseg.prediction import Segmenter
+    from napari_skinseg.tta import predict_views
+
+    model = load_model(tiny_model_path)
+    feats, dice = synthetic_cases(40, 901)
+    model.metadata.quality = QualityModel.fit(feats, dice).to_dict()
+    path = model.save(tmp_path / "calibrated.pt")
+    torch_ = Segmenter(load_model(path), device="cpu")
+    onnx = make_segmenter(path, engine="onnx")
+    size = torch_.size
+    image, _ = make_synthetic_lesion((size, size), seed=4)  # at the working size: no resizing
+    views = predict_views(onnx, image)
+    assert views.shape == (8, size, size)
+    assert np.abs(views - predict_views(torch_, image)).max() < 1e-3
+    assert np.abs(views[0] - onnx.predict_probability(image)).max() < 1e-5  # view 0: plain
+    turned = predict_views(onnx, np.rot90(image))  # view k=1 of the image is the plain view of
+    assert np.abs(np.rot90(views[1]) - turned[0]).max() < 1e-4  # its rotation, turned back
+    mirrored = predict_views(onnx, image[:, ::-1])
+    assert np.abs(views[4][:, ::-1] - mirrored[0]).max() < 1e-4  # view 4: the left-right flip
+    a, b = estimate_quality(torch_, image), estimate_quality(onnx, image)
+    assert a.calibrated and b.calibrated and abs(a.predicted_dice - b.predicted_dice) < 1e-3
+
+
 def test_segment_review_writes_a_sorted_queue(tmp_path, synthetic_folder, tiny_model_path, capsys):
     from napari_skinseg.cli import main
 

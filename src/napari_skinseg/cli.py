@@ -345,15 +345,17 @@ def cmd_segment(args: argparse.Namespace) -> int:
     segmenter = make_segmenter(model_arg, device=args.device, engine=args.engine)
     print(f"model: {segmenter.name} ({segmenter.size}x{segmenter.size}, {segmenter.engine} engine)")
     estimates = []
-    reviewer = []  # the review queue's test-time views need the torch engine
+    # The review queue's views run on the same engine, except int8: its calibration was fitted
+    # on the fp32 network's views, so the fp32 export judges the int8 masks.
+    reviewer = []
 
     def review(outcome):
         if args.review:
             if not reviewer:
-                from .prediction import Segmenter
+                from .onnx_engine import OnnxSegmenter
 
-                reviewer.append(segmenter if segmenter.engine == "torch"
-                                else Segmenter.from_file(model_arg, device=args.device))
+                reviewer.append(OnnxSegmenter.from_file(model_arg)
+                                if segmenter.engine == "onnx-int8" else segmenter)
             estimate = _review_one(reviewer[0], outcome, args.results_dir)
             if estimate is not None:
                 estimates.append(estimate)

@@ -179,9 +179,22 @@ class OnnxSegmenter:
     def predict_probability(self, image: np.ndarray, tta: bool = False) -> np.ndarray:
         """Lesion probability (float32, H x W, the input's size)."""
         rgb = to_rgb_uint8(image)
+        return probability_at(self.network_probabilities(self.network_input(rgb, tta)),
+                              rgb.shape[:2], tta)
+
+    def network_input(self, rgb: np.ndarray, tta: bool = False) -> np.ndarray:
+        """(k, 3, S, S) float32: what the network sees of a uint8 RGB image (transforms.py)."""
         md = self.metadata
-        x = network_input(rgb, self.size, md.mean, md.std, md.colour_constancy, tta)
-        return probability_at(_sigmoid(self._logits(x)), rgb.shape[:2], tta)
+        return network_input(rgb, self.size, md.mean, md.std, md.colour_constancy, tta)
+
+    def network_probabilities(self, x: np.ndarray) -> np.ndarray:
+        """(N, 1, S, S) float32 lesion probabilities for a batch of network inputs."""
+        return _sigmoid(self._logits(x))
+
+    @property
+    def quality_calibration(self) -> dict:
+        """The review queue's calibration stored in the model file (empty: none)."""
+        return self.metadata.quality
 
     def segment(self, image: np.ndarray, post: PostprocessConfig | None = None, tta: bool = False):
         probability = self.predict_probability(image, tta=tta)

@@ -92,9 +92,22 @@ class Segmenter:
         threads at once, and torch's CPU operations, each parallel over all cores, would make
         those threads compete for the cores with torch's own thread pool."""
         rgb = to_rgb_uint8(image)
+        return probability_at(self.network_probabilities(self.network_input(rgb, tta)),
+                              rgb.shape[:2], tta)
+
+    def network_input(self, rgb: np.ndarray, tta: bool = False) -> np.ndarray:
+        """(k, 3, S, S) float32: what the network sees of a uint8 RGB image (transforms.py)."""
         meta = self.model.metadata
-        x = network_input(rgb, self.size, meta.mean, meta.std, meta.config.colour_constancy, tta)
-        return probability_at(self._forward(x).numpy(), rgb.shape[:2], tta)
+        return network_input(rgb, self.size, meta.mean, meta.std, meta.config.colour_constancy, tta)
+
+    def network_probabilities(self, x: np.ndarray) -> np.ndarray:
+        """(N, 1, S, S) float32 lesion probabilities for a batch of network inputs."""
+        return self._forward(x).numpy()
+
+    @property
+    def quality_calibration(self) -> dict:
+        """The review queue's calibration stored in the model file (empty: none)."""
+        return getattr(self.model.metadata, "quality", None) or {}
 
     def _forward(self, x: np.ndarray) -> torch.Tensor:
         """sigmoid(network(x)) on the CPU, computed in a batch with other threads' inputs."""

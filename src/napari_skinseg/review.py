@@ -4,8 +4,8 @@
 :mod:`napari_skinseg.quality`); :func:`rank` orders estimates worst first; :func:`write_review`
 writes ``review.csv`` (one header line, then one row per image, worst first) and ``review.html``
 (a self-contained contact sheet: outline thumbnails as inline PNGs, worst first, with the
-estimate; opens in any browser). Only :func:`estimate_quality` needs the network (torch is
-imported when it is called); ranking and writing are torch-free.
+estimate; opens in any browser). Only :func:`estimate_quality` needs the network, run by
+whichever engine segments (torch or ONNX Runtime); ranking and writing are torch-free.
 """
 
 from __future__ import annotations
@@ -62,9 +62,10 @@ def estimate_from_views(id: str, views: np.ndarray, mask: np.ndarray | None,
 def estimate_quality(segmenter: Any, image: np.ndarray, mask: np.ndarray | None = None,
                      id: str = "", thumbnail: bool = False) -> QualityEstimate:
     """Predicted Dice of ``mask`` (default: the model's own post-processed mask) for ``image``,
-    from the eight flip/rotation views of ``segmenter`` (a :class:`~.prediction.Segmenter`) and
-    the calibration stored in its model file (uncalibrated ``tta_dice`` when there is none)."""
-    from .tta import predict_views  # the network: torch only here
+    from the eight flip/rotation views of ``segmenter`` (a :class:`~.prediction.Segmenter` or
+    :class:`~.onnx_engine.OnnxSegmenter`) and the calibration stored in its model file
+    (uncalibrated ``tta_dice`` when there is none)."""
+    from .tta import predict_views
 
     views = predict_views(segmenter, image)
     if mask is None:
@@ -73,7 +74,7 @@ def estimate_quality(segmenter: Any, image: np.ndarray, mask: np.ndarray | None 
         h, w = image.shape[:2]
         prob = np.asarray(Image.fromarray(views[0].astype(np.float32)).resize((w, h), Image.BILINEAR))
         mask = postprocess(prob)
-    calibration = getattr(segmenter.model.metadata, "quality", None)
+    calibration = segmenter.quality_calibration
     estimate = estimate_from_views(id, views, mask, calibration)
     if thumbnail:
         estimate.thumbnail = outline_thumbnail(image, mask)

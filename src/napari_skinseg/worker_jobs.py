@@ -50,9 +50,8 @@ def _file_key(path: Path, *settings) -> tuple:
     return (str(path.resolve()), stat.st_mtime_ns, stat.st_size, *settings)
 
 
-def _segmenter(model: str | None, device: str = "auto", engine: str = "torch") -> Segmenter:
-    """A loaded segmenter; ``engine`` as in :mod:`napari_skinseg.engines` (the review queue's
-    test-time views and validation need torch, so those jobs keep the default)."""
+def _segmenter(model: str | None, device: str = "auto", engine: str = "auto") -> Segmenter:
+    """A loaded segmenter; ``engine`` as in :mod:`napari_skinseg.engines`."""
     path = _model_path(model)
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
@@ -210,7 +209,7 @@ def job_train(cancel: Cancel, images_dir: str, masks_dir: str, config: TrainConf
         if compare:
             path = _model_path(baseline)
             yield f"measuring {path.name} on the same {len(val)} validation pairs ..."
-            summary.baseline_dice = mean_dice(_segmenter(baseline, config.device), val)
+            summary.baseline_dice = mean_dice(_segmenter(baseline, config.device, "torch"), val)
             summary.baseline_name = path.name
     return summary
 
