@@ -229,16 +229,21 @@ def test_segment_rethreshold_measure_and_keep_hand_corrections(make_napari_viewe
     assert "skin," in (tmp_path / "m.csv").read_text() and errors == []
 
 
-def test_segment_folder_from_the_widget(make_napari_viewer, qtbot, tmp_path, tiny_model_path, errors):
+def test_segment_folder_from_the_widget(make_napari_viewer, qtbot, tmp_path, tiny_model_path, errors,
+                                       onnx_cache):
     SESSION.model.use(tiny_model_path)
     images_dir, _ = write_synthetic_dataset(tmp_path / "data", 3, (64, 80), seed=5)
     viewer = make_napari_viewer()
     widget = dock(viewer, "Segment")
     widget.input_dir.value, widget.results_dir.value = images_dir, tmp_path / "Results"
+    widget.model.engine.value = "onnx-int8"  # the engine list offers the quantised copy too
+    for made_before in onnx_cache.glob("*.int8.*"):
+        made_before.unlink()
     widget.folder_button.native.click()
     qtbot.waitUntil(lambda: widget.worker is None and "segmented" in widget.status.value, timeout=60_000)
     assert len(list((tmp_path / "Results").glob("*_segmentation.png"))) == 3
     assert len(list((tmp_path / "Results").glob("*_overlay.png"))) == 3
+    assert list(onnx_cache.glob("*.int8.onnx"))  # the worker made the int8 copy and used it
     assert errors == []
 
 
