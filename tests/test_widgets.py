@@ -525,3 +525,19 @@ def test_a_click_the_worker_cannot_answer_is_fixed_in_napari(make_napari_viewer,
     assert not curate.click_fix._running and not curate.click_fix._pending
     curate.click_fix.undo_button.native.click()
     assert np.array_equal(labels.data > 0, damaged)
+
+
+def test_a_click_after_its_labels_layer_was_closed_is_a_message(make_napari_viewer, monkeypatch):
+    from napari_skinseg._widgets import click_fix
+
+    viewer = make_napari_viewer()
+    image, truth = make_synthetic_lesion((64, 64), seed=63)
+    viewer.add_image(image, name="skin", rgb=True)
+    labels = viewer.add_labels(truth.astype(np.uint8), name="skin mask")
+    curate = dock(viewer, "Curate")
+    monkeypatch.setattr(click_fix, "run_job", lambda *args, **kwargs: None)
+    viewer.layers.selection.active = labels
+    curate.click_fix.start_button.native.click()
+    viewer.layers.remove("skin mask")  # the person closes the mask; its clicks layer stays
+    viewer.layers["skin mask clicks"].add([30, 30])  # no KeyError traceback in napari
+    assert "no longer fixes a Labels layer" in curate.status.value

@@ -127,6 +127,10 @@ class ClickFixPanel(Container):
     def _on_points(self, event, points: Points) -> None:
         if getattr(event, "action", "added") != "added" or len(points.data) == 0:
             return
+        if id(points) not in self.sessions:  # its Labels layer was closed: the session ended
+            self.on_status(f"'{points.name}' no longer fixes a Labels layer (it was closed): "
+                           "select a Labels layer and press \"Fix with clicks\" again")
+            return
         labels, session, _ = self.sessions[id(points)]
         if len(points.data) <= len(session.clicks):
             return  # a point was removed (undo), not added
