@@ -541,3 +541,17 @@ def test_a_click_after_its_labels_layer_was_closed_is_a_message(make_napari_view
     viewer.layers.remove("skin mask")  # the person closes the mask; its clicks layer stays
     viewer.layers["skin mask clicks"].add([30, 30])  # no KeyError traceback in napari
     assert "no longer fixes a Labels layer" in curate.status.value
+
+
+def test_prediction_and_probability_layers_sit_on_a_scaled_image(make_napari_viewer, qtbot, errors):
+    viewer = make_napari_viewer()
+    image, _ = make_synthetic_lesion((64, 80), seed=64)
+    viewer.add_image(image, name="skin", rgb=True, scale=(0.5, 0.5), translate=(10, 20))
+    widget = dock(viewer, "Segment")
+    widget.images.value, widget.probabilities.value = ["skin"], True
+    widget.segment_button.native.click()
+    qtbot.waitUntil(lambda: "skin prediction" in viewer.layers and widget.worker is None, timeout=60_000)
+    for name in ("skin prediction", "skin probability"):  # both over the image, not beside it
+        assert tuple(viewer.layers[name].scale) == (0.5, 0.5), name
+        assert tuple(viewer.layers[name].translate) == (10, 20), name
+    assert errors == []

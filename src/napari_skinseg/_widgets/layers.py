@@ -115,6 +115,9 @@ def show_prediction(viewer, image_name: str, probability: np.ndarray, post: Post
         if confirm_replace is None or not confirm_replace(question):
             return None
     metadata = {PROBABILITY_KEY: probability, AUTO_HASH_KEY: mask_hash(mask)}
+    image = viewer.layers[image_name] if image_name in viewer.layers else None
+    # New layers sit where the image is (an image with a pixel size or an offset)
+    placement = {} if image is None else dict(scale=image.scale[-2:], translate=image.translate[-2:])
     if with_probability:
         prob_name = image_name + PROBABILITY_SUFFIX
         if prob_name in viewer.layers:
@@ -122,7 +125,7 @@ def show_prediction(viewer, image_name: str, probability: np.ndarray, post: Post
             viewer.layers[prob_name].visible = True
         else:
             viewer.add_image(probability, name=prob_name, colormap="magma", opacity=0.5,
-                             contrast_limits=(0, 1), blending="additive")
+                             contrast_limits=(0, 1), blending="additive", **placement)
     if isinstance(existing, Labels):
         layer = existing
         layer.metadata.pop(SAVED_HASH_KEY, None)
@@ -132,10 +135,7 @@ def show_prediction(viewer, image_name: str, probability: np.ndarray, post: Post
         if existing is not None:  # a non-Labels layer took the name: keep it, use a fresh name
             name = _free_name(viewer, name)
         layer = viewer.add_labels(mask, name=name, opacity=0.5, metadata=metadata,
-                                  colormap=PREDICTION_COLOURS)
-        if image_name in viewer.layers:
-            layer.scale = viewer.layers[image_name].scale[-2:]
-            layer.translate = viewer.layers[image_name].translate[-2:]
+                                  colormap=PREDICTION_COLOURS, **placement)
     bring_to_top(viewer, layer)
     return layer
 
