@@ -555,3 +555,18 @@ def test_prediction_and_probability_layers_sit_on_a_scaled_image(make_napari_vie
         assert tuple(viewer.layers[name].scale) == (0.5, 0.5), name
         assert tuple(viewer.layers[name].translate) == (10, 20), name
     assert errors == []
+
+
+def test_next_in_worst_first_order_opens_an_image_once_ranked(make_napari_viewer, qtbot, tmp_path, errors):
+    source, _ = write_synthetic_dataset(tmp_path / "todo", 2, (64, 64), seed=14)
+    viewer = make_napari_viewer()
+    widget = dock(viewer, "Curate")
+    widget.curated_dir.value = tmp_path / "curated"
+    with qtbot.waitSignal(widget.order.changed):  # worst first chosen before any folder: no ranking
+        widget.order.value = "worst first (predicted Dice)"
+    widget.source_dir.value = source
+    widget.next_button.native.click()  # ranks first, then opens the worst image: one click
+    qtbot.waitUntil(lambda: widget.worker is None and len(widget.predicted) == 2
+                    and len(viewer.layers) == 2, timeout=SLOW)
+    assert viewer.layers[0].name == min(widget.predicted, key=widget.predicted.get).stem
+    assert errors == []

@@ -293,14 +293,19 @@ class CurateWidget(DockContainer):
             self._set_status(f"ranking by predicted Dice: {len([p for p in missing if p in self.predicted])}"
                              f"/{len(missing)}")
 
+        ranked: list[bool] = []
+
         def done(_n):
             self._set_status(f"ranked {len(missing)} images: worst first")
-            if then is not None:
+            ranked.append(True)
+
+        def finished():  # only now is the ranking job no longer "running" (else then() is busy)
+            if ranked and then is not None:
                 self._guard(then)()
 
         self.runner = run_job("review_folder", dict(paths=[str(p) for p in missing],
                                                     model=SESSION.model.job_arg),
-                              yielded=got, returned=done,
+                              yielded=got, returned=done, finished=finished,
                               failed=lambda message: self._set_status(f"cannot rank: {message}"))
         return False
 
