@@ -570,3 +570,34 @@ def test_next_in_worst_first_order_opens_an_image_once_ranked(make_napari_viewer
                     and len(viewer.layers) == 2, timeout=SLOW)
     assert viewer.layers[0].name == min(widget.predicted, key=widget.predicted.get).stem
     assert errors == []
+
+
+def test_curate_never_files_two_images_under_one_curated_pair(make_napari_viewer, qtbot, tmp_path,
+                                                              errors, monkeypatch):
+    warnings = []
+    monkeypatch.setattr(curate_widget, "show_warning", warnings.append)
+    source = tmp_path / "todo"
+    source.mkdir()
+    for i, name in enumerate(("a.jpg", "a.png", "c d.png")):  # a.png would be saved as "a" too
+        write_image(source / name, make_synthetic_lesion((64, 64), seed=80 + i)[0])
+    viewer = make_napari_viewer()
+    widget = dock(viewer, "Curate")
+    widget.curated_dir.value, widget.source_dir.value = tmp_path / "curated", source
+    widget.ask_unsaved = lambda message: DISCARD
+
+    def next_opens(stem):
+        widget.next_button.native.click()
+        qtbot.waitUntil(lambda: widget.worker is None and f"{stem} prediction" in viewer.layers,
+                        timeout=60_000)
+
+    next_opens("a")
+    next_opens("c d")  # a.png is skipped, with a warning that names a.jpg
+    assert any("a.png" in w and "a.jpg" in w for w in warnings)
+    widget.save_button.native.click()  # saved as the file-name-safe id "c_d" ...
+    next_opens("a")
+    widget.save_button.native.click()
+    widget.next_button.native.click()  # ... so "c d.png" counts as curated: nothing left
+    assert widget.status.value == "every image of that folder has a curated mask"
+    assert sorted(p.name for p in (tmp_path / "curated" / "masks").iterdir()) == \
+        ["a_segmentation.png", "c_d_segmentation.png"]
+    assert errors == []

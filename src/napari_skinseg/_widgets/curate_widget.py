@@ -28,7 +28,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from ..bundled import bundled_model_path, has_bundled_model
 from ..config import FINE_TUNE_LEARNING_RATE, TrainConfig
 from ..image_io import ImageReadError, read_image, read_mask, write_image, write_mask
-from ..pairs import PairFolder, is_mask_name, list_images
+from ..pairs import PairFolder, is_mask_name, list_images, safe_id, split_same_ids
 from .click_fix import BOX_SUFFIX, CLICKS_SUFFIX, ClickFixPanel
 from .fields import (
     SAVE,
@@ -115,6 +115,7 @@ class CurateWidget(DockContainer):
         self.position = -1
         self.predicted: dict[Path, float | None] = {}  # review queue: predicted Dice per image
         self._opened: list[str] = []  # names of the layers Curate opened for the current image
+        self._clashes_shown: set[Path] = set()  # images skipped for sharing an id (warned once)
         self.previous_button.changed.connect(self._guard(self.previous_image))
         self.next_button.changed.connect(self._guard(self.next_image))
         self.save_next_button.changed.connect(self._guard(self.save_and_next))
@@ -270,8 +271,14 @@ class CurateWidget(DockContainer):
     def _todo(self) -> list[Path]:
         source = required_folder(self.source_dir, "folder of images to curate")
         images, _ = list_images(source)
+        # a.jpg and a.png would be saved as the same pair: only the first is curated
+        images, clashes = split_same_ids([p for p in images if not is_mask_name(p)])
+        for clash in clashes:
+            if clash.path not in self._clashes_shown:
+                self._clashes_shown.add(clash.path)
+                show_warning(f"skipped: {clash}")
         done = self.folder.ids()
-        todo = [p for p in images if p.stem not in done and not is_mask_name(p)]
+        todo = [p for p in images if safe_id(p.stem) not in done]  # saved under that id
         if self.order.value == WORST_FIRST:  # unknown estimates (unreadable files) go last
             todo.sort(key=lambda p: (self.predicted.get(p) is None, self.predicted.get(p) or 0.0))
         return todo

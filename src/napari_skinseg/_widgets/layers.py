@@ -7,7 +7,6 @@ tell an untouched prediction from one a person corrected (and one corrected sinc
 
 from __future__ import annotations
 
-import re
 import zlib
 from typing import Callable
 
@@ -16,6 +15,7 @@ from napari.layers import Image, Labels
 
 from ..config import PostprocessConfig
 from ..image_io import to_rgb_uint8
+from ..pairs import safe_id
 from ..postprocess import postprocess
 
 PREDICTION_SUFFIX = " prediction"
@@ -76,7 +76,7 @@ def image_id(layer: Image) -> str:
     """A file-name-safe id: the source file's stem, else the layer name."""
     source = layer.metadata.get("source_path") or getattr(layer.source, "path", None)
     stem = str(source).replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0] if source else layer.name
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "image"
+    return safe_id(stem)
 
 
 def mask_hash(mask: np.ndarray) -> int:
