@@ -601,3 +601,18 @@ def test_curate_never_files_two_images_under_one_curated_pair(make_napari_viewer
     assert sorted(p.name for p in (tmp_path / "curated" / "masks").iterdir()) == \
         ["a_segmentation.png", "c_d_segmentation.png"]
     assert errors == []
+
+
+def test_an_image_closed_or_renamed_while_segmented(make_napari_viewer, qtbot, errors):
+    viewer = make_napari_viewer()
+    for name, seed in (("gone", 65), ("renamed", 66)):
+        viewer.add_image(make_synthetic_lesion((64, 64), seed=seed)[0], name=name, rgb=True)
+    widget = dock(viewer, "Segment")
+    widget.images.value = ["gone", "renamed"]
+    widget.segment_button.native.click()
+    viewer.layers.remove("gone")  # before the worker answers
+    viewer.layers["renamed"].name = "skin"
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    # no prediction of a closed image; the renamed one's prediction goes by its new name
+    assert [layer.name for layer in viewer.layers] == ["skin", "skin prediction"]
+    assert "not shown (closed meanwhile): gone" in widget.status.value and errors == []
