@@ -616,3 +616,33 @@ def test_an_image_closed_or_renamed_while_segmented(make_napari_viewer, qtbot, e
     # no prediction of a closed image; the renamed one's prediction goes by its new name
     assert [layer.name for layer in viewer.layers] == ["skin", "skin prediction"]
     assert "not shown (closed meanwhile): gone" in widget.status.value and errors == []
+
+
+def test_clicks_and_undo_keep_what_was_painted_between_clicks(make_napari_viewer, monkeypatch):
+    from napari_skinseg._widgets import click_fix
+
+    viewer = make_napari_viewer()
+    image, truth = make_synthetic_lesion((120, 120), seed=62)
+    viewer.add_image(image, name="skin", rgb=True)
+    damaged = truth.copy()
+    ys, xs = np.nonzero(truth)
+    cy, cx = int(ys.mean()), int(xs.mean())
+    damaged[cy - 8:cy + 8, cx - 8:cx + 8] = False
+    assert not truth[:12, :12].any()
+    labels = viewer.add_labels(damaged.astype(np.uint8), name="skin mask")
+    curate = dock(viewer, "Curate")
+    monkeypatch.setattr(click_fix, "run_job", lambda name, kwargs, failed=None, **_:
+                        failed("no worker") if failed else None)  # clicks fixed in napari
+    viewer.layers.selection.active = labels
+    curate.click_fix.start_button.native.click()
+    points = viewer.layers["skin mask clicks"]
+    points.add([cy, cx])
+    assert labels.data[cy, cx] == 1
+    labels.brush_size = 5
+    labels.paint((6, 6), 1)  # a brush stroke between two clicks, far from both
+    points.add([cy + 2, cx + 2])
+    assert labels.data[6, 6] == 1  # the next click keeps it
+    curate.click_fix.undo_button.native.click()
+    curate.click_fix.undo_button.native.click()
+    assert labels.data[6, 6] == 1  # undoing the clicks undoes only what they changed
+    assert np.array_equal(labels.data[20:] > 0, damaged[20:])
