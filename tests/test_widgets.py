@@ -646,3 +646,20 @@ def test_clicks_and_undo_keep_what_was_painted_between_clicks(make_napari_viewer
     curate.click_fix.undo_button.native.click()
     assert labels.data[6, 6] == 1  # undoing the clicks undoes only what they changed
     assert np.array_equal(labels.data[20:] > 0, damaged[20:])
+
+
+def test_segment_asks_before_replacing_a_labels_layer_it_did_not_make(make_napari_viewer, qtbot, errors):
+    viewer = make_napari_viewer()
+    image, truth = make_synthetic_lesion((64, 64), seed=67)
+    viewer.add_image(image, name="skin", rgb=True)
+    # e.g. a mask drawn earlier and opened from a file under this name: nothing says how it was made
+    own = viewer.add_labels(truth.astype(np.uint8) * 2, name="skin prediction")
+    drawn = own.data.copy()
+    widget = dock(viewer, "Segment")
+    asked = []
+    widget.confirm_replace = lambda message: asked.append(message) or False
+    widget.images.value = ["skin"]
+    widget.segment_button.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert len(asked) == 1 and np.array_equal(own.data, drawn) and "kept" in widget.status.value
+    assert errors == []

@@ -112,8 +112,13 @@ def show_prediction(viewer, image_name: str, probability: np.ndarray, post: Post
     existing = viewer.layers[name] if name in viewer.layers else None
     if isinstance(existing, Labels) and edited_by_hand(existing):
         question = f"'{name}' holds corrections made by hand. Replace them with the new prediction?"
-        if confirm_replace is None or not confirm_replace(question):
-            return None
+    elif isinstance(existing, Labels) and AUTO_HASH_KEY not in existing.metadata \
+            and np.any(existing.data):  # not made here (e.g. opened from a file): maybe by hand
+        question = f"'{name}' was not made by the network here. Replace it with the new prediction?"
+    else:
+        question = None
+    if question is not None and (confirm_replace is None or not confirm_replace(question)):
+        return None
     metadata = {PROBABILITY_KEY: probability, AUTO_HASH_KEY: mask_hash(mask)}
     image = viewer.layers[image_name] if image_name in viewer.layers else None
     # New layers sit where the image is (an image with a pixel size or an offset)
