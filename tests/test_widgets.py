@@ -663,3 +663,22 @@ def test_segment_asks_before_replacing_a_labels_layer_it_did_not_make(make_napar
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
     assert len(asked) == 1 and np.array_equal(own.data, drawn) and "kept" in widget.status.value
     assert errors == []
+
+
+def test_curate_never_takes_over_a_layer_that_has_its_names(make_napari_viewer, qtbot, tmp_path, errors):
+    source, _ = write_synthetic_dataset(tmp_path / "todo", 2, (64, 64), seed=15)
+    first = sorted(source.iterdir())[0].stem
+    viewer = make_napari_viewer()
+    # the person's own corrected mask, named like the prediction Curate makes for `first`
+    own = viewer.add_labels(np.ones((64, 64), np.uint8), name=f"{first} prediction")
+    widget = dock(viewer, "Curate")
+    widget.curated_dir.value, widget.source_dir.value = tmp_path / "curated", source
+    widget.ask_unsaved = lambda message: DISCARD
+    widget.next_button.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None and len(viewer.layers) == 3, timeout=60_000)
+    assert own in viewer.layers and (own.data == 1).all()
+    assert viewer.layers.selection.active is not own  # the new prediction is worked on
+    widget.next_button.native.click()  # closes what Curate opened, and only that
+    qtbot.waitUntil(lambda: widget.worker is None and widget.position == 1 and len(viewer.layers) == 3,
+                    timeout=60_000)
+    assert own in viewer.layers and (own.data == 1).all() and errors == []

@@ -410,7 +410,7 @@ class CurateWidget(DockContainer):
         image = read_image(path)  # a bad file is reported before anything is closed
         if not self._leave_current():
             return False
-        layer = self.viewer.add_image(image, name=path.stem, rgb=True,
+        layer = self.viewer.add_image(image, name=self._free_name(path.stem), rgb=True,
                                       metadata={"source_path": str(path)})
         prediction = layer.name + PREDICTION_SUFFIX
         self._opened = [layer.name, prediction, layer.name + PROBABILITY_SUFFIX,
@@ -428,6 +428,8 @@ class CurateWidget(DockContainer):
             if name == "model" or layer not in self.viewer.layers:
                 return
             labels = show_prediction(self.viewer, layer.name, value, SESSION.post.config)
+            if labels is None:  # a layer made meanwhile under its name was kept
+                return
             labels.mode = "paint"
             self.update_target()
             self._set_status(f"correct '{labels.name}' with clicks or the brush, then Save & next "
@@ -438,6 +440,16 @@ class CurateWidget(DockContainer):
                               yielded=shown,
                               failed=lambda message: self._set_status(f"cannot segment {path.name}: {message}"))
         return True
+
+    def _free_name(self, stem: str) -> str:
+        """A name whose layers (image, prediction, ...) are all new: Curate closes its layers by
+        name, so it must never share one with a layer the person made."""
+        suffixes = ("", PREDICTION_SUFFIX, PROBABILITY_SUFFIX, PREDICTION_SUFFIX + CLICKS_SUFFIX,
+                    PREDICTION_SUFFIX + BOX_SUFFIX)
+        name, i = stem, 1
+        while any(name + suffix in self.viewer.layers for suffix in suffixes):
+            name, i = f"{stem} [{i}]", i + 1
+        return name
 
     def _show_saved_mask(self, image_layer: Image, mask: np.ndarray) -> None:
         data = mask.astype(np.uint8)
