@@ -682,3 +682,20 @@ def test_curate_never_takes_over_a_layer_that_has_its_names(make_napari_viewer, 
     qtbot.waitUntil(lambda: widget.worker is None and widget.position == 1 and len(viewer.layers) == 3,
                     timeout=60_000)
     assert own in viewer.layers and (own.data == 1).all() and errors == []
+
+
+def test_retrain_pressed_twice_starts_one_training(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    from napari_skinseg._widgets.training_controller import TrainingController
+
+    write_synthetic_dataset(tmp_path / "curated", 2, (64, 64), seed=16)
+    viewer = make_napari_viewer()
+    widget = dock(viewer, "Curate")
+    widget.curated_dir.value = tmp_path / "curated"
+    widget.start_from.value = "bundled model"  # its settings are read from the worker first
+    started = []
+    monkeypatch.setattr(TrainingController, "start",
+                        lambda self, *args, **kwargs: started.append(args))
+    widget.retrain_button.native.click()
+    widget.retrain_button.native.click()  # while the first is still being prepared
+    qtbot.waitUntil(lambda: not jobs.RUNNING, timeout=60_000)
+    assert len(started) == 1  # two runs would write the same retrained-<time>.pt

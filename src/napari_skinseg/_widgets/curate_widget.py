@@ -116,6 +116,7 @@ class CurateWidget(DockContainer):
         self.predicted: dict[Path, float | None] = {}  # review queue: predicted Dice per image
         self._opened: list[str] = []  # names of the layers Curate opened for the current image
         self._clashes_shown: set[Path] = set()  # images skipped for sharing an id (warned once)
+        self._preparing: JobRunner | None = None  # reading the starting model before a retraining
         self.previous_button.changed.connect(self._guard(self.previous_image))
         self.next_button.changed.connect(self._guard(self.next_image))
         self.save_next_button.changed.connect(self._guard(self.save_and_next))
@@ -466,6 +467,9 @@ class CurateWidget(DockContainer):
         if self.controller.running:
             self.controller.cancel()
             return
+        if self._preparing is not None and self._preparing.running:  # reading the model's settings
+            show_warning("retraining is starting; one moment")
+            return
         self._guard(self.retrain)()
 
     def retrain(self) -> None:
@@ -493,5 +497,5 @@ class CurateWidget(DockContainer):
         if init is None:
             start({"config": TrainConfig(epochs=self.epochs.value)})
             return
-        run_job("model_info", {"model": str(init)}, returned=start,
-                failed=lambda message: self._set_status(f"cannot retrain: {message}"))
+        self._preparing = run_job("model_info", {"model": str(init)}, returned=start,
+                                  failed=lambda message: self._set_status(f"cannot retrain: {message}"))
