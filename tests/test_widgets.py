@@ -699,3 +699,25 @@ def test_retrain_pressed_twice_starts_one_training(make_napari_viewer, qtbot, tm
     widget.retrain_button.native.click()  # while the first is still being prepared
     qtbot.waitUntil(lambda: not jobs.RUNNING, timeout=60_000)
     assert len(started) == 1  # two runs would write the same retrained-<time>.pt
+
+
+def test_a_deleted_click_point_comes_back_and_later_clicks_still_count(make_napari_viewer, monkeypatch):
+    from napari_skinseg._widgets import click_fix
+
+    viewer = make_napari_viewer()
+    image, truth = make_synthetic_lesion((120, 120), seed=62)
+    viewer.add_image(image, name="skin", rgb=True)
+    labels = viewer.add_labels(truth.astype(np.uint8), name="skin mask")
+    curate = dock(viewer, "Curate")
+    monkeypatch.setattr(click_fix, "run_job", lambda name, kwargs, failed=None, **_:
+                        failed("no worker") if failed else None)  # clicks fixed in napari
+    viewer.layers.selection.active = labels
+    points = curate.click_fix.start()
+    points.add([5, 5])
+    points.add([110, 110])
+    points.selected_data = {0}
+    points.remove_selected()  # napari's delete key: the click would stay in force, unseen
+    assert len(points.data) == 2 and "Undo click" in curate.status.value
+    assert not truth[60, 5]
+    points.add([60, 5])  # the next click is a click, not taken for a deletion
+    assert len(points.data) == 3 and "click at (60, 5)" in curate.status.value

@@ -59,6 +59,7 @@ class ClickFixPanel(Container):
         self.sessions: dict[int, tuple[Labels, ClickSession, Points]] = {}
         self._pending: list[tuple] = []  # clicks waiting for the worker, oldest first
         self._made: dict[int, list[np.ndarray]] = {}  # per session: the mask each click/box made
+        self._placed: dict[int, np.ndarray] = {}  # per points layer: the points of its clicks
         self._running = False
         self.start_button.changed.connect(self._guard(self.start))
         self.undo_button.changed.connect(self._guard(self.undo))
@@ -72,6 +73,7 @@ class ClickFixPanel(Container):
             if points not in self.viewer.layers or labels not in self.viewer.layers:
                 del self.sessions[key]
                 self._made.pop(id(_session), None)
+                self._placed.pop(key, None)
 
     def _guard(self, action):
         def run(*_):
@@ -101,6 +103,7 @@ class ClickFixPanel(Container):
                                         translate=labels.translate)
         self.sessions[id(points)] = (labels, session, points)
         self._made[id(session)] = []
+        self._placed[id(points)] = np.empty((0, 2))
         if bundled_click_model_path() is not None:
             # load the click network now, while the person moves to the lesion: else the
             # first click waits for it (0.5 s instead of 0.1 s)
@@ -134,7 +137,10 @@ class ClickFixPanel(Container):
         raise ValueError("press \"Fix with clicks\" first")
 
     def _on_points(self, event, points: Points) -> None:
-        if getattr(event, "action", "added") != "added" or len(points.data) == 0:
+        action = getattr(event, "action", "added")
+        if action == "removed" and id(points) in self._placed:
+            self._keep_points(points)
+        if action != "added" or len(points.data) == 0:
             return
         if id(points) not in self.sessions:  # its Labels layer was closed: the session ended
             self.on_status(f"'{points.name}' no longer fixes a Labels layer (it was closed): "
@@ -152,12 +158,26 @@ class ClickFixPanel(Container):
             with points.events.data.blocker():
                 points.data = points.data[:-1]
             return
+        self._placed[id(points)] = np.array(points.data)
         if bundled_click_model_path() is None:
             follow_layer(labels, session)
             self._show(labels, session, points, y, x, lesion, session.click(y, x, lesion))
             return
         self._pending.append((labels, session, points, y, x, lesion))
         self._send_next()
+
+    def _keep_points(self, points: Points) -> None:
+        """A point deleted by hand would leave its click in force, unseen, and make the next
+        point look like a deletion (ignored): the points are put back, and the person told how
+        a click is taken back."""
+        placed = self._placed[id(points)]
+        if len(points.data) < len(placed):
+            with points.events.data.blocker():
+                points.data = placed
+            if id(points) in self.sessions:
+                self._colour_points(points, self.sessions[id(points)][1])
+            self.on_status("a click's point cannot be deleted: \"Undo click\" takes back the "
+                           "last click")
 
     def _send_next(self) -> None:
         """Send the oldest waiting click to the worker's click-to-fix network."""
@@ -214,6 +234,7 @@ class ClickFixPanel(Container):
         if len(points.data) > n:
             with points.events.data.blocker():
                 points.data = points.data[:n]
+        self._placed[id(points)] = np.array(points.data)
         self._colour_points(points, session)
         self.on_change()
         self.on_status(f"undone: {n} click(s) left")
