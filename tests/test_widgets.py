@@ -530,3 +530,199 @@ def test_a_click_the_worker_cannot_answer_is_fixed_in_napari(make_napari_viewer,
     assert not curate.click_fix._running and not curate.click_fix._pending
     curate.click_fix.undo_button.native.click()
     assert np.array_equal(labels.data > 0, damaged)
+
+
+def test_a_click_after_its_labels_layer_was_closed_is_a_message(make_napari_viewer, monkeypatch):
+    from napari_skinseg._widgets import click_fix
+
+    viewer = make_napari_viewer()
+    image, truth = make_synthetic_lesion((64, 64), seed=63)
+    viewer.add_image(image, name="skin", rgb=True)
+    labels = viewer.add_labels(truth.astype(np.uint8), name="skin mask")
+    curate = dock(viewer, "Curate")
+    monkeypatch.setattr(click_fix, "run_job", lambda *args, **kwargs: None)
+    viewer.layers.selection.active = labels
+    curate.click_fix.start_button.native.click()
+    viewer.layers.remove("skin mask")  # the person closes the mask; its clicks layer stays
+    viewer.layers["skin mask clicks"].add([30, 30])  # no KeyError traceback in napari
+    assert "no longer fixes a Labels layer" in curate.status.value
+
+
+def test_prediction_and_probability_layers_sit_on_a_scaled_image(make_napari_viewer, qtbot, errors):
+    viewer = make_napari_viewer()
+    image, _ = make_synthetic_lesion((64, 80), seed=64)
+    viewer.add_image(image, name="skin", rgb=True, scale=(0.5, 0.5), translate=(10, 20))
+    widget = dock(viewer, "Segment")
+    widget.images.value, widget.probabilities.value = ["skin"], True
+    widget.segment_button.native.click()
+    qtbot.waitUntil(lambda: "skin prediction" in viewer.layers and widget.worker is None, timeout=60_000)
+    for name in ("skin prediction", "skin probability"):  # both over the image, not beside it
+        assert tuple(viewer.layers[name].scale) == (0.5, 0.5), name
+        assert tuple(viewer.layers[name].translate) == (10, 20), name
+    assert errors == []
+
+
+def test_next_in_worst_first_order_opens_an_image_once_ranked(make_napari_viewer, qtbot, tmp_path, errors):
+    source, _ = write_synthetic_dataset(tmp_path / "todo", 2, (64, 64), seed=14)
+    viewer = make_napari_viewer()
+    widget = dock(viewer, "Curate")
+    widget.curated_dir.value = tmp_path / "curated"
+    with qtbot.waitSignal(widget.order.changed):  # worst first chosen before any folder: no ranking
+        widget.order.value = "worst first (predicted Dice)"
+    widget.source_dir.value = source
+    widget.next_button.native.click()  # ranks first, then opens the worst image: one click
+    qtbot.waitUntil(lambda: widget.worker is None and len(widget.predicted) == 2
+                    and len(viewer.layers) == 2, timeout=SLOW)
+    assert viewer.layers[0].name == min(widget.predicted, key=widget.predicted.get).stem
+    assert errors == []
+
+
+def test_curate_never_files_two_images_under_one_curated_pair(make_napari_viewer, qtbot, tmp_path,
+                                                              errors, monkeypatch):
+    warnings = []
+    monkeypatch.setattr(curate_widget, "show_warning", warnings.append)
+    source = tmp_path / "todo"
+    source.mkdir()
+    for i, name in enumerate(("a.jpg", "a.png", "c d.png")):  # a.png would be saved as "a" too
+        write_image(source / name, make_synthetic_lesion((64, 64), seed=80 + i)[0])
+    viewer = make_napari_viewer()
+    widget = dock(viewer, "Curate")
+    widget.curated_dir.value, widget.source_dir.value = tmp_path / "curated", source
+    widget.ask_unsaved = lambda message: DISCARD
+
+    def next_opens(stem):
+        widget.next_button.native.click()
+        qtbot.waitUntil(lambda: widget.worker is None and f"{stem} prediction" in viewer.layers,
+                        timeout=60_000)
+
+    next_opens("a")
+    next_opens("c d")  # a.png is skipped, with a warning that names a.jpg
+    assert any("a.png" in w and "a.jpg" in w for w in warnings)
+    widget.save_button.native.click()  # saved as the file-name-safe id "c_d" ...
+    next_opens("a")
+    widget.save_button.native.click()
+    widget.next_button.native.click()  # ... so "c d.png" counts as curated: nothing left
+    assert widget.status.value == "every image of that folder has a curated mask"
+    assert sorted(p.name for p in (tmp_path / "curated" / "masks").iterdir()) == \
+        ["a_segmentation.png", "c_d_segmentation.png"]
+    assert errors == []
+
+
+def test_an_image_closed_or_renamed_while_segmented(make_napari_viewer, qtbot, errors):
+    viewer = make_napari_viewer()
+    for name, seed in (("gone", 65), ("renamed", 66)):
+        viewer.add_image(make_synthetic_lesion((64, 64), seed=seed)[0], name=name, rgb=True)
+    widget = dock(viewer, "Segment")
+    widget.images.value = ["gone", "renamed"]
+    widget.segment_button.native.click()
+    viewer.layers.remove("gone")  # before the worker answers
+    viewer.layers["renamed"].name = "skin"
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    # no prediction of a closed image; the renamed one's prediction goes by its new name
+    assert [layer.name for layer in viewer.layers] == ["skin", "skin prediction"]
+    assert "not shown (closed meanwhile): gone" in widget.status.value and errors == []
+
+
+def test_clicks_and_undo_keep_what_was_painted_between_clicks(make_napari_viewer, monkeypatch):
+    from napari_skinseg._widgets import click_fix
+
+    viewer = make_napari_viewer()
+    image, truth = make_synthetic_lesion((120, 120), seed=62)
+    viewer.add_image(image, name="skin", rgb=True)
+    damaged = truth.copy()
+    ys, xs = np.nonzero(truth)
+    cy, cx = int(ys.mean()), int(xs.mean())
+    damaged[cy - 8:cy + 8, cx - 8:cx + 8] = False
+    assert not truth[:12, :12].any()
+    labels = viewer.add_labels(damaged.astype(np.uint8), name="skin mask")
+    curate = dock(viewer, "Curate")
+    monkeypatch.setattr(click_fix, "run_job", lambda name, kwargs, failed=None, **_:
+                        failed("no worker") if failed else None)  # clicks fixed in napari
+    viewer.layers.selection.active = labels
+    curate.click_fix.start_button.native.click()
+    points = viewer.layers["skin mask clicks"]
+    points.add([cy, cx])
+    assert labels.data[cy, cx] == 1
+    labels.brush_size = 5
+    labels.paint((6, 6), 1)  # a brush stroke between two clicks, far from both
+    points.add([cy + 2, cx + 2])
+    assert labels.data[6, 6] == 1  # the next click keeps it
+    curate.click_fix.undo_button.native.click()
+    curate.click_fix.undo_button.native.click()
+    assert labels.data[6, 6] == 1  # undoing the clicks undoes only what they changed
+    assert np.array_equal(labels.data[20:] > 0, damaged[20:])
+
+
+def test_segment_asks_before_replacing_a_labels_layer_it_did_not_make(make_napari_viewer, qtbot, errors):
+    viewer = make_napari_viewer()
+    image, truth = make_synthetic_lesion((64, 64), seed=67)
+    viewer.add_image(image, name="skin", rgb=True)
+    # e.g. a mask drawn earlier and opened from a file under this name: nothing says how it was made
+    own = viewer.add_labels(truth.astype(np.uint8) * 2, name="skin prediction")
+    drawn = own.data.copy()
+    widget = dock(viewer, "Segment")
+    asked = []
+    widget.confirm_replace = lambda message: asked.append(message) or False
+    widget.images.value = ["skin"]
+    widget.segment_button.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert len(asked) == 1 and np.array_equal(own.data, drawn) and "kept" in widget.status.value
+    assert errors == []
+
+
+def test_curate_never_takes_over_a_layer_that_has_its_names(make_napari_viewer, qtbot, tmp_path, errors):
+    source, _ = write_synthetic_dataset(tmp_path / "todo", 2, (64, 64), seed=15)
+    first = sorted(source.iterdir())[0].stem
+    viewer = make_napari_viewer()
+    # the person's own corrected mask, named like the prediction Curate makes for `first`
+    own = viewer.add_labels(np.ones((64, 64), np.uint8), name=f"{first} prediction")
+    widget = dock(viewer, "Curate")
+    widget.curated_dir.value, widget.source_dir.value = tmp_path / "curated", source
+    widget.ask_unsaved = lambda message: DISCARD
+    widget.next_button.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None and len(viewer.layers) == 3, timeout=60_000)
+    assert own in viewer.layers and (own.data == 1).all()
+    assert viewer.layers.selection.active is not own  # the new prediction is worked on
+    widget.next_button.native.click()  # closes what Curate opened, and only that
+    qtbot.waitUntil(lambda: widget.worker is None and widget.position == 1 and len(viewer.layers) == 3,
+                    timeout=60_000)
+    assert own in viewer.layers and (own.data == 1).all() and errors == []
+
+
+def test_retrain_pressed_twice_starts_one_training(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    from napari_skinseg._widgets.training_controller import TrainingController
+
+    write_synthetic_dataset(tmp_path / "curated", 2, (64, 64), seed=16)
+    viewer = make_napari_viewer()
+    widget = dock(viewer, "Curate")
+    widget.curated_dir.value = tmp_path / "curated"
+    widget.start_from.value = "bundled model"  # its settings are read from the worker first
+    started = []
+    monkeypatch.setattr(TrainingController, "start",
+                        lambda self, *args, **kwargs: started.append(args))
+    widget.retrain_button.native.click()
+    widget.retrain_button.native.click()  # while the first is still being prepared
+    qtbot.waitUntil(lambda: not jobs.RUNNING, timeout=60_000)
+    assert len(started) == 1  # two runs would write the same retrained-<time>.pt
+
+
+def test_a_deleted_click_point_comes_back_and_later_clicks_still_count(make_napari_viewer, monkeypatch):
+    from napari_skinseg._widgets import click_fix
+
+    viewer = make_napari_viewer()
+    image, truth = make_synthetic_lesion((120, 120), seed=62)
+    viewer.add_image(image, name="skin", rgb=True)
+    labels = viewer.add_labels(truth.astype(np.uint8), name="skin mask")
+    curate = dock(viewer, "Curate")
+    monkeypatch.setattr(click_fix, "run_job", lambda name, kwargs, failed=None, **_:
+                        failed("no worker") if failed else None)  # clicks fixed in napari
+    viewer.layers.selection.active = labels
+    points = curate.click_fix.start()
+    points.add([5, 5])
+    points.add([110, 110])
+    points.selected_data = {0}
+    points.remove_selected()  # napari's delete key: the click would stay in force, unseen
+    assert len(points.data) == 2 and "Undo click" in curate.status.value
+    assert not truth[60, 5]
+    points.add([60, 5])  # the next click is a click, not taken for a deletion
+    assert len(points.data) == 3 and "click at (60, 5)" in curate.status.value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,12 @@ def probability_filename(image_id: str) -> str:
 def is_result_extra(path: str | Path) -> bool:
     """True for a results folder's overlays and probability maps (outputs that are not masks)."""
     return Path(path).stem.endswith((OVERLAY_SUFFIX, PROBABILITY_SUFFIX))
+
+
+def safe_id(name: str) -> str:
+    """The file-name-safe id a curated pair of ``name`` (an image's stem or a layer name) is saved
+    under: ``c d`` -> ``c_d``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "image"
 
 
 def id_of_mask(path: str | Path) -> str | None:

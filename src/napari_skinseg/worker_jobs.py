@@ -25,7 +25,7 @@ from .engines import make_click_refiner, make_segmenter, resolve_engine
 from .folder_segmentation import default_workers, segment_folder
 from .image_io import ImageReadError, read_image, write_image, write_mask
 from .model import ModelFileError, load_model
-from .pairs import PairFolder, list_images
+from .pairs import PairFolder, list_images, safe_id
 from .prediction import Segmenter, mean_dice
 from .reports import TrainingSummary
 from .review import estimate_quality
@@ -245,7 +245,8 @@ def job_accept_as_curated(cancel: Cancel, paths: list[str], curated: str, model:
     for path in map(Path, paths):
         if cancel():
             break
-        image_path, mask_path = folder.image_path(path.stem), folder.mask_path(path.stem)
+        stem = safe_id(path.stem)  # the id Curate saves this image under
+        image_path, mask_path = folder.image_path(stem), folder.mask_path(stem)
         if image_path.exists() or mask_path.exists():
             yield {"path": str(path), "status": "exists"}
             continue

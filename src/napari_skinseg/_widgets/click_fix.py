@@ -37,6 +37,12 @@ def set_mask(labels: Labels, mask: np.ndarray) -> None:
         labels.data_setitem(changed, mask[changed].astype(labels.data.dtype))
 
 
+def follow_layer(labels: Labels, session: ClickSession) -> None:
+    """Start the next click from the mask on screen: strokes painted since the last click are
+    part of it (a click computed from the session's older mask would erase them)."""
+    session.mask = labels.data > 0
+
+
 class ClickFixPanel(Container):
     """Fix the Labels layer being worked on (``target()``) with clicks and a box."""
 
@@ -52,6 +58,8 @@ class ClickFixPanel(Container):
                          labels=True)
         self.sessions: dict[int, tuple[Labels, ClickSession, Points]] = {}
         self._pending: list[tuple] = []  # clicks waiting for the worker, oldest first
+        self._made: dict[int, list[np.ndarray]] = {}  # per session: the mask each click/box made
+        self._placed: dict[int, np.ndarray] = {}  # per points layer: the points of its clicks
         self._running = False
         self.start_button.changed.connect(self._guard(self.start))
         self.undo_button.changed.connect(self._guard(self.undo))
@@ -64,6 +72,8 @@ class ClickFixPanel(Container):
         for key, (labels, _session, points) in list(self.sessions.items()):
             if points not in self.viewer.layers or labels not in self.viewer.layers:
                 del self.sessions[key]
+                self._made.pop(id(_session), None)
+                self._placed.pop(key, None)
 
     def _guard(self, action):
         def run(*_):
@@ -92,6 +102,8 @@ class ClickFixPanel(Container):
                                         border_color="white", scale=labels.scale,
                                         translate=labels.translate)
         self.sessions[id(points)] = (labels, session, points)
+        self._made[id(session)] = []
+        self._placed[id(points)] = np.empty((0, 2))
         if bundled_click_model_path() is not None:
             # load the click network now, while the person moves to the lesion: else the
             # first click waits for it (0.5 s instead of 0.1 s)
@@ -125,7 +137,14 @@ class ClickFixPanel(Container):
         raise ValueError("press \"Fix with clicks\" first")
 
     def _on_points(self, event, points: Points) -> None:
-        if getattr(event, "action", "added") != "added" or len(points.data) == 0:
+        action = getattr(event, "action", "added")
+        if action == "removed" and id(points) in self._placed:
+            self._keep_points(points)
+        if action != "added" or len(points.data) == 0:
+            return
+        if id(points) not in self.sessions:  # its Labels layer was closed: the session ended
+            self.on_status(f"'{points.name}' no longer fixes a Labels layer (it was closed): "
+                           "select a Labels layer and press \"Fix with clicks\" again")
             return
         labels, session, _ = self.sessions[id(points)]
         if len(points.data) <= len(session.clicks):
@@ -139,11 +158,26 @@ class ClickFixPanel(Container):
             with points.events.data.blocker():
                 points.data = points.data[:-1]
             return
+        self._placed[id(points)] = np.array(points.data)
         if bundled_click_model_path() is None:
+            follow_layer(labels, session)
             self._show(labels, session, points, y, x, lesion, session.click(y, x, lesion))
             return
         self._pending.append((labels, session, points, y, x, lesion))
         self._send_next()
+
+    def _keep_points(self, points: Points) -> None:
+        """A point deleted by hand would leave its click in force, unseen, and make the next
+        point look like a deletion (ignored): the points are put back, and the person told how
+        a click is taken back."""
+        placed = self._placed[id(points)]
+        if len(points.data) < len(placed):
+            with points.events.data.blocker():
+                points.data = placed
+            if id(points) in self.sessions:
+                self._colour_points(points, self.sessions[id(points)][1])
+            self.on_status("a click's point cannot be deleted: \"Undo click\" takes back the "
+                           "last click")
 
     def _send_next(self) -> None:
         """Send the oldest waiting click to the worker's click-to-fix network."""
@@ -154,10 +188,12 @@ class ClickFixPanel(Container):
             self._pending.clear()  # the image was closed: its clicks go with it
             return
         self._running = True
+        follow_layer(labels, session)
 
         def done(proposal) -> None:
             self._running = False
             if labels in self.viewer.layers:
+                follow_layer(labels, session)  # strokes painted while the worker answered
                 mask = session.apply_proposal(y, x, lesion, proposal)
                 self._show(labels, session, points, y, x, lesion, mask)
             self._send_next()
@@ -165,6 +201,7 @@ class ClickFixPanel(Container):
         def failed(message: str) -> None:
             self._running = False
             if labels in self.viewer.layers:  # fix this click here, without the network
+                follow_layer(labels, session)
                 mask = session.click(y, x, lesion)
                 self._show(labels, session, points, y, x, lesion, mask,
                            note=f" (fixed without the click network: {message})")
@@ -175,6 +212,7 @@ class ClickFixPanel(Container):
                 returned=done, failed=failed)
 
     def _show(self, labels, session, points, y, x, lesion, mask, note: str = "") -> None:
+        self._made.setdefault(id(session), []).append(mask.copy())
         set_mask(labels, mask)
         self._colour_points(points, session)
         self.on_change()
@@ -187,11 +225,16 @@ class ClickFixPanel(Container):
             raise ValueError("a click is still being fixed: undo once its mask is shown")
         if not session.can_undo:
             raise ValueError("nothing to undo")
-        set_mask(labels, session.undo())
+        made = self._made.get(id(session)) or [session.mask]
+        after = made.pop()  # the mask the last click or box made
+        before = session.undo()
+        # only the pixels that click changed go back: strokes painted since then stay
+        set_mask(labels, np.where(before != after, before, labels.data > 0))
         n = len(session.clicks)
         if len(points.data) > n:
             with points.events.data.blocker():
                 points.data = points.data[:n]
+        self._placed[id(points)] = np.array(points.data)
         self._colour_points(points, session)
         self.on_change()
         self.on_status(f"undone: {n} click(s) left")
@@ -221,9 +264,12 @@ class ClickFixPanel(Container):
 
         def shown(item):
             name_, probability = item
-            if name_ != "box":
+            if name_ != "box" or labels not in self.viewer.layers:
                 return
-            set_mask(labels, session.apply_box(crop, box, probability))
+            follow_layer(labels, session)
+            mask = session.apply_box(crop, box, probability)
+            self._made.setdefault(id(session), []).append(mask.copy())
+            set_mask(labels, mask)
             self.on_change()
             shapes.data = []
             self.on_status(f"re-segmented inside the box: {int(labels.data.sum()):,} lesion pixels")

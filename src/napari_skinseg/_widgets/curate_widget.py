@@ -28,7 +28,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from ..bundled import bundled_model_path, has_bundled_model
 from ..config import FINE_TUNE_LEARNING_RATE, TrainConfig
 from ..image_io import ImageReadError, read_image, read_mask, write_image, write_mask
-from ..pairs import PairFolder, is_mask_name, list_images
+from ..pairs import PairFolder, is_mask_name, list_images, safe_id, split_same_ids
 from .click_fix import BOX_SUFFIX, CLICKS_SUFFIX, ClickFixPanel
 from .fields import (
     SAVE,
@@ -115,6 +115,8 @@ class CurateWidget(DockContainer):
         self.position = -1
         self.predicted: dict[Path, float | None] = {}  # review queue: predicted Dice per image
         self._opened: list[str] = []  # names of the layers Curate opened for the current image
+        self._clashes_shown: set[Path] = set()  # images skipped for sharing an id (warned once)
+        self._preparing: JobRunner | None = None  # reading the starting model before a retraining
         self.previous_button.changed.connect(self._guard(self.previous_image))
         self.next_button.changed.connect(self._guard(self.next_image))
         self.save_next_button.changed.connect(self._guard(self.save_and_next))
@@ -270,8 +272,14 @@ class CurateWidget(DockContainer):
     def _todo(self) -> list[Path]:
         source = required_folder(self.source_dir, "folder of images to curate")
         images, _ = list_images(source)
+        # a.jpg and a.png would be saved as the same pair: only the first is curated
+        images, clashes = split_same_ids([p for p in images if not is_mask_name(p)])
+        for clash in clashes:
+            if clash.path not in self._clashes_shown:
+                self._clashes_shown.add(clash.path)
+                show_warning(f"skipped: {clash}")
         done = self.folder.ids()
-        todo = [p for p in images if p.stem not in done and not is_mask_name(p)]
+        todo = [p for p in images if safe_id(p.stem) not in done]  # saved under that id
         if self.order.value == WORST_FIRST:  # unknown estimates (unreadable files) go last
             todo.sort(key=lambda p: (self.predicted.get(p) is None, self.predicted.get(p) or 0.0))
         return todo
@@ -293,14 +301,19 @@ class CurateWidget(DockContainer):
             self._set_status(f"ranking by predicted Dice: {len([p for p in missing if p in self.predicted])}"
                              f"/{len(missing)}")
 
+        ranked: list[bool] = []
+
         def done(_n):
             self._set_status(f"ranked {len(missing)} images: worst first")
-            if then is not None:
+            ranked.append(True)
+
+        def finished():  # only now is the ranking job no longer "running" (else then() is busy)
+            if ranked and then is not None:
                 self._guard(then)()
 
         self.runner = run_job("review_folder", dict(paths=[str(p) for p in missing],
                                                     model=SESSION.model.job_arg),
-                              yielded=got, returned=done,
+                              yielded=got, returned=done, finished=finished,
                               failed=lambda message: self._set_status(f"cannot rank: {message}"))
         return False
 
@@ -398,7 +411,7 @@ class CurateWidget(DockContainer):
         image = read_image(path)  # a bad file is reported before anything is closed
         if not self._leave_current():
             return False
-        layer = self.viewer.add_image(image, name=path.stem, rgb=True,
+        layer = self.viewer.add_image(image, name=self._free_name(path.stem), rgb=True,
                                       metadata={"source_path": str(path)})
         prediction = layer.name + PREDICTION_SUFFIX
         self._opened = [layer.name, prediction, layer.name + PROBABILITY_SUFFIX,
@@ -416,6 +429,8 @@ class CurateWidget(DockContainer):
             if name == "model" or layer not in self.viewer.layers:
                 return
             labels = show_prediction(self.viewer, layer.name, value, SESSION.post.config)
+            if labels is None:  # a layer made meanwhile under its name was kept
+                return
             labels.mode = "paint"
             self.update_target()
             self._set_status(f"correct '{labels.name}' with clicks or the brush, then Save & next "
@@ -426,6 +441,16 @@ class CurateWidget(DockContainer):
                               yielded=shown,
                               failed=lambda message: self._set_status(f"cannot segment {path.name}: {message}"))
         return True
+
+    def _free_name(self, stem: str) -> str:
+        """A name whose layers (image, prediction, ...) are all new: Curate closes its layers by
+        name, so it must never share one with a layer the person made."""
+        suffixes = ("", PREDICTION_SUFFIX, PROBABILITY_SUFFIX, PREDICTION_SUFFIX + CLICKS_SUFFIX,
+                    PREDICTION_SUFFIX + BOX_SUFFIX)
+        name, i = stem, 1
+        while any(name + suffix in self.viewer.layers for suffix in suffixes):
+            name, i = f"{stem} [{i}]", i + 1
+        return name
 
     def _show_saved_mask(self, image_layer: Image, mask: np.ndarray) -> None:
         data = mask.astype(np.uint8)
@@ -441,6 +466,9 @@ class CurateWidget(DockContainer):
     def _retrain_or_cancel(self, *_):
         if self.controller.running:
             self.controller.cancel()
+            return
+        if self._preparing is not None and self._preparing.running:  # reading the model's settings
+            show_warning("retraining is starting; one moment")
             return
         self._guard(self.retrain)()
 
@@ -469,5 +497,5 @@ class CurateWidget(DockContainer):
         if init is None:
             start({"config": TrainConfig(epochs=self.epochs.value)})
             return
-        run_job("model_info", {"model": str(init)}, returned=start,
-                failed=lambda message: self._set_status(f"cannot retrain: {message}"))
+        self._preparing = run_job("model_info", {"model": str(init)}, returned=start,
+                                  failed=lambda message: self._set_status(f"cannot retrain: {message}"))

@@ -7,7 +7,6 @@ tell an untouched prediction from one a person corrected (and one corrected sinc
 
 from __future__ import annotations
 
-import re
 import zlib
 from typing import Callable
 
@@ -16,6 +15,7 @@ from napari.layers import Image, Labels
 
 from ..config import PostprocessConfig
 from ..image_io import to_rgb_uint8
+from ..pairs import safe_id
 from ..postprocess import postprocess
 
 PREDICTION_SUFFIX = " prediction"
@@ -76,7 +76,7 @@ def image_id(layer: Image) -> str:
     """A file-name-safe id: the source file's stem, else the layer name."""
     source = layer.metadata.get("source_path") or getattr(layer.source, "path", None)
     stem = str(source).replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0] if source else layer.name
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "image"
+    return safe_id(stem)
 
 
 def mask_hash(mask: np.ndarray) -> int:
@@ -112,9 +112,17 @@ def show_prediction(viewer, image_name: str, probability: np.ndarray, post: Post
     existing = viewer.layers[name] if name in viewer.layers else None
     if isinstance(existing, Labels) and edited_by_hand(existing):
         question = f"'{name}' holds corrections made by hand. Replace them with the new prediction?"
-        if confirm_replace is None or not confirm_replace(question):
-            return None
+    elif isinstance(existing, Labels) and AUTO_HASH_KEY not in existing.metadata \
+            and np.any(existing.data):  # not made here (e.g. opened from a file): maybe by hand
+        question = f"'{name}' was not made by the network here. Replace it with the new prediction?"
+    else:
+        question = None
+    if question is not None and (confirm_replace is None or not confirm_replace(question)):
+        return None
     metadata = {PROBABILITY_KEY: probability, AUTO_HASH_KEY: mask_hash(mask)}
+    image = viewer.layers[image_name] if image_name in viewer.layers else None
+    # New layers sit where the image is (an image with a pixel size or an offset)
+    placement = {} if image is None else dict(scale=image.scale[-2:], translate=image.translate[-2:])
     if with_probability:
         prob_name = image_name + PROBABILITY_SUFFIX
         if prob_name in viewer.layers:
@@ -122,7 +130,7 @@ def show_prediction(viewer, image_name: str, probability: np.ndarray, post: Post
             viewer.layers[prob_name].visible = True
         else:
             viewer.add_image(probability, name=prob_name, colormap="magma", opacity=0.5,
-                             contrast_limits=(0, 1), blending="additive")
+                             contrast_limits=(0, 1), blending="additive", **placement)
     if isinstance(existing, Labels):
         layer = existing
         layer.metadata.pop(SAVED_HASH_KEY, None)
@@ -132,10 +140,7 @@ def show_prediction(viewer, image_name: str, probability: np.ndarray, post: Post
         if existing is not None:  # a non-Labels layer took the name: keep it, use a fresh name
             name = _free_name(viewer, name)
         layer = viewer.add_labels(mask, name=name, opacity=0.5, metadata=metadata,
-                                  colormap=PREDICTION_COLOURS)
-        if image_name in viewer.layers:
-            layer.scale = viewer.layers[image_name].scale[-2:]
-            layer.translate = viewer.layers[image_name].translate[-2:]
+                                  colormap=PREDICTION_COLOURS, **placement)
     bring_to_top(viewer, layer)
     return layer
 

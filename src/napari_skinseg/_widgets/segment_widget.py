@@ -146,12 +146,14 @@ class SegmentWidget(DockContainer):
             if not names:
                 raise ValueError("select an image layer to segment")
             arrays = [(name, image_array(self.viewer.layers[name])) for name in names]
+            layers = {name: self.viewer.layers[name] for name in names}  # renamed meanwhile: same layer
         except Exception as err:  # noqa: BLE001
             self._fail(f"cannot segment: {plain_error(err)}")
             return
         with_prob = self.probabilities.value
         self.status.value = f"segmenting {len(arrays)} image(s) ..."
         kept: list[str] = []
+        closed: list[str] = []
 
         def shown(item):
             name, value = item
@@ -159,7 +161,11 @@ class SegmentWidget(DockContainer):
                 if SESSION.model.info is None:
                     SESSION.model.use(SESSION.model.path, value)
                 return
-            layer = show_prediction(self.viewer, name, value, SESSION.post.config,
+            image = layers[name]
+            if image not in self.viewer.layers:  # closed while it was segmented: nothing to show
+                closed.append(name)
+                return
+            layer = show_prediction(self.viewer, image.name, value, SESSION.post.config,
                                     with_probability=with_prob, confirm_replace=self.confirm_replace)
             if layer is None:
                 kept.append(name)
@@ -173,11 +179,12 @@ class SegmentWidget(DockContainer):
                     self.status, "value", f"{layer.name}: corrected by hand"))
 
         def returned(n):
-            done = n - len(kept)
+            done = n - len(kept) - len(closed)
             text = f"segmented {done} image(s)" + (f"; kept the hand corrections of {', '.join(kept)}"
-                                                   if kept else "")
+                                                   if kept else "") \
+                + (f"; not shown (closed meanwhile): {', '.join(closed)}" if closed else "")
             show_info(text)
-            if kept or n > 1:
+            if kept or closed or n > 1:
                 self.status.value = text
 
         self.runner = run_job("predict", dict(images=arrays, model=SESSION.model.job_arg,
