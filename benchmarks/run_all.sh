@@ -21,7 +21,10 @@ if [ -n "${HAM:-}" ]; then
     --out benchmarks/results/click_to_fix_network.json
   $PY benchmarks/compare_models.py --isic "$DATA" --ham "$HAM" --model bundled=bundled \
     --out benchmarks/results/compare_models_bundled.json
+  $PY benchmarks/int8_engine.py --isic "$DATA" --ham "$HAM"
 fi
 $PY benchmarks/engines.py --data "$DATA" --n 100
+$PY benchmarks/cpu_path.py --data "$DATA" --n 100
+$PY benchmarks/review_engine.py --data "$DATA" --n 100
 $PY benchmarks/worker_click_latency.py --data "$DATA" --n 8 --clicks 10
 # On a GPU machine: bash benchmarks/gpu/session.sh (see its header; BENCHMARKS.md §13)
