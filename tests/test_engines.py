@@ -207,3 +207,23 @@ def test_a_pipelined_onnx_run_gives_each_image_its_own_threads(tmp_path, tiny_mo
     assert per_image.session.get_session_options().intra_op_num_threads == 2
     for out in sorted((tmp_path / "serial").iterdir()):
         assert out.read_bytes() == (tmp_path / "piped" / out.name).read_bytes()
+
+
+def test_a_damaged_cache_entry_is_made_again(tmp_path, tiny_model_path, monkeypatch):
+    """A cached export cut short or garbled outside this program (a disk error, a sync tool)
+    made every run fail with ONNX Runtime's traceback until the cache was emptied by hand."""
+    monkeypatch.setenv("SKINSEG_CACHE", str(tmp_path / "cache"))
+    image, _ = make_synthetic_lesion((64, 80), seed=31)
+    expected = make_segmenter(tiny_model_path, engine="onnx").segment(image).mask
+    make_segmenter(tiny_model_path, engine="onnx-int8")
+    digest = onnx_engine.model_digest(tiny_model_path)
+    entry = tmp_path / "cache" / digest
+    entry.with_suffix(".onnx").write_bytes(b"not an onnx file")
+    entry.with_suffix(".int8.onnx").write_bytes(entry.with_suffix(".int8.onnx").read_bytes()[:500])
+    again = make_segmenter(tiny_model_path, engine="onnx")
+    assert np.array_equal(again.segment(image).mask, expected)
+    assert make_segmenter(tiny_model_path, engine="onnx-int8").segment(image).mask.shape == (64, 80)
+    entry.with_suffix(".json").write_text("{cut sh")  # damaged metadata: exported again too
+    assert np.array_equal(make_segmenter(tiny_model_path, engine="onnx").segment(image).mask,
+                          expected)
+    assert json.loads(entry.with_suffix(".json").read_text())["size"] == again.size

@@ -96,21 +96,59 @@ def cached_export(path: str | os.PathLike | None, inputs: str = "rgb") -> tuple[
     digest = model_digest(path)
     onnx_path = cache_dir() / f"{digest}.onnx"
     meta_path = onnx_path.with_suffix(".json")
-    if not (onnx_path.is_file() and meta_path.is_file()):
+    metadata = _read_metadata(meta_path) if onnx_path.is_file() else None
+    if metadata is None:
         # torch is imported here only: the first time this model file is used
         from .onnx_export import export_onnx
 
         export_onnx(path, onnx_path, meta_path)
         prune_cache(keep=CACHE_ENTRIES)
+        metadata = json.loads(meta_path.read_text())
     else:
         os.utime(onnx_path)  # recently used: kept when the cache is pruned
-    metadata = json.loads(meta_path.read_text())
     found = metadata.get("inputs", "rgb")  # exports made before click models were all "rgb"
     if found != inputs:
         kind = {"rgb": "a segmentation model", "rgb+clicks": "a click-to-fix model"}
         raise ModelFileError(f"{path.name} is {kind.get(found, found)}, not "
                              f"{kind.get(inputs, inputs)}")
     return onnx_path, metadata
+
+
+def _read_metadata(meta_path: Path) -> dict | None:
+    """A cache entry's metadata; None when it is missing or damaged (then it is made again)."""
+    try:
+        metadata = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return None
+    return metadata if isinstance(metadata, dict) and "size" in metadata else None
+
+
+def _drop_entry(onnx_path: Path) -> None:
+    """Delete one cached network and its JSON (``x.onnx``/``x.json``, ``x.int8.onnx``/...)."""
+    for stale in (onnx_path, onnx_path.with_suffix(".json")):
+        stale.unlink(missing_ok=True)
+
+
+def _from_cache(export, build):
+    """``build(*export())``; a cached network ONNX Runtime cannot load (a file damaged outside
+    this program: a disk error, a copy cut short) is deleted and made again once, instead of
+    failing every run until someone empties the cache by hand."""
+    onnx_path, metadata = export()
+    try:
+        return build(onnx_path, metadata)
+    except Exception as err:  # noqa: BLE001 - ONNX Runtime's load errors share no base class
+        if not type(err).__module__.startswith("onnxruntime"):
+            raise
+        _drop_entry(onnx_path)
+    onnx_path, metadata = export()
+    try:
+        return build(onnx_path, metadata)
+    except Exception as err:  # noqa: BLE001
+        if not type(err).__module__.startswith("onnxruntime"):
+            raise
+        raise ModelFileError(f"ONNX Runtime cannot load the export of this model even after "
+                             f"making it again ({str(err).splitlines()[0][:200]}); use "
+                             "--engine torch") from None
 
 
 def cached_int8_export(path: str | os.PathLike | None) -> tuple[Path, dict]:
@@ -160,9 +198,10 @@ class OnnxSegmenter:
                   int8: bool = False) -> "OnnxSegmenter":
         """The cached export of ``path`` (the bundled model when None), made now if missing;
         ``int8``: its quantised copy (``onnx-int8`` engine)."""
-        onnx_path, metadata = cached_int8_export(path) if int8 else cached_export(path, "rgb")
-        return cls(onnx_path, metadata, Path(metadata["source"]).name,
-                   engine="onnx-int8" if int8 else "onnx")
+        return _from_cache(
+            lambda: cached_int8_export(path) if int8 else cached_export(path, "rgb"),
+            lambda onnx_path, metadata: cls(onnx_path, metadata, Path(metadata["source"]).name,
+                                            engine="onnx-int8" if int8 else "onnx"))
 
     def with_threads(self, threads: int) -> "OnnxSegmenter":
         """The same network in a session of ``threads`` threads (kept for reuse). A pipelined
@@ -221,7 +260,7 @@ class OnnxClickRefiner(ClickRunner):
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "OnnxClickRefiner":
-        return cls(*cached_export(path, "rgb+clicks"))
+        return _from_cache(lambda: cached_export(path, "rgb+clicks"), cls)
 
     def _logits(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"image": x})[0]
