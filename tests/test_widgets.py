@@ -706,7 +706,7 @@ def test_retrain_pressed_twice_starts_one_training(make_napari_viewer, qtbot, tm
     assert len(started) == 1  # two runs would write the same retrained-<time>.pt
 
 
-def test_a_deleted_click_point_comes_back_and_later_clicks_still_count(make_napari_viewer, monkeypatch):
+def test_a_deleted_or_moved_click_point_comes_back_and_later_clicks_still_count(make_napari_viewer, monkeypatch):
     from napari_skinseg._widgets import click_fix
 
     viewer = make_napari_viewer()
@@ -726,3 +726,8 @@ def test_a_deleted_click_point_comes_back_and_later_clicks_still_count(make_napa
     assert not truth[60, 5]
     points.add([60, 5])  # the next click is a click, not taken for a deletion
     assert len(points.data) == 3 and "click at (60, 5)" in curate.status.value
+    placed = np.array(points.data)
+    points.data[2] = [70.0, 30.0]  # a drag, as napari's select mode does it: in place, ...
+    points.events.data(value=points.data, action="changed", data_indices=(2,),
+                       vertex_indices=((),))  # ... then the event
+    assert np.array_equal(points.data, placed) and "cannot be moved" in curate.status.value

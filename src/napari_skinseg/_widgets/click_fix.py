@@ -138,7 +138,7 @@ class ClickFixPanel(Container):
 
     def _on_points(self, event, points: Points) -> None:
         action = getattr(event, "action", "added")
-        if action == "removed" and id(points) in self._placed:
+        if action in ("removed", "changed") and id(points) in self._placed:
             self._keep_points(points)
         if action != "added" or len(points.data) == 0:
             return
@@ -168,16 +168,18 @@ class ClickFixPanel(Container):
 
     def _keep_points(self, points: Points) -> None:
         """A point deleted by hand would leave its click in force, unseen, and make the next
-        point look like a deletion (ignored): the points are put back, and the person told how
-        a click is taken back."""
+        point look like a deletion (ignored); a point dragged elsewhere would show a click where
+        none was made. The points are put back, and the person told how a click is taken back."""
         placed = self._placed[id(points)]
-        if len(points.data) < len(placed):
+        deleted = len(points.data) < len(placed)
+        moved = len(points.data) == len(placed) and not np.allclose(points.data, placed)
+        if deleted or moved:
             with points.events.data.blocker():
                 points.data = placed
             if id(points) in self.sessions:
                 self._colour_points(points, self.sessions[id(points)][1])
-            self.on_status("a click's point cannot be deleted: \"Undo click\" takes back the "
-                           "last click")
+            self.on_status(f"a click's point cannot be {'deleted' if deleted else 'moved'}: "
+                           "\"Undo click\" takes back the last click")
 
     def _send_next(self) -> None:
         """Send the oldest waiting click to the worker's click-to-fix network."""
