@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shlex
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -493,6 +494,10 @@ def test_worst_first_review_queue_and_accepting_the_rest(make_napari_viewer, qtb
     assert "predicted Dice" in widget.status.value
     assert f"predicted Dice {widget.predicted[ranked[0]]:.2f}" in widget.target.value
     widget.accept_above.value = 0.5
+    segmenting = widget.runner = SimpleNamespace(running=True)  # this image's job not done yet
+    widget.accept_button.native.click()
+    assert widget.runner is segmenting and "accept" not in widget.status.value  # waits its turn
+    widget.runner = None
     widget.accept_button.native.click()
     qtbot.waitUntil(lambda: widget.worker is None and "accepted" in widget.status.value, timeout=SLOW)
     expected = [p for p in ranked[1:] if widget.predicted[p] >= 0.5]

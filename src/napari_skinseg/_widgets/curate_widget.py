@@ -324,6 +324,8 @@ class CurateWidget(DockContainer):
     def accept_rest(self) -> None:
         """Save the model's masks of every remaining image whose predicted Dice is at least the
         chosen value as curated pairs (the one open now is left to the person)."""
+        if self._busy():  # one job at a time: Next must know when this image's job is done
+            return
         if self.order.value != WORST_FIRST:
             self.order.value = WORST_FIRST
         if not self._rank_if_needed(then=self.accept_rest):
