@@ -4,7 +4,9 @@ run by onnxruntime on the CPU (faster there; measured in BENCHMARKS.md).
 The exported network is made once per model file and cached in the user's cache folder, keyed by
 the file's content (sha256), together with the metadata prediction needs; with a cached export
 nothing here imports torch, so `skinseg segment --engine onnx` starts quickly. Export itself
-(:mod:`napari_skinseg.onnx_export`) needs torch and happens on first use.
+(:mod:`napari_skinseg.onnx_export`) needs torch and happens on first use; the ``onnx-int8``
+engine's quantised copy is made from the cached export (:mod:`napari_skinseg.onnx_quantize`,
+no torch). A cache entry that cannot be loaded is made again once (:func:`_from_cache`).
 """
 
 from __future__ import annotations
