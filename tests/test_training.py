@@ -235,3 +235,33 @@ def test_all_lesion_masks_are_refused_like_empty_ones(tmp_path, tiny_config):
     full = samples_from_arrays([img, img, img], [np.ones((32, 32), int)] * 3, size=64)
     with pytest.raises(ValueError, match="every pixel of every training mask is lesion"):
         next(train(full, tiny_config, tmp_path / "m.pt"))
+
+
+def test_ctrl_c_in_the_first_epoch_can_be_resumed_as_it_says(tmp_path, synthetic_folder,
+                                                              monkeypatch, capsys):
+    # Cancelled before the first checkpoint: the run says "--resume", which must then start
+    # again (replacing its own epoch-less model), not refuse because the model exists.
+    import os
+    import signal
+
+    import napari_skinseg.training as training
+    from napari_skinseg.cli import main
+
+    real_augment = training.augment_batch
+
+    def press_ctrl_c(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real_augment(*args, **kwargs)
+
+    out = tmp_path / "m.pt"
+    command = ["train", *map(str, synthetic_folder), "--out", str(out), *TINY_TRAIN,
+               "--batch-size", "2"]
+    monkeypatch.setattr(training, "augment_batch", press_ctrl_c)
+    assert main(command) == 130
+    assert "--resume" in capsys.readouterr().err
+    assert load_model(out).metadata.status == "cancelled"
+    assert not checkpoint_path(out).exists()
+    monkeypatch.setattr(training, "augment_batch", real_augment)
+    assert main(command + ["--resume"]) == 0
+    assert "unfinished model of an interrupted run" in capsys.readouterr().out
+    assert load_model(out).metadata.status == "complete"

@@ -228,8 +228,8 @@ def _train(args: argparse.Namespace) -> int:
     replace = args.overwrite or resuming
     if args.resume and not resuming:
         if out.is_file() and not args.overwrite and _unfinished(out):
-            # Killed before its first checkpoint was written: nothing to continue, but this
-            # run's own unfinished model may be replaced.
+            # Killed or cancelled before its first checkpoint was written: nothing to continue,
+            # but this run's own unfinished model may be replaced.
             print(f"no checkpoint {ckpt.name} to resume; {out.name} is an unfinished model of "
                   "an interrupted run, so a new run starts and replaces it")
             replace = True
@@ -308,12 +308,16 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _unfinished(path: Path) -> bool:
+    """A model of a run that was killed (``in progress``), or cancelled before its first epoch
+    ended (``cancelled`` with no epoch: the run said to --resume, but left no checkpoint)."""
     from .model import ModelFileError, read_torch_file
 
     try:
         import json
 
-        return json.loads(read_torch_file(path)["metadata"]).get("status") == "in progress"
+        meta = json.loads(read_torch_file(path)["metadata"])
+        return (meta.get("status") == "in progress"
+                or (meta.get("status") == "cancelled" and not meta.get("epochs_completed")))
     except (ModelFileError, KeyError, TypeError, ValueError):
         return False
 
