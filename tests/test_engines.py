@@ -227,3 +227,24 @@ def test_a_damaged_cache_entry_is_made_again(tmp_path, tiny_model_path, monkeypa
     assert np.array_equal(make_segmenter(tiny_model_path, engine="onnx").segment(image).mask,
                           expected)
     assert json.loads(entry.with_suffix(".json").read_text())["size"] == again.size
+
+
+def test_a_cache_emptied_after_loading_does_not_stop_a_pipelined_run(tmp_path, tiny_model_path,
+                                                                    monkeypatch):
+    """A segmenter kept loaded (the napari model worker) whose cached export is deleted or pruned
+    afterwards: a folder run with several images in flight failed with ONNX Runtime's NO_SUCHFILE
+    error when it opened the per-image sessions."""
+    import shutil
+
+    from napari_skinseg.folder_segmentation import segment_folder
+    from napari_skinseg.generators import drain
+
+    monkeypatch.setenv("SKINSEG_CACHE", str(tmp_path / "cache"))
+    images, _ = write_synthetic_dataset(tmp_path / "d", 3, (64, 64), seed=7)
+    seg = make_segmenter(tiny_model_path, engine="onnx")
+    serial = drain(segment_folder(images, tmp_path / "serial", seg))
+    shutil.rmtree(tmp_path / "cache")
+    piped = drain(segment_folder(images, tmp_path / "piped", seg, workers=2))
+    assert len(serial.written) == len(piped.written) == 3 and not piped.failed
+    for out in sorted((tmp_path / "serial").iterdir()):
+        assert out.read_bytes() == (tmp_path / "piped" / out.name).read_bytes()

@@ -208,8 +208,15 @@ class OnnxSegmenter:
         folder run gives each image in flight its own core: on 2 cores, two images on one
         thread each beat two images fighting over two threads each (BENCHMARKS.md §9)."""
         if threads not in self._per_thread:
-            self._per_thread[threads] = OnnxSegmenter(self.onnx_path, self._metadata_dict,
-                                                      self.name, threads, self.engine)
+            try:
+                self._per_thread[threads] = OnnxSegmenter(self.onnx_path, self._metadata_dict,
+                                                          self.name, threads, self.engine)
+            except Exception as err:  # noqa: BLE001 - ONNX Runtime's errors share no base class
+                if not type(err).__module__.startswith("onnxruntime"):
+                    raise
+                # The cached export went away since this segmenter was made (the cache emptied
+                # or pruned by another run): its own session runs the images, same masks.
+                return self
         return self._per_thread[threads]
 
     def _logits(self, x: np.ndarray) -> np.ndarray:
