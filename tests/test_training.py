@@ -265,3 +265,28 @@ def test_ctrl_c_in_the_first_epoch_can_be_resumed_as_it_says(tmp_path, synthetic
     assert main(command + ["--resume"]) == 0
     assert "unfinished model of an interrupted run" in capsys.readouterr().out
     assert load_model(out).metadata.status == "complete"
+
+
+def test_a_click_to_fix_model_is_refused_as_a_starting_model(tmp_path, synthetic_folder,
+                                                             tiny_model_path, tiny_samples,
+                                                             tiny_config, monkeypatch, capsys):
+    """--init with a click-to-fix model (6 input channels) ended in torch's RuntimeError
+    traceback at the first batch, after the data were read."""
+    import napari_skinseg.pairs as pairs
+    from napari_skinseg.cli import main
+    from napari_skinseg.click_model import make_click_model
+    from napari_skinseg.model import ModelFileError
+
+    click = make_click_model(load_model(tiny_model_path)).save(tmp_path / "click.pt")
+    with pytest.raises(ModelFileError, match="click-to-fix model"):
+        next(train(tiny_samples, tiny_config, tmp_path / "a.pt", init=click))
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("training data read before the starting model was checked")
+
+    monkeypatch.setattr(pairs, "find_pairs", forbidden)
+    assert main(["train", *map(str, synthetic_folder), "--out", str(tmp_path / "m.pt"),
+                 *TINY_TRAIN, "--init", str(click)]) == 2
+    err = capsys.readouterr().err
+    assert "click.pt is a click-to-fix model" in err and "Traceback" not in err
+    assert not (tmp_path / "m.pt").exists()

@@ -241,7 +241,9 @@ def _train(args: argparse.Namespace) -> int:
         check_output_file(path, overwrite=replace, what="--out (its history and curves)")
     check_output_file(ckpt, overwrite=True, what="checkpoint")
     resolve_device(config.device)
-    init = load_model(_resolve_model_arg(args.init)) if args.init else None
+    from .training import check_init_model
+
+    init = check_init_model(load_model(_resolve_model_arg(args.init))) if args.init else None
 
     from tqdm import tqdm
 

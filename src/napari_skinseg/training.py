@@ -101,10 +101,20 @@ def _lr_factor(schedule: str, epoch: int, epochs: int) -> float:
     return 1.0
 
 
+def check_init_model(model: SkinSegModel) -> SkinSegModel:
+    """Refuse a starting model that is not a segmentation model (a click-to-fix model takes six
+    input channels: training it on RGB images failed deep inside torch)."""
+    if model.metadata.inputs != "rgb":
+        name = model.path.name if model.path else "this model"
+        raise ModelFileError(f"{name} is a click-to-fix model, not a segmentation model; start "
+                             "from a model trained with skinseg train (or 'bundled')")
+    return model
+
+
 def _start_model(config: TrainConfig, init: str | Path | SkinSegModel | None) -> tuple[SkinSegModel, TrainConfig, str]:
     if init is None:
         return SkinSegModel.new(config), config, "scratch"
-    base = init if isinstance(init, SkinSegModel) else load_model(init)
+    base = check_init_model(init if isinstance(init, SkinSegModel) else load_model(init))
     base_cfg = base.metadata.config
     # Fine-tuning keeps the starting model's architecture, and its colour constancy unless
     # another one is asked for (its weights learnt from colour-corrected images: retraining
