@@ -248,3 +248,14 @@ def test_a_cache_emptied_after_loading_does_not_stop_a_pipelined_run(tmp_path, t
     assert len(serial.written) == len(piped.written) == 3 and not piped.failed
     for out in sorted((tmp_path / "serial").iterdir()):
         assert out.read_bytes() == (tmp_path / "piped" / out.name).read_bytes()
+
+
+def test_an_onnx_segmenter_is_named_after_the_file_asked_for(tmp_path, tiny_model_path):
+    """Exports are cached by content: a copy or renamed model file was shown under the name of
+    the file first exported ("model: old.pt" for new.pt), in the CLI and in napari."""
+    import shutil
+
+    make_segmenter(tiny_model_path, engine="onnx")
+    copy = shutil.copy(tiny_model_path, tmp_path / "renamed-model.pt")
+    assert make_segmenter(copy, engine="onnx").name == "renamed-model.pt"
+    assert make_segmenter(tiny_model_path, engine="onnx").name == tiny_model_path.name

@@ -198,9 +198,13 @@ class OnnxSegmenter:
                   int8: bool = False) -> "OnnxSegmenter":
         """The cached export of ``path`` (the bundled model when None), made now if missing;
         ``int8``: its quantised copy (``onnx-int8`` engine)."""
+        # The file asked for names it: the cache entry is shared by every file of the same
+        # content, and its "source" is whichever of them was exported first.
         return _from_cache(
             lambda: cached_int8_export(path) if int8 else cached_export(path, "rgb"),
-            lambda onnx_path, metadata: cls(onnx_path, metadata, Path(metadata["source"]).name,
+            lambda onnx_path, metadata: cls(onnx_path, metadata,
+                                            Path(path if path is not None else
+                                                 metadata["source"]).name,
                                             engine="onnx-int8" if int8 else "onnx"))
 
     def with_threads(self, threads: int) -> "OnnxSegmenter":
