@@ -259,3 +259,17 @@ def test_an_onnx_segmenter_is_named_after_the_file_asked_for(tmp_path, tiny_mode
     copy = shutil.copy(tiny_model_path, tmp_path / "renamed-model.pt")
     assert make_segmenter(copy, engine="onnx").name == "renamed-model.pt"
     assert make_segmenter(tiny_model_path, engine="onnx").name == tiny_model_path.name
+
+
+def test_a_cache_folder_that_is_a_file_is_named_so(tmp_path, tiny_model_path, monkeypatch):
+    """SKINSEG_CACHE naming a file said "cannot write <cache>/<digest>.onnx: file exists"."""
+    from napari_skinseg.engines import EngineFallbackWarning
+
+    blocker = tmp_path / "cache"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("SKINSEG_CACHE", str(blocker))
+    with pytest.raises(OSError, match="a part of the path is a file, not a folder"):
+        make_segmenter(tiny_model_path, device="cpu", engine="onnx")
+    with pytest.warns(EngineFallbackWarning, match="is a file, not a folder"):
+        assert make_segmenter(tiny_model_path, device="cpu", engine="auto").engine == "torch"
+    assert blocker.read_text() == "not a folder"
