@@ -273,3 +273,37 @@ def test_a_cache_folder_that_is_a_file_is_named_so(tmp_path, tiny_model_path, mo
     with pytest.warns(EngineFallbackWarning, match="is a file, not a folder"):
         assert make_segmenter(tiny_model_path, device="cpu", engine="auto").engine == "torch"
     assert blocker.read_text() == "not a folder"
+
+
+def test_a_model_file_replaced_during_its_export_is_not_cached_under_the_old_content(
+        tmp_path, tiny_model_path, tiny_config, monkeypatch):
+    """The cache is keyed by the file's content, hashed before the export read the file: a file
+    retrained in place at that moment left the new network under the old content's key, used
+    from then on for every file of that old content."""
+    import shutil
+
+    from napari_skinseg import onnx_export
+    from napari_skinseg.model import SkinSegModel
+
+    monkeypatch.setenv("SKINSEG_CACHE", str(tmp_path / "cache"))
+    old = shutil.copy(tiny_model_path, tmp_path / "old.pt")
+    path = shutil.copy(tiny_model_path, tmp_path / "model.pt")
+    new = SkinSegModel.new(tiny_config.replace(seed=5)).save(tmp_path / "new.pt")
+    old_digest, new_digest = onnx_engine.model_digest(old), onnx_engine.model_digest(new)
+    real_load = onnx_export.load_model
+
+    def retrained_meanwhile(p):
+        if not getattr(retrained_meanwhile, "done", False):
+            retrained_meanwhile.done = True
+            shutil.copy(new, path)  # the file is replaced after it was hashed
+        return real_load(p)
+
+    monkeypatch.setattr(onnx_export, "load_model", retrained_meanwhile)
+    onnx_path, _ = onnx_engine.cached_export(path)
+    assert onnx_path.name == f"{new_digest}.onnx"
+    assert not (tmp_path / "cache" / f"{old_digest}.onnx").exists()
+    image, _ = make_synthetic_lesion((64, 64), seed=3)
+    for model in (old, new):
+        torch_p = make_segmenter(model, engine="torch").predict_probability(image)
+        onnx_p = make_segmenter(model, engine="onnx").predict_probability(image)
+        assert np.abs(torch_p - onnx_p).max() < 1e-4

@@ -102,6 +102,11 @@ def cached_export(path: str | os.PathLike | None, inputs: str = "rgb") -> tuple[
         from .onnx_export import export_onnx
 
         export_onnx(path, onnx_path, meta_path)
+        if model_digest(path) != digest:
+            # The file was replaced (retrained, copied over) while it was exported: the entry
+            # may hold the new network under the old content's key. Dropped; the new one made.
+            _drop_entry(onnx_path)
+            return cached_export(path, inputs)
         prune_cache(keep=CACHE_ENTRIES)
         metadata = json.loads(meta_path.read_text())
     else:
