@@ -206,6 +206,8 @@ def test_resume_after_a_kill_during_the_first_checkpoint_write(tmp_path, inputs,
     stray = atomic.temp_path_for(checkpoint_path(out))
     stray.write_bytes(b"PK\x03\x04 half a checkpoint")
     assert stale_temp_files(checkpoint_path(out)) == [stray]
+    # and a kill while the curves of an earlier run were written (they were never removed)
+    atomic.temp_path_for(tmp_path / "m_curves.png").write_bytes(b"\x89PNG half")
     assert main(["train", str(images), str(masks), "--out", str(out), "--epochs", "1",
                  "--resume", *TINY_TRAIN]) == 0
     assert "unfinished model of an interrupted run" in capsys.readouterr().out

@@ -298,6 +298,10 @@ def _train(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous)
     if not distributed.is_main():  # rank 0 writes the history and curves
         return EXIT_INTERRUPTED if result.cancelled else EXIT_OK
+    from .atomic import remove_stale_temp_files
+
+    for path in (history_csv, curves_png):  # this run's own files, like the model's
+        remove_stale_temp_files(path)  # left by a run killed while it wrote them
     write_history_csv(result.history, history_csv)
     curves = plot_history(result.history, curves_png) if result.history else None
     state = "cancelled; best model so far" if result.cancelled else "done; best model"
