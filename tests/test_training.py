@@ -290,3 +290,16 @@ def test_a_click_to_fix_model_is_refused_as_a_starting_model(tmp_path, synthetic
     err = capsys.readouterr().err
     assert "click.pt is a click-to-fix model" in err and "Traceback" not in err
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_size_32_never_trains_on_a_batch_of_one_image(tmp_path, tiny_samples, tiny_config):
+    """At size 32 the deepest features are 1x1: a last batch of one image (13 training pairs in
+    batches of 2) stopped training with torch's "Expected more than 1 value per channel"."""
+    config = tiny_config.replace(size=32, batch_size=2)
+    samples = samples_from_arrays(list(tiny_samples.images), list(tiny_samples.masks), size=32)
+    result = run_training(samples, config, tmp_path / "m.pt")
+    assert result.history[0].epoch == 1 and not result.cancelled
+    assert load_model(tmp_path / "m.pt").metadata.data["n_train"] == 13
+    with pytest.raises(ValueError, match="batch of one image"):
+        next(train(samples, config.replace(batch_size=1), tmp_path / "b.pt"))
+    assert not (tmp_path / "b.pt").exists()

@@ -275,7 +275,17 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
             f"weights can only get worse; lower the learning rate (now {lr:g}) and train again"
             + (kept or "; no model was saved"))
 
-    batches = math.ceil(distributed.shard_size(len(train_set)) / config.batch_size)
+    per_process = distributed.shard_size(len(train_set))
+    batches = math.ceil(per_process / config.batch_size)
+    if config.size < 64:
+        # At size 32 the deepest features are 1x1: batch norm cannot train on a batch of one
+        # image (torch: "Expected more than 1 value per channel" at the end of an epoch).
+        if config.batch_size == 1 or per_process == 1:
+            raise ValueError("at size 32 batch normalisation cannot learn from a batch of one "
+                             "image: use a batch size of 2 or more with at least 2 training "
+                             "pairs, or size 64")
+        if per_process % config.batch_size == 1:
+            batches -= 1  # the epoch's last image is left out (another one each epoch)
     val_share = distributed.local_share(val_set)
     # On a GPU the training pairs live on the device (uint8: 200 kB per 256² pair) and are
     # augmented there, so each batch costs no host-to-device copy; a CPU uses them in place.
