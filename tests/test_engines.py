@@ -307,3 +307,25 @@ def test_a_model_file_replaced_during_its_export_is_not_cached_under_the_old_con
         torch_p = make_segmenter(model, engine="torch").predict_probability(image)
         onnx_p = make_segmenter(model, engine="onnx").predict_probability(image)
         assert np.abs(torch_p - onnx_p).max() < 1e-4
+
+
+def test_a_read_only_cache_with_the_export_in_it_is_used(tmp_path, tiny_model_path, monkeypatch):
+    """Marking an entry as recently used failed on a read-only cache (prepared for a container or
+    a shared machine): --engine onnx and onnx-int8 stopped with "the file system is read-only"
+    though the export was there, and auto fell back to torch."""
+    import errno
+
+    monkeypatch.setenv("SKINSEG_CACHE", str(tmp_path / "cache"))
+    image, _ = make_synthetic_lesion((64, 64), seed=4)
+    expected = {e: make_segmenter(tiny_model_path, engine=e).segment(image).mask
+                for e in ("onnx", "onnx-int8")}
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(onnx_engine.os, "utime", read_only)
+    for engine in ("onnx", "onnx-int8", "auto"):
+        segmenter = make_segmenter(tiny_model_path, device="cpu", engine=engine)
+        assert segmenter.engine == ("onnx" if engine == "auto" else engine)
+        assert np.array_equal(segmenter.segment(image).mask,
+                              expected["onnx-int8" if engine == "onnx-int8" else "onnx"])

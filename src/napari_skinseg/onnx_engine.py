@@ -9,6 +9,7 @@ nothing here imports torch, so `skinseg segment --engine onnx` starts quickly. E
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -110,13 +111,20 @@ def cached_export(path: str | os.PathLike | None, inputs: str = "rgb") -> tuple[
         prune_cache(keep=CACHE_ENTRIES)
         metadata = json.loads(meta_path.read_text())
     else:
-        os.utime(onnx_path)  # recently used: kept when the cache is pruned
+        _touch(onnx_path)  # recently used: kept when the cache is pruned
     found = metadata.get("inputs", "rgb")  # exports made before click models were all "rgb"
     if found != inputs:
         kind = {"rgb": "a segmentation model", "rgb+clicks": "a click-to-fix model"}
         raise ModelFileError(f"{path.name} is {kind.get(found, found)}, not "
                              f"{kind.get(inputs, inputs)}")
     return onnx_path, metadata
+
+
+def _touch(path: Path) -> None:
+    """Mark a cache entry as recently used; a read-only cache (one prepared for a container or
+    a shared machine) is used as it is, not refused for a timestamp."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
 
 
 def _read_metadata(meta_path: Path) -> dict | None:
@@ -167,7 +175,7 @@ def cached_int8_export(path: str | os.PathLike | None) -> tuple[Path, dict]:
 
         quantize_export(onnx_path, int8_path, metadata)
     else:
-        os.utime(int8_path)
+        _touch(int8_path)
     return int8_path, metadata
 
 
