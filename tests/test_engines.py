@@ -81,7 +81,11 @@ def test_the_cache_keeps_the_most_recently_used_exports(tmp_path, monkeypatch):
     (tmp_path / "1.int8.json").write_text("{}")
     (tmp_path / "3.int8.onnx").write_bytes(b"x")
     os.utime(tmp_path / "3.int8.onnx", (900, 900))
+    # a file another run's pruning deleted between the listing and its stat() (a dangling
+    # link reads the same): it failed the export that had just succeeded
+    (tmp_path / "gone.onnx").symlink_to(tmp_path / "deleted-meanwhile.onnx")
     onnx_engine.prune_cache(keep=2)
+    (tmp_path / "gone.onnx").unlink()
     # an entry is every file of one model: the int8 copy keeps its fp32 export, and goes with it
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "1.int8.json", "1.int8.onnx", "1.json", "1.onnx", "4.json", "4.onnx"]

@@ -50,7 +50,11 @@ def prune_cache(keep: int = CACHE_ENTRIES) -> None:
     used: dict[str, float] = {}
     for onnx in cache_dir().glob("*.onnx"):
         digest = onnx.name.split(".")[0]
-        used[digest] = max(used.get(digest, 0.0), onnx.stat().st_mtime)
+        try:
+            mtime = onnx.stat().st_mtime
+        except OSError:  # deleted meanwhile by another run pruning the same cache
+            continue
+        used[digest] = max(used.get(digest, 0.0), mtime)
     for digest in sorted(used, key=used.get, reverse=True)[keep:]:
         for stale in cache_dir().glob(f"{digest}.*"):
             stale.unlink(missing_ok=True)
