@@ -157,6 +157,41 @@ def test_full_disk_during_a_checkpoint_then_resume(tmp_path, inputs, monkeypatch
     assert load_model(out).metadata.status == "complete" and not checkpoint_path(out).exists()
 
 
+def test_a_disk_that_fills_inside_torch_save_is_one_line(tmp_path, inputs, monkeypatch, capsys):
+    """A real full disk fails a write *inside* torch.save; torch's zip writer then raised its own
+    RuntimeError ("unexpected pos ...") over the OSError, and training ended in a traceback."""
+    import builtins
+
+    import napari_skinseg.model as model_module
+
+    class FillsUp:  # the file system refuses every byte past the first 100 kB of a file
+        def __init__(self, path, mode="r", *args, **kwargs):
+            self.fh, self.written = builtins.open(path, mode, *args, **kwargs), 0
+
+        def write(self, data):
+            self.written += len(data)
+            if self.written > 100_000:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.fh.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    images, masks = inputs
+    out = tmp_path / "run" / "m.pt"
+    monkeypatch.setattr(model_module, "open", FillsUp, raising=False)
+    assert main(["train", str(images), str(masks), "--out", str(out), "--epochs", "1",
+                 *TINY_TRAIN]) == 2
+    _one_line_error(capsys.readouterr().err, "cannot write", "m.pt", "no space left on device")
+    assert _hidden_files(tmp_path / "run") == [] and not out.exists()
+
+
 def test_resume_after_a_kill_during_the_first_checkpoint_write(tmp_path, inputs, capsys):
     from napari_skinseg.config import TrainConfig
     from napari_skinseg.model import SkinSegModel
@@ -171,6 +206,8 @@ def test_resume_after_a_kill_during_the_first_checkpoint_write(tmp_path, inputs,
     stray = atomic.temp_path_for(checkpoint_path(out))
     stray.write_bytes(b"PK\x03\x04 half a checkpoint")
     assert stale_temp_files(checkpoint_path(out)) == [stray]
+    # and a kill while the curves of an earlier run were written (they were never removed)
+    atomic.temp_path_for(tmp_path / "m_curves.png").write_bytes(b"\x89PNG half")
     assert main(["train", str(images), str(masks), "--out", str(out), "--epochs", "1",
                  "--resume", *TINY_TRAIN]) == 0
     assert "unfinished model of an interrupted run" in capsys.readouterr().out

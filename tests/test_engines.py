@@ -81,7 +81,11 @@ def test_the_cache_keeps_the_most_recently_used_exports(tmp_path, monkeypatch):
     (tmp_path / "1.int8.json").write_text("{}")
     (tmp_path / "3.int8.onnx").write_bytes(b"x")
     os.utime(tmp_path / "3.int8.onnx", (900, 900))
+    # a file another run's pruning deleted between the listing and its stat() (a dangling
+    # link reads the same): it failed the export that had just succeeded
+    (tmp_path / "gone.onnx").symlink_to(tmp_path / "deleted-meanwhile.onnx")
     onnx_engine.prune_cache(keep=2)
+    (tmp_path / "gone.onnx").unlink()
     # an entry is every file of one model: the int8 copy keeps its fp32 export, and goes with it
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "1.int8.json", "1.int8.onnx", "1.json", "1.onnx", "4.json", "4.onnx"]
@@ -227,3 +231,105 @@ def test_a_damaged_cache_entry_is_made_again(tmp_path, tiny_model_path, monkeypa
     assert np.array_equal(make_segmenter(tiny_model_path, engine="onnx").segment(image).mask,
                           expected)
     assert json.loads(entry.with_suffix(".json").read_text())["size"] == again.size
+
+
+def test_a_cache_emptied_after_loading_does_not_stop_a_pipelined_run(tmp_path, tiny_model_path,
+                                                                    monkeypatch):
+    """A segmenter kept loaded (the napari model worker) whose cached export is deleted or pruned
+    afterwards: a folder run with several images in flight failed with ONNX Runtime's NO_SUCHFILE
+    error when it opened the per-image sessions."""
+    import shutil
+
+    from napari_skinseg.folder_segmentation import segment_folder
+    from napari_skinseg.generators import drain
+
+    monkeypatch.setenv("SKINSEG_CACHE", str(tmp_path / "cache"))
+    images, _ = write_synthetic_dataset(tmp_path / "d", 3, (64, 64), seed=7)
+    seg = make_segmenter(tiny_model_path, engine="onnx")
+    serial = drain(segment_folder(images, tmp_path / "serial", seg))
+    shutil.rmtree(tmp_path / "cache")
+    piped = drain(segment_folder(images, tmp_path / "piped", seg, workers=2))
+    assert len(serial.written) == len(piped.written) == 3 and not piped.failed
+    for out in sorted((tmp_path / "serial").iterdir()):
+        assert out.read_bytes() == (tmp_path / "piped" / out.name).read_bytes()
+
+
+def test_an_onnx_segmenter_is_named_after_the_file_asked_for(tmp_path, tiny_model_path):
+    """Exports are cached by content: a copy or renamed model file was shown under the name of
+    the file first exported ("model: old.pt" for new.pt), in the CLI and in napari."""
+    import shutil
+
+    make_segmenter(tiny_model_path, engine="onnx")
+    copy = shutil.copy(tiny_model_path, tmp_path / "renamed-model.pt")
+    assert make_segmenter(copy, engine="onnx").name == "renamed-model.pt"
+    assert make_segmenter(tiny_model_path, engine="onnx").name == tiny_model_path.name
+
+
+def test_a_cache_folder_that_is_a_file_is_named_so(tmp_path, tiny_model_path, monkeypatch):
+    """SKINSEG_CACHE naming a file said "cannot write <cache>/<digest>.onnx: file exists"."""
+    from napari_skinseg.engines import EngineFallbackWarning
+
+    blocker = tmp_path / "cache"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("SKINSEG_CACHE", str(blocker))
+    with pytest.raises(OSError, match="a part of the path is a file, not a folder"):
+        make_segmenter(tiny_model_path, device="cpu", engine="onnx")
+    with pytest.warns(EngineFallbackWarning, match="is a file, not a folder"):
+        assert make_segmenter(tiny_model_path, device="cpu", engine="auto").engine == "torch"
+    assert blocker.read_text() == "not a folder"
+
+
+def test_a_model_file_replaced_during_its_export_is_not_cached_under_the_old_content(
+        tmp_path, tiny_model_path, tiny_config, monkeypatch):
+    """The cache is keyed by the file's content, hashed before the export read the file: a file
+    retrained in place at that moment left the new network under the old content's key, used
+    from then on for every file of that old content."""
+    import shutil
+
+    from napari_skinseg import onnx_export
+    from napari_skinseg.model import SkinSegModel
+
+    monkeypatch.setenv("SKINSEG_CACHE", str(tmp_path / "cache"))
+    old = shutil.copy(tiny_model_path, tmp_path / "old.pt")
+    path = shutil.copy(tiny_model_path, tmp_path / "model.pt")
+    new = SkinSegModel.new(tiny_config.replace(seed=5)).save(tmp_path / "new.pt")
+    old_digest, new_digest = onnx_engine.model_digest(old), onnx_engine.model_digest(new)
+    real_load = onnx_export.load_model
+
+    def retrained_meanwhile(p):
+        if not getattr(retrained_meanwhile, "done", False):
+            retrained_meanwhile.done = True
+            shutil.copy(new, path)  # the file is replaced after it was hashed
+        return real_load(p)
+
+    monkeypatch.setattr(onnx_export, "load_model", retrained_meanwhile)
+    onnx_path, _ = onnx_engine.cached_export(path)
+    assert onnx_path.name == f"{new_digest}.onnx"
+    assert not (tmp_path / "cache" / f"{old_digest}.onnx").exists()
+    image, _ = make_synthetic_lesion((64, 64), seed=3)
+    for model in (old, new):
+        torch_p = make_segmenter(model, engine="torch").predict_probability(image)
+        onnx_p = make_segmenter(model, engine="onnx").predict_probability(image)
+        assert np.abs(torch_p - onnx_p).max() < 1e-4
+
+
+def test_a_read_only_cache_with_the_export_in_it_is_used(tmp_path, tiny_model_path, monkeypatch):
+    """Marking an entry as recently used failed on a read-only cache (prepared for a container or
+    a shared machine): --engine onnx and onnx-int8 stopped with "the file system is read-only"
+    though the export was there, and auto fell back to torch."""
+    import errno
+
+    monkeypatch.setenv("SKINSEG_CACHE", str(tmp_path / "cache"))
+    image, _ = make_synthetic_lesion((64, 64), seed=4)
+    expected = {e: make_segmenter(tiny_model_path, engine=e).segment(image).mask
+                for e in ("onnx", "onnx-int8")}
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(onnx_engine.os, "utime", read_only)
+    for engine in ("onnx", "onnx-int8", "auto"):
+        segmenter = make_segmenter(tiny_model_path, device="cpu", engine=engine)
+        assert segmenter.engine == ("onnx" if engine == "auto" else engine)
+        assert np.array_equal(segmenter.segment(image).mask,
+                              expected["onnx-int8" if engine == "onnx-int8" else "onnx"])

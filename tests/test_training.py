@@ -235,3 +235,71 @@ def test_all_lesion_masks_are_refused_like_empty_ones(tmp_path, tiny_config):
     full = samples_from_arrays([img, img, img], [np.ones((32, 32), int)] * 3, size=64)
     with pytest.raises(ValueError, match="every pixel of every training mask is lesion"):
         next(train(full, tiny_config, tmp_path / "m.pt"))
+
+
+def test_ctrl_c_in_the_first_epoch_can_be_resumed_as_it_says(tmp_path, synthetic_folder,
+                                                              monkeypatch, capsys):
+    # Cancelled before the first checkpoint: the run says "--resume", which must then start
+    # again (replacing its own epoch-less model), not refuse because the model exists.
+    import os
+    import signal
+
+    import napari_skinseg.training as training
+    from napari_skinseg.cli import main
+
+    real_augment = training.augment_batch
+
+    def press_ctrl_c(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real_augment(*args, **kwargs)
+
+    out = tmp_path / "m.pt"
+    command = ["train", *map(str, synthetic_folder), "--out", str(out), *TINY_TRAIN,
+               "--batch-size", "2"]
+    monkeypatch.setattr(training, "augment_batch", press_ctrl_c)
+    assert main(command) == 130
+    assert "--resume" in capsys.readouterr().err
+    assert load_model(out).metadata.status == "cancelled"
+    assert not checkpoint_path(out).exists()
+    monkeypatch.setattr(training, "augment_batch", real_augment)
+    assert main(command + ["--resume"]) == 0
+    assert "unfinished model of an interrupted run" in capsys.readouterr().out
+    assert load_model(out).metadata.status == "complete"
+
+
+def test_a_click_to_fix_model_is_refused_as_a_starting_model(tmp_path, synthetic_folder,
+                                                             tiny_model_path, tiny_samples,
+                                                             tiny_config, monkeypatch, capsys):
+    """--init with a click-to-fix model (6 input channels) ended in torch's RuntimeError
+    traceback at the first batch, after the data were read."""
+    import napari_skinseg.pairs as pairs
+    from napari_skinseg.cli import main
+    from napari_skinseg.click_model import make_click_model
+    from napari_skinseg.model import ModelFileError
+
+    click = make_click_model(load_model(tiny_model_path)).save(tmp_path / "click.pt")
+    with pytest.raises(ModelFileError, match="click-to-fix model"):
+        next(train(tiny_samples, tiny_config, tmp_path / "a.pt", init=click))
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("training data read before the starting model was checked")
+
+    monkeypatch.setattr(pairs, "find_pairs", forbidden)
+    assert main(["train", *map(str, synthetic_folder), "--out", str(tmp_path / "m.pt"),
+                 *TINY_TRAIN, "--init", str(click)]) == 2
+    err = capsys.readouterr().err
+    assert "click.pt is a click-to-fix model" in err and "Traceback" not in err
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_size_32_never_trains_on_a_batch_of_one_image(tmp_path, tiny_samples, tiny_config):
+    """At size 32 the deepest features are 1x1: a last batch of one image (13 training pairs in
+    batches of 2) stopped training with torch's "Expected more than 1 value per channel"."""
+    config = tiny_config.replace(size=32, batch_size=2)
+    samples = samples_from_arrays(list(tiny_samples.images), list(tiny_samples.masks), size=32)
+    result = run_training(samples, config, tmp_path / "m.pt")
+    assert result.history[0].epoch == 1 and not result.cancelled
+    assert load_model(tmp_path / "m.pt").metadata.data["n_train"] == 13
+    with pytest.raises(ValueError, match="batch of one image"):
+        next(train(samples, config.replace(batch_size=1), tmp_path / "b.pt"))
+    assert not (tmp_path / "b.pt").exists()

@@ -70,6 +70,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *,
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # the folder, or one above it, is a file ("file exists" misled)
+        raise WriteError(path, "a part of the path is a file, not a folder",
+                         errno.ENOTDIR) from None
     except OSError as err:
         raise WriteError.from_os_error(path, err) from None
     if path.is_dir():

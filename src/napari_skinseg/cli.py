@@ -228,8 +228,8 @@ def _train(args: argparse.Namespace) -> int:
     replace = args.overwrite or resuming
     if args.resume and not resuming:
         if out.is_file() and not args.overwrite and _unfinished(out):
-            # Killed before its first checkpoint was written: nothing to continue, but this
-            # run's own unfinished model may be replaced.
+            # Killed or cancelled before its first checkpoint was written: nothing to continue,
+            # but this run's own unfinished model may be replaced.
             print(f"no checkpoint {ckpt.name} to resume; {out.name} is an unfinished model of "
                   "an interrupted run, so a new run starts and replaces it")
             replace = True
@@ -241,7 +241,9 @@ def _train(args: argparse.Namespace) -> int:
         check_output_file(path, overwrite=replace, what="--out (its history and curves)")
     check_output_file(ckpt, overwrite=True, what="checkpoint")
     resolve_device(config.device)
-    init = load_model(_resolve_model_arg(args.init)) if args.init else None
+    from .training import check_init_model
+
+    init = check_init_model(load_model(_resolve_model_arg(args.init))) if args.init else None
 
     from tqdm import tqdm
 
@@ -296,6 +298,10 @@ def _train(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous)
     if not distributed.is_main():  # rank 0 writes the history and curves
         return EXIT_INTERRUPTED if result.cancelled else EXIT_OK
+    from .atomic import remove_stale_temp_files
+
+    for path in (history_csv, curves_png):  # this run's own files, like the model's
+        remove_stale_temp_files(path)  # left by a run killed while it wrote them
     write_history_csv(result.history, history_csv)
     curves = plot_history(result.history, curves_png) if result.history else None
     state = "cancelled; best model so far" if result.cancelled else "done; best model"
@@ -308,12 +314,16 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _unfinished(path: Path) -> bool:
+    """A model of a run that was killed (``in progress``), or cancelled before its first epoch
+    ended (``cancelled`` with no epoch: the run said to --resume, but left no checkpoint)."""
     from .model import ModelFileError, read_torch_file
 
     try:
         import json
 
-        return json.loads(read_torch_file(path)["metadata"]).get("status") == "in progress"
+        meta = json.loads(read_torch_file(path)["metadata"])
+        return (meta.get("status") == "in progress"
+                or (meta.get("status") == "cancelled" and not meta.get("epochs_completed")))
     except (ModelFileError, KeyError, TypeError, ValueError):
         return False
 

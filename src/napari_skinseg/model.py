@@ -189,7 +189,17 @@ def atomic_torch_save(payload: dict[str, Any], path: str | os.PathLike) -> Path:
     cryptic ``RuntimeError``, and atomically (a :class:`WriteError` names the path and cause)."""
     def write(tmp: str) -> None:
         with open(tmp, "wb") as fh:
-            torch.save(payload, fh)
+            try:
+                torch.save(payload, fh)
+            except RuntimeError as err:
+                # torch's zip writer, closing after a failed write, raises its own RuntimeError
+                # ("unexpected pos ...") over the OSError: the file system's error is the cause.
+                cause = err.__context__
+                while cause is not None and not isinstance(cause, OSError):
+                    cause = cause.__context__
+                if cause is None:
+                    raise
+                raise cause from None
 
     return atomic_write(path, write)
 

@@ -11,6 +11,7 @@ no torch). A cache entry that cannot be loaded is made again once (:func:`_from_
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -51,7 +52,11 @@ def prune_cache(keep: int = CACHE_ENTRIES) -> None:
     used: dict[str, float] = {}
     for onnx in cache_dir().glob("*.onnx"):
         digest = onnx.name.split(".")[0]
-        used[digest] = max(used.get(digest, 0.0), onnx.stat().st_mtime)
+        try:
+            mtime = onnx.stat().st_mtime
+        except OSError:  # deleted meanwhile by another run pruning the same cache
+            continue
+        used[digest] = max(used.get(digest, 0.0), mtime)
     for digest in sorted(used, key=used.get, reverse=True)[keep:]:
         for stale in cache_dir().glob(f"{digest}.*"):
             stale.unlink(missing_ok=True)
@@ -104,16 +109,28 @@ def cached_export(path: str | os.PathLike | None, inputs: str = "rgb") -> tuple[
         from .onnx_export import export_onnx
 
         export_onnx(path, onnx_path, meta_path)
+        if model_digest(path) != digest:
+            # The file was replaced (retrained, copied over) while it was exported: the entry
+            # may hold the new network under the old content's key. Dropped; the new one made.
+            _drop_entry(onnx_path)
+            return cached_export(path, inputs)
         prune_cache(keep=CACHE_ENTRIES)
         metadata = json.loads(meta_path.read_text())
     else:
-        os.utime(onnx_path)  # recently used: kept when the cache is pruned
+        _touch(onnx_path)  # recently used: kept when the cache is pruned
     found = metadata.get("inputs", "rgb")  # exports made before click models were all "rgb"
     if found != inputs:
         kind = {"rgb": "a segmentation model", "rgb+clicks": "a click-to-fix model"}
         raise ModelFileError(f"{path.name} is {kind.get(found, found)}, not "
                              f"{kind.get(inputs, inputs)}")
     return onnx_path, metadata
+
+
+def _touch(path: Path) -> None:
+    """Mark a cache entry as recently used; a read-only cache (one prepared for a container or
+    a shared machine) is used as it is, not refused for a timestamp."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
 
 
 def _read_metadata(meta_path: Path) -> dict | None:
@@ -164,7 +181,7 @@ def cached_int8_export(path: str | os.PathLike | None) -> tuple[Path, dict]:
 
         quantize_export(onnx_path, int8_path, metadata)
     else:
-        os.utime(int8_path)
+        _touch(int8_path)
     return int8_path, metadata
 
 
@@ -200,9 +217,13 @@ class OnnxSegmenter:
                   int8: bool = False) -> "OnnxSegmenter":
         """The cached export of ``path`` (the bundled model when None), made now if missing;
         ``int8``: its quantised copy (``onnx-int8`` engine)."""
+        # The file asked for names it: the cache entry is shared by every file of the same
+        # content, and its "source" is whichever of them was exported first.
         return _from_cache(
             lambda: cached_int8_export(path) if int8 else cached_export(path, "rgb"),
-            lambda onnx_path, metadata: cls(onnx_path, metadata, Path(metadata["source"]).name,
+            lambda onnx_path, metadata: cls(onnx_path, metadata,
+                                            Path(path if path is not None else
+                                                 metadata["source"]).name,
                                             engine="onnx-int8" if int8 else "onnx"))
 
     def with_threads(self, threads: int) -> "OnnxSegmenter":
@@ -210,8 +231,15 @@ class OnnxSegmenter:
         folder run gives each image in flight its own core: on 2 cores, two images on one
         thread each beat two images fighting over two threads each (BENCHMARKS.md §9)."""
         if threads not in self._per_thread:
-            self._per_thread[threads] = OnnxSegmenter(self.onnx_path, self._metadata_dict,
-                                                      self.name, threads, self.engine)
+            try:
+                self._per_thread[threads] = OnnxSegmenter(self.onnx_path, self._metadata_dict,
+                                                          self.name, threads, self.engine)
+            except Exception as err:  # noqa: BLE001 - ONNX Runtime's errors share no base class
+                if not type(err).__module__.startswith("onnxruntime"):
+                    raise
+                # The cached export went away since this segmenter was made (the cache emptied
+                # or pruned by another run): its own session runs the images, same masks.
+                return self
         return self._per_thread[threads]
 
     def _logits(self, x: np.ndarray) -> np.ndarray:

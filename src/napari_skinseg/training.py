@@ -101,10 +101,20 @@ def _lr_factor(schedule: str, epoch: int, epochs: int) -> float:
     return 1.0
 
 
+def check_init_model(model: SkinSegModel) -> SkinSegModel:
+    """Refuse a starting model that is not a segmentation model (a click-to-fix model takes six
+    input channels: training it on RGB images failed deep inside torch)."""
+    if model.metadata.inputs != "rgb":
+        name = model.path.name if model.path else "this model"
+        raise ModelFileError(f"{name} is a click-to-fix model, not a segmentation model; start "
+                             "from a model trained with skinseg train (or 'bundled')")
+    return model
+
+
 def _start_model(config: TrainConfig, init: str | Path | SkinSegModel | None) -> tuple[SkinSegModel, TrainConfig, str]:
     if init is None:
         return SkinSegModel.new(config), config, "scratch"
-    base = init if isinstance(init, SkinSegModel) else load_model(init)
+    base = check_init_model(init if isinstance(init, SkinSegModel) else load_model(init))
     base_cfg = base.metadata.config
     # Fine-tuning keeps the starting model's architecture, and its colour constancy unless
     # another one is asked for (its weights learnt from colour-corrected images: retraining
@@ -265,7 +275,17 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
             f"weights can only get worse; lower the learning rate (now {lr:g}) and train again"
             + (kept or "; no model was saved"))
 
-    batches = math.ceil(distributed.shard_size(len(train_set)) / config.batch_size)
+    per_process = distributed.shard_size(len(train_set))
+    batches = math.ceil(per_process / config.batch_size)
+    if config.size < 64:
+        # At size 32 the deepest features are 1x1: batch norm cannot train on a batch of one
+        # image (torch: "Expected more than 1 value per channel" at the end of an epoch).
+        if config.batch_size == 1 or per_process == 1:
+            raise ValueError("at size 32 batch normalisation cannot learn from a batch of one "
+                             "image: use a batch size of 2 or more with at least 2 training "
+                             "pairs, or size 64")
+        if per_process % config.batch_size == 1:
+            batches -= 1  # the epoch's last image is left out (another one each epoch)
     val_share = distributed.local_share(val_set)
     # On a GPU the training pairs live on the device (uint8: 200 kB per 256² pair) and are
     # augmented there, so each batch costs no host-to-device copy; a CPU uses them in place.
