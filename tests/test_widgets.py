@@ -507,30 +507,39 @@ def test_worst_first_review_queue_and_accepting_the_rest(make_napari_viewer, qtb
     assert errors == []
 
 
+def _a_mask_to_fix(make_napari_viewer, shape=(120, 120), seed=62, hole=False):
+    """A viewer with a synthetic lesion image and its mask (with a 16-pixel hole at the lesion's
+    centre when ``hole``) selected, and the Curate dock: what the click-to-fix tests start from.
+    Returns the viewer, true mask, mask shown, Labels layer, dock and the hole's centre."""
+    viewer = make_napari_viewer()
+    image, truth = make_synthetic_lesion(shape, seed=seed)
+    viewer.add_image(image, name="skin", rgb=True)
+    shown = truth.copy()
+    ys, xs = np.nonzero(truth)
+    cy, cx = int(ys.mean()), int(xs.mean())
+    if hole:
+        shown[cy - 8:cy + 8, cx - 8:cx + 8] = False
+    labels = viewer.add_labels(shown.astype(np.uint8), name="skin mask")
+    curate = dock(viewer, "Curate")
+    viewer.layers.selection.active = labels
+    return viewer, truth, shown, labels, curate, (cy, cx)
+
+
 def test_a_click_the_worker_cannot_answer_is_fixed_in_napari(make_napari_viewer, qtbot, monkeypatch):
     from napari_skinseg._widgets import click_fix
 
-    viewer = make_napari_viewer()
-    image, truth = make_synthetic_lesion((120, 120), seed=62)
-    viewer.add_image(image, name="skin", rgb=True)
-    damaged = truth.copy()
-    ys, xs = np.nonzero(truth)
-    cy, cx = int(ys.mean()), int(xs.mean())
-    damaged[cy - 8:cy + 8, cx - 8:cx + 8] = False
-    labels = viewer.add_labels(damaged.astype(np.uint8), name="skin mask")
-    curate = dock(viewer, "Curate")
+    viewer, _, damaged, labels, curate, (cy, cx) = _a_mask_to_fix(make_napari_viewer, hole=True)
     sent = []
 
     def worker_fails(name, kwargs, failed=None, **_):
         sent.append((name, kwargs))
         failed("the model worker was killed")  # as a dead worker reports it
     monkeypatch.setattr(click_fix, "run_job", worker_fails)
-    viewer.layers.selection.active = labels
     curate.click_fix.start_button.native.click()
     viewer.layers["skin mask clicks"].add([cy, cx])
     # pressing "Fix with clicks" asked the worker to load its click network before any click
     assert [name for name, _ in sent] == ["prepare_clicks", "click_refine"]
-    assert sent[0][1]["image"].shape == image.shape and sent[1][1]["clicks"] == [(cy, cx, True)]
+    assert sent[0][1]["image"].shape == viewer.layers["skin"].data.shape and sent[1][1]["clicks"] == [(cy, cx, True)]
     assert labels.data[cy, cx] == 1  # the random walker filled the hole instead
     assert not curate.click_fix._running and not curate.click_fix._pending
     curate.click_fix.undo_button.native.click()
@@ -540,13 +549,8 @@ def test_a_click_the_worker_cannot_answer_is_fixed_in_napari(make_napari_viewer,
 def test_a_click_after_its_labels_layer_was_closed_is_a_message(make_napari_viewer, monkeypatch):
     from napari_skinseg._widgets import click_fix
 
-    viewer = make_napari_viewer()
-    image, truth = make_synthetic_lesion((64, 64), seed=63)
-    viewer.add_image(image, name="skin", rgb=True)
-    labels = viewer.add_labels(truth.astype(np.uint8), name="skin mask")
-    curate = dock(viewer, "Curate")
+    viewer, _, _, _, curate, _ = _a_mask_to_fix(make_napari_viewer, (64, 64), seed=63)
     monkeypatch.setattr(click_fix, "run_job", lambda *args, **kwargs: None)
-    viewer.layers.selection.active = labels
     curate.click_fix.start_button.native.click()
     viewer.layers.remove("skin mask")  # the person closes the mask; its clicks layer stays
     viewer.layers["skin mask clicks"].add([30, 30])  # no KeyError traceback in napari
@@ -631,19 +635,10 @@ def test_an_image_closed_or_renamed_while_segmented(make_napari_viewer, qtbot, e
 def test_clicks_and_undo_keep_what_was_painted_between_clicks(make_napari_viewer, monkeypatch):
     from napari_skinseg._widgets import click_fix
 
-    viewer = make_napari_viewer()
-    image, truth = make_synthetic_lesion((120, 120), seed=62)
-    viewer.add_image(image, name="skin", rgb=True)
-    damaged = truth.copy()
-    ys, xs = np.nonzero(truth)
-    cy, cx = int(ys.mean()), int(xs.mean())
-    damaged[cy - 8:cy + 8, cx - 8:cx + 8] = False
+    viewer, truth, damaged, labels, curate, (cy, cx) = _a_mask_to_fix(make_napari_viewer, hole=True)
     assert not truth[:12, :12].any()
-    labels = viewer.add_labels(damaged.astype(np.uint8), name="skin mask")
-    curate = dock(viewer, "Curate")
     monkeypatch.setattr(click_fix, "run_job", lambda name, kwargs, failed=None, **_:
                         failed("no worker") if failed else None)  # clicks fixed in napari
-    viewer.layers.selection.active = labels
     curate.click_fix.start_button.native.click()
     points = viewer.layers["skin mask clicks"]
     points.add([cy, cx])
@@ -714,14 +709,9 @@ def test_retrain_pressed_twice_starts_one_training(make_napari_viewer, qtbot, tm
 def test_a_deleted_or_moved_click_point_comes_back_and_later_clicks_still_count(make_napari_viewer, monkeypatch):
     from napari_skinseg._widgets import click_fix
 
-    viewer = make_napari_viewer()
-    image, truth = make_synthetic_lesion((120, 120), seed=62)
-    viewer.add_image(image, name="skin", rgb=True)
-    labels = viewer.add_labels(truth.astype(np.uint8), name="skin mask")
-    curate = dock(viewer, "Curate")
+    viewer, truth, _, labels, curate, _ = _a_mask_to_fix(make_napari_viewer)
     monkeypatch.setattr(click_fix, "run_job", lambda name, kwargs, failed=None, **_:
                         failed("no worker") if failed else None)  # clicks fixed in napari
-    viewer.layers.selection.active = labels
     points = curate.click_fix.start()
     points.add([5, 5])
     points.add([110, 110])
