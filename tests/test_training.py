@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from napari_skinseg.dataset import samples_from_arrays, samples_from_folders
-from napari_skinseg.model import load_model
+from napari_skinseg.model import ModelFileError, load_model
 from napari_skinseg.training import checkpoint_path, run_training, split_indices, train
 
 
@@ -67,6 +67,14 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, tiny_samples, tiny_
     resumed = run_training(tiny_samples, config, tmp_path / "part.pt", resume=True)
     assert resumed.history[0].as_dict() == first.as_dict()
     assert resumed.history[1].val_loss == pytest.approx(full.history[1].val_loss, rel=1e-5)
+    # a checkpoint damaged outside the program: the message says how to go on
+    gen = train(tiny_samples, config, tmp_path / "cut.pt")
+    next(gen)
+    gen.close()
+    ckpt = checkpoint_path(tmp_path / "cut.pt")
+    ckpt.write_bytes(ckpt.read_bytes()[:300])
+    with pytest.raises(ModelFileError, match="delete cut.pt.checkpoint.pt to start again"):
+        next(train(tiny_samples, config, tmp_path / "cut.pt", resume=True))
     with pytest.raises(ValueError, match="other settings"):
         gen = train(tiny_samples, config.replace(learning_rate=0.5), tmp_path / "x.pt")
         next(gen)

@@ -227,7 +227,11 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
     for owned in (out, ckpt) if distributed.is_main() else ():
         remove_stale_temp_files(owned)  # temporary files of a process killed while writing them
     if resume and ckpt.exists():
-        state = read_torch_file(ckpt, what="checkpoint", expected_format=CHECKPOINT_FORMAT)
+        try:
+            state = read_torch_file(ckpt, what="checkpoint", expected_format=CHECKPOINT_FORMAT)
+        except ModelFileError as err:  # damaged outside this program (writes are atomic)
+            raise ModelFileError(f"{err}; delete {ckpt.name} to start again, or train without "
+                                 "--resume and with --overwrite") from None
         saved_cfg = TrainConfig.from_dict(json.loads(state["config"]))
         if saved_cfg.replace(epochs=config.epochs, device=config.device,
                              precision=config.precision) != config:
