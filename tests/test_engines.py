@@ -119,7 +119,29 @@ def test_an_int8_copy_that_drifts_is_refused(tmp_path, tiny_model_path, monkeypa
     with pytest.raises(ModelFileError, match="use the onnx engine"):
         make_segmenter(tiny_model_path, engine="onnx-int8")
     left = sorted(p.name for p in (tmp_path / "cache").iterdir())
-    assert [n for n in left if "int8" in n] == [] and len(left) == 2  # only the fp32 export
+    # no int8 network is left: the fp32 export, and a note of the refusal
+    assert [n for n in left if n.endswith(".int8.onnx")] == [] and len(left) == 3
+    real_quantize = onnx_quantize.quantize_export
+    monkeypatch.setattr(onnx_quantize, "quantize_export",
+                        lambda *a: pytest.fail("quantised again to be refused again"))
+    with pytest.raises(ModelFileError, match="use the onnx engine"):  # at once, from the note
+        make_segmenter(tiny_model_path, engine="onnx-int8")
+    monkeypatch.setattr(onnx_quantize, "quantize_export", real_quantize)
+    monkeypatch.setattr(onnx_quantize, "MIN_AGREEMENT", 0.98)  # a rule the copy meets: made
+    assert make_segmenter(tiny_model_path, engine="onnx-int8").engine == "onnx-int8"
+    assert not list((tmp_path / "cache").glob("*refused*"))
+
+
+def test_pruning_removes_temporary_files_of_killed_exports_only_when_old(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setenv("SKINSEG_CACHE", str(tmp_path))
+    old, new = tmp_path / ".a.onnx.0badf00d.tmp", tmp_path / ".b.onnx.1badf00d.tmp"
+    for leftover in (old, new):
+        leftover.write_bytes(b"half an export")
+    os.utime(old, (time.time() - 2 * 3600,) * 2)
+    onnx_engine.prune_cache()
+    assert not old.exists() and new.exists()  # a young one may be another run's export
 
 
 def test_an_unwritable_cache_makes_auto_fall_back_to_torch(tmp_path, tiny_model_path, monkeypatch,

@@ -16,11 +16,13 @@ import hashlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .atomic import TEMP_SUFFIX, atomic_write_text
 from .click_inputs import ClickRunner
 from .config import PostprocessConfig
 from .errors import ModelFileError
@@ -60,6 +62,13 @@ def prune_cache(keep: int = CACHE_ENTRIES) -> None:
     for digest in sorted(used, key=used.get, reverse=True)[keep:]:
         for stale in cache_dir().glob(f"{digest}.*"):
             stale.unlink(missing_ok=True)
+    # Temporary files of exports killed midway: an export takes seconds, so one older than an
+    # hour is nobody's (a younger one may be another process's export in progress).
+    hour_ago = time.time() - 3600
+    for leftover in cache_dir().glob(f".*{TEMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            if leftover.stat().st_mtime < hour_ago:
+                leftover.unlink()
 
 
 def model_digest(path: str | os.PathLike) -> str:
@@ -133,13 +142,19 @@ def _touch(path: Path) -> None:
         os.utime(path)
 
 
-def _read_metadata(meta_path: Path) -> dict | None:
-    """A cache entry's metadata; None when it is missing or damaged (then it is made again)."""
+def _read_json(path: Path) -> dict | None:
+    """A cache entry's JSON; None when it is missing or damaged."""
     try:
-        metadata = json.loads(meta_path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return metadata if isinstance(metadata, dict) and "size" in metadata else None
+    return data if isinstance(data, dict) else None
+
+
+def _read_metadata(meta_path: Path) -> dict | None:
+    """A cache entry's metadata; None when it is missing or damaged (then it is made again)."""
+    metadata = _read_json(meta_path)
+    return metadata if metadata is not None and "size" in metadata else None
 
 
 def _drop_entry(onnx_path: Path) -> None:
@@ -177,9 +192,20 @@ def cached_int8_export(path: str | os.PathLike | None) -> tuple[Path, dict]:
     onnx_path, metadata = cached_export(path, "rgb")
     int8_path = onnx_path.with_suffix(".int8.onnx")
     if not (int8_path.is_file() and int8_path.with_suffix(".json").is_file()):
-        from .onnx_quantize import quantize_export
+        from .onnx_quantize import MIN_AGREEMENT, QuantisationRefused, quantize_export
 
-        quantize_export(onnx_path, int8_path, metadata)
+        # a refusal is remembered: quantising again would take seconds to refuse again
+        refused = onnx_path.with_suffix(".int8-refused.json")
+        earlier = _read_json(refused)
+        if earlier is not None and earlier.get("agreement", 1.0) < MIN_AGREEMENT:
+            raise QuantisationRefused(earlier["agreement"])
+        try:
+            quantize_export(onnx_path, int8_path, metadata)
+        except QuantisationRefused as err:
+            with contextlib.suppress(OSError):
+                atomic_write_text(refused, json.dumps({"agreement": err.agreement}))
+            raise
+        refused.unlink(missing_ok=True)
     else:
         _touch(int8_path)
     return int8_path, metadata

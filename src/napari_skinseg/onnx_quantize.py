@@ -32,6 +32,17 @@ MIN_AGREEMENT = 0.98
 _CALIBRATION_SEED, _CHECK_SEED = 70_000, 80_000
 
 
+class QuantisationRefused(ModelFileError):
+    """The int8 copy's masks drift from the fp32 network's: the onnx-int8 engine is refused."""
+
+    def __init__(self, agreement: float) -> None:
+        self.agreement = agreement
+        super().__init__(
+            f"int8 quantisation changes this model's masks too much (mean Dice {agreement:.3f} "
+            f"against its fp32 network on synthetic lesions, at least {MIN_AGREEMENT} wanted); "
+            "use the onnx engine")
+
+
 def _inputs(metadata: dict[str, Any], n: int, seed: int) -> list[np.ndarray]:
     size = int(metadata["size"])
     colour = (metadata.get("config") or {}).get("colour_constancy", "none")
@@ -59,7 +70,7 @@ def mask_agreement(fp32_path: Path, int8_path: Path, metadata: dict[str, Any]) -
 
 def quantize_export(fp32_path: Path, int8_path: Path, metadata: dict[str, Any]) -> float:
     """Write the int8 copy of ``fp32_path`` (atomically) and a JSON beside it with its agreement;
-    raise :class:`ModelFileError` (writing nothing) when its masks drift from the fp32 ones."""
+    raise :class:`QuantisationRefused` (writing nothing) when its masks drift from the fp32 ones."""
     import onnxruntime as ort
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                           quantize_static)
@@ -86,10 +97,7 @@ def quantize_export(fp32_path: Path, int8_path: Path, metadata: dict[str, Any]) 
                             weight_type=QuantType.QInt8)
         agreement = mask_agreement(fp32_path, Path(tmp), metadata)
         if agreement < MIN_AGREEMENT:
-            raise ModelFileError(
-                f"int8 quantisation changes this model's masks too much (mean Dice {agreement:.3f} "
-                f"against its fp32 network on synthetic lesions, at least {MIN_AGREEMENT} wanted); "
-                "use the onnx engine")
+            raise QuantisationRefused(agreement)
         checked.append(agreement)
 
     checked: list[float] = []
