@@ -163,26 +163,27 @@ def _drop_entry(onnx_path: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
+def _onnxruntime_error(err: BaseException) -> bool:
+    """An error raised by ONNX Runtime itself (its load errors share no base class)."""
+    return type(err).__module__.startswith("onnxruntime")
+
+
 def _from_cache(export, build):
     """``build(*export())``; a cached network ONNX Runtime cannot load (a file damaged outside
     this program: a disk error, a copy cut short) is deleted and made again once, instead of
     failing every run until someone empties the cache by hand."""
-    onnx_path, metadata = export()
-    try:
-        return build(onnx_path, metadata)
-    except Exception as err:  # noqa: BLE001 - ONNX Runtime's load errors share no base class
-        if not type(err).__module__.startswith("onnxruntime"):
-            raise
-        _drop_entry(onnx_path)
-    onnx_path, metadata = export()
-    try:
-        return build(onnx_path, metadata)
-    except Exception as err:  # noqa: BLE001
-        if not type(err).__module__.startswith("onnxruntime"):
-            raise
-        raise ModelFileError(f"ONNX Runtime cannot load the export of this model even after "
-                             f"making it again ({str(err).splitlines()[0][:200]}); use "
-                             "--engine torch") from None
+    for attempt in (1, 2):
+        onnx_path, metadata = export()
+        try:
+            return build(onnx_path, metadata)
+        except Exception as err:  # noqa: BLE001 - filtered by _onnxruntime_error
+            if not _onnxruntime_error(err):
+                raise
+            if attempt == 2:
+                raise ModelFileError(f"ONNX Runtime cannot load the export of this model even "
+                                     f"after making it again ({str(err).splitlines()[0][:200]}); "
+                                     "use --engine torch") from None
+            _drop_entry(onnx_path)
 
 
 def cached_int8_export(path: str | os.PathLike | None) -> tuple[Path, dict]:
@@ -260,8 +261,8 @@ class OnnxSegmenter:
             try:
                 self._per_thread[threads] = OnnxSegmenter(self.onnx_path, self._metadata_dict,
                                                           self.name, threads, self.engine)
-            except Exception as err:  # noqa: BLE001 - ONNX Runtime's errors share no base class
-                if not type(err).__module__.startswith("onnxruntime"):
+            except Exception as err:  # noqa: BLE001 - filtered by _onnxruntime_error
+                if not _onnxruntime_error(err):
                     raise
                 # The cached export went away since this segmenter was made (the cache emptied
                 # or pruned by another run): its own session runs the images, same masks.

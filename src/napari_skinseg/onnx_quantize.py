@@ -21,6 +21,7 @@ import numpy as np
 
 from .atomic import atomic_write, atomic_write_text
 from .errors import ModelFileError
+from .metrics import image_metrics
 from .synthetic import make_synthetic_lesion
 from .transforms import network_input
 
@@ -63,9 +64,7 @@ def mask_agreement(fp32_path: Path, int8_path: Path, metadata: dict[str, Any]) -
     options.log_severity_level = 3
     pairs = zip(*(_masks(ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]),
                          inputs) for p in (fp32_path, int8_path)))
-    dices = [1.0 if not (a.any() or b.any()) else 2 * (a & b).sum() / (a.sum() + b.sum())
-             for a, b in pairs]
-    return float(np.mean(dices))
+    return float(np.mean([image_metrics(b, a).dice for a, b in pairs]))
 
 
 def quantize_export(fp32_path: Path, int8_path: Path, metadata: dict[str, Any]) -> float:
