@@ -75,10 +75,9 @@ def make_segmenter(model=None, device: str = "auto", engine: str = "auto"):
     return Segmenter.from_file(model, device=device)
 
 
-def make_click_refiner(model=None, device: str = "cpu", engine: str = "auto"):
-    """A click-to-fix network runner (``.probability(image, mask, clicks)``) for the model file
-    ``model`` (None: the bundled click model): ONNX Runtime on the CPU where available (3x
-    faster per click than torch there, BENCHMARKS.md), else torch."""
+def click_model_path(model=None):
+    """The click-to-fix model file ``model`` (None: the bundled one); ModelFileError when there
+    is none."""
     from pathlib import Path
 
     from .bundled import bundled_click_model_path
@@ -86,8 +85,16 @@ def make_click_refiner(model=None, device: str = "cpu", engine: str = "auto"):
 
     path = Path(model) if model else bundled_click_model_path()
     if path is None or not path.is_file():
-        raise ModelFileError("no click-to-fix model is installed" if model is None
+        raise ModelFileError("no click-to-fix model is installed" if not model
                              else f"click-to-fix model {path} does not exist")
+    return path
+
+
+def make_click_refiner(model=None, device: str = "cpu", engine: str = "auto"):
+    """A click-to-fix network runner (``.probability(image, mask, clicks)``) for the model file
+    ``model`` (None: the bundled click model): ONNX Runtime on the CPU where available (3x
+    faster per click than torch there, BENCHMARKS.md), else torch."""
+    path = click_model_path(model)
     if resolve_engine(engine, device).startswith("onnx"):  # clicks stay fp32 (a lone image)
         from .onnx_engine import OnnxClickRefiner
 

@@ -16,12 +16,12 @@ from typing import Any, Callable, Generator
 
 import numpy as np
 
-from .bundled import BundledModelMissing, bundled_click_model_path, bundled_model_path
+from .bundled import BundledModelMissing, bundled_model_path
 from .config import PostprocessConfig, TrainConfig
 from .dataset import samples_from_folders
 from .destinations import describe_os_error
 from .devices import DeviceError, available_devices
-from .engines import make_click_refiner, make_segmenter, resolve_engine
+from .engines import click_model_path, make_click_refiner, make_segmenter, resolve_engine
 from .folder_segmentation import default_workers, segment_folder
 from .image_io import ImageReadError, read_image, write_image, write_mask
 from .model import ModelFileError, load_model
@@ -115,9 +115,7 @@ _LAST_CLICK_IMAGE: list[np.ndarray] = []
 
 def _click_refiner(click_model: str | None, device: str):
     """The click-to-fix network (the bundled one when ``click_model`` is None), kept loaded."""
-    path = Path(click_model) if click_model else bundled_click_model_path()
-    if path is None or not path.is_file():
-        raise ModelFileError("no click-to-fix model is installed")
+    path = click_model_path(click_model)
     key = _file_key(path, device)
     with _CLICK_LOCK:  # jobs run on threads: a click during prepare_clicks must not load twice
         if key not in _CLICK_REFINERS:
