@@ -116,3 +116,22 @@ def test_shades_of_gray_by_lookup_table_matches_the_float_formula():
     assert np.abs(stack.astype(int) - float_formula(images)).max() <= 1
     for image, corrected in zip(images, stack):
         np.testing.assert_array_equal(shades_of_gray(image), corrected)
+
+
+@pytest.mark.parametrize("colour", ["none", "shades_of_gray"])
+@pytest.mark.parametrize("tta", [False, True])
+def test_network_input_by_lookup_gives_the_same_numbers_as_resize_correct_normalise(colour, tta):
+    from napari_skinseg.synthetic import make_synthetic_lesion
+    from napari_skinseg.transforms import flip_views, network_input, normalise_array
+
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    images = [make_synthetic_lesion((90, 70), seed=s)[0] for s in range(4)]
+    images += [np.zeros((20, 20, 3), np.uint8), np.full((33, 17, 3), 255, np.uint8)]
+    for image in images:
+        expected = flip_views(normalise_array(working_rgb(image, 48, colour)[None], mean, std),
+                              3 if tta else 1)
+        got = network_input(image, 48, mean, std, colour, tta)
+        assert got.dtype == np.float32 and got.shape == expected.shape
+        np.testing.assert_array_equal(got, expected)
+    with pytest.raises(ValueError, match="colour constancy"):
+        network_input(images[0], 48, mean, std, "retinex")

@@ -81,3 +81,42 @@ def test_overlay_outlines_of_large_images_are_thick_and_use_no_deprecated_morpho
     expected = ndimage.binary_dilation(edges, morphology.disk(3 // 2 + 1)) & mask
     assert ((out == OVERLAY_COLOUR).all(-1) == expected).all()
     assert (out[~expected] == 40).all() and expected.sum() > 2.5 * edges.sum()
+
+
+def _whole_image_postprocess(probability, config):
+    """The clean-up as it ran before it was confined to the lesion's bounding box."""
+    from skimage import measure, morphology
+
+    from napari_skinseg.postprocess import fill_holes
+
+    mask = probability > config.threshold
+    if config.min_size > 0:
+        mask = morphology.remove_small_objects(mask, max_size=config.min_size - 1)
+    if config.keep == "largest" and mask.any():
+        labels = measure.label(mask, connectivity=2)
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        mask = labels == int(sizes.argmax())
+    return fill_holes(mask) if config.fill_holes else mask
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_cleaning_up_inside_the_lesions_bounding_box_gives_the_whole_image_result():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    configs = [PostprocessConfig(), PostprocessConfig(keep="all"), PostprocessConfig(min_size=12),
+               PostprocessConfig(fill_holes=False), PostprocessConfig(keep="all", min_size=4)]
+    for i in range(120):
+        h, w = (int(v) for v in rng.integers(1, 60, 2))
+        p = ndimage.gaussian_filter(rng.random((h, w)), rng.uniform(0, 2.5))
+        p = (p - p.min()) / (np.ptp(p) + 1e-9)
+        if i % 5 == 0:  # a stripe across the image: components and holes touching its border
+            p[int(rng.integers(0, h)), :] = 1
+        if i % 9 == 0:
+            p[:] = 1.0
+        for config in configs:
+            expected = _whole_image_postprocess(p, config)
+            got = postprocess(p, config)
+            assert got.dtype == bool and got.shape == p.shape
+            np.testing.assert_array_equal(got, expected, err_msg=f"image {i}, {config}")
