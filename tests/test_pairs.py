@@ -25,6 +25,19 @@ def test_isic_and_same_stem_naming_and_missing_masks(tmp_path):
     assert "no mask named c_segmentation.png" in reasons["c.png"]
 
 
+def test_masks_with_an_upper_case_extension_are_found(tmp_path):
+    # Images are accepted as .PNG/.JPG; their masks were "not found" under the very name shown.
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    _img(images / "a.JPG")
+    _img(images / "b.png")
+    write_mask(masks / "a_segmentation.PNG", np.zeros((16, 16), bool))
+    write_mask(masks / "b.TIF", np.zeros((16, 16), bool))
+    scan = find_pairs(images, masks)
+    assert [(p.image.name, p.mask.name) for p in scan.pairs] == [
+        ("a.JPG", "a_segmentation.PNG"), ("b.png", "b.TIF")]
+    assert scan.skipped == []
+
+
 def test_images_and_masks_in_one_folder(tmp_path):
     _img(tmp_path / "x.jpg")
     write_mask(tmp_path / "x_segmentation.png", np.zeros((16, 16), bool))

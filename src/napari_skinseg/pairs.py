@@ -172,11 +172,14 @@ def split_same_ids(images: list[Path]) -> tuple[list[Path], list[Skipped]]:
 
 
 def find_mask(image: Path, masks_dir: Path) -> Path | None:
+    """The mask of ``image`` in ``masks_dir``; its extension in either case (``.png``, ``.PNG``:
+    cameras and Windows tools write upper case, and images are accepted in both)."""
     for suffix in MASK_SUFFIXES:
         for ext in (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg"):
-            candidate = masks_dir / f"{image.stem}{suffix}{ext}"
-            if candidate.is_file() and candidate.resolve() != image.resolve():
-                return candidate
+            for case in (ext, ext.upper()):
+                candidate = masks_dir / f"{image.stem}{suffix}{case}"
+                if candidate.is_file() and candidate.resolve() != image.resolve():
+                    return candidate
     return None
 
 
