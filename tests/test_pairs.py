@@ -45,6 +45,18 @@ def test_images_and_masks_in_one_folder(tmp_path):
     assert [(p.image.name, p.mask.name) for p in scan.pairs] == [("x.jpg", "x_segmentation.png")]
 
 
+def test_a_pair_folder_with_other_sub_folder_names_says_what_it_needs(tmp_path):
+    # `skinseg train PAIR_DIR` with PAIR_DIR/images + PAIR_DIR/labels said only "the folder
+    # holds no images"
+    from napari_skinseg.pairs import pair_folders
+
+    _img(tmp_path / "images" / "a.png")
+    write_mask(tmp_path / "labels" / "a_segmentation.png", np.zeros((16, 16), bool))
+    with pytest.raises(ValueError, match="a pair folder holds images/ and masks/, this one "
+                                         "images/, labels/"):
+        find_pairs(*pair_folders(tmp_path))
+
+
 def test_empty_and_missing_folders_raise(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no image/mask pairs.*holds no images"):
