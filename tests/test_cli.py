@@ -1,4 +1,5 @@
 import csv
+import shlex
 import shutil
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 from napari_skinseg import bundled
 from napari_skinseg.cli import main
 from napari_skinseg.image_io import read_image, read_mask
+from napari_skinseg.model import load_model
 
 
 @pytest.fixture
@@ -30,6 +32,14 @@ def test_train_writes_model_history_and_curves(tmp_path, inputs, capsys):
     # an existing model is never overwritten by accident
     assert main(["train", str(images), str(masks), "--out", str(out), "--size", "64"]) == 2
     assert "exists" in capsys.readouterr().err
+    # the model's metadata repeats the run from the command line: its config and both folders
+    # (only the images folder was recorded, so the masks folder had to be remembered)
+    meta = load_model(out).metadata
+    images_dir, masks_dir = meta.data["sources"]
+    again = tmp_path / "again.pt"
+    assert main(shlex.split(meta.config.cli_command(images_dir, masks_dir, str(again)))[1:]) == 0
+    assert load_model(again).metadata.config == meta.config
+    assert load_model(again).metadata.metrics == meta.metrics
 
 
 def test_segment_then_evaluate(tmp_path, inputs, tiny_model_path, capsys):

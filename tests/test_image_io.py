@@ -111,6 +111,25 @@ def test_mask_values_other_than_0_255_warn_and_count_as_lesion():
         labels_to_mask(np.array([[0, 1]], np.uint8))
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_jpeg_masks_are_not_swamped_by_compression_noise(tmp_path, channels):
+    # find_pairs pairs <id>_segmentation.jpg; read with "> 0 is lesion", its compression noise
+    # made a 20 % lesion into 90 % of the image, and training learnt from that.
+    lesion = np.zeros((64, 80), bool)
+    lesion[20:44, 25:60] = True
+    pixels = lesion.astype(np.uint8) * 255
+    if channels == 3:
+        pixels = np.stack([pixels] * 3, axis=-1)
+    Image.fromarray(pixels).save(tmp_path / "m_segmentation.jpg", quality=70)
+    with pytest.warns(NonBinaryMaskWarning, match="JPEG mask"):
+        mask = read_mask(tmp_path / "m_segmentation.jpg", shape=(64, 80))
+    assert (mask != lesion).mean() < 0.01
+    # exact values in a lossless file keep the documented "> 0 is lesion"
+    write_image(tmp_path / "m.png", np.where(lesion, 38, 0).astype(np.uint8))
+    with pytest.warns(NonBinaryMaskWarning, match="every value above 0"):
+        assert np.array_equal(read_mask(tmp_path / "m.png"), lesion)
+
+
 def test_transparent_mask_background_is_skin_whatever_its_colour(tmp_path):
     lesion = np.zeros((12, 12), bool)
     lesion[3:7, 2:9] = True

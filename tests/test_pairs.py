@@ -25,11 +25,36 @@ def test_isic_and_same_stem_naming_and_missing_masks(tmp_path):
     assert "no mask named c_segmentation.png" in reasons["c.png"]
 
 
+def test_masks_with_an_upper_case_extension_are_found(tmp_path):
+    # Images are accepted as .PNG/.JPG; their masks were "not found" under the very name shown.
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    _img(images / "a.JPG")
+    _img(images / "b.png")
+    write_mask(masks / "a_segmentation.PNG", np.zeros((16, 16), bool))
+    write_mask(masks / "b.TIF", np.zeros((16, 16), bool))
+    scan = find_pairs(images, masks)
+    assert [(p.image.name, p.mask.name) for p in scan.pairs] == [
+        ("a.JPG", "a_segmentation.PNG"), ("b.png", "b.TIF")]
+    assert scan.skipped == []
+
+
 def test_images_and_masks_in_one_folder(tmp_path):
     _img(tmp_path / "x.jpg")
     write_mask(tmp_path / "x_segmentation.png", np.zeros((16, 16), bool))
     scan = find_pairs(tmp_path, tmp_path)
     assert [(p.image.name, p.mask.name) for p in scan.pairs] == [("x.jpg", "x_segmentation.png")]
+
+
+def test_a_pair_folder_with_other_sub_folder_names_says_what_it_needs(tmp_path):
+    # `skinseg train PAIR_DIR` with PAIR_DIR/images + PAIR_DIR/labels said only "the folder
+    # holds no images"
+    from napari_skinseg.pairs import pair_folders
+
+    _img(tmp_path / "images" / "a.png")
+    write_mask(tmp_path / "labels" / "a_segmentation.png", np.zeros((16, 16), bool))
+    with pytest.raises(ValueError, match="a pair folder holds images/ and masks/, this one "
+                                         "images/, labels/"):
+        find_pairs(*pair_folders(tmp_path))
 
 
 def test_empty_and_missing_folders_raise(tmp_path):

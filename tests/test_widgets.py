@@ -126,6 +126,21 @@ def test_train_on_layers_through_the_worker(make_napari_viewer, qtbot, tmp_path,
     assert cli.main(args[1:]) == 0 and (tmp_path / "gui-repeat.pt").exists()
 
 
+def test_layer_pairs_never_join_an_earlier_runs_pair_folder(tmp_path):
+    # An earlier run's model was deleted or moved but its gui_data/ stayed: the new run took the
+    # free name gui.pt, wrote its pairs into gui_data/ beside the old ones (or stopped on a
+    # name they share) and trained on both.
+    from napari_skinseg._widgets.train_widget import TrainWidget, free_path
+
+    TrainWidget._export_layer_pairs([(*make_synthetic_lesion((32, 32), seed=1), "old")],
+                                    tmp_path / "gui.pt")
+    out = free_path(tmp_path / "gui.pt")
+    assert out == tmp_path / "gui-2.pt"
+    data = TrainWidget._export_layer_pairs(
+        [(*make_synthetic_lesion((32, 32), seed=s), f"new{s}") for s in (2, 3)], out)
+    assert sorted(p.name for p in data.images.iterdir()) == ["new2.png", "new3.png"]
+
+
 def start_long_training(make_napari_viewer, qtbot, out):
     """A Train dock running a long training from scratch, past its first batch."""
     viewer = make_napari_viewer()

@@ -46,6 +46,28 @@ def test_errors_come_back_as_one_sentence(client, tmp_path):
     assert client.alive  # a failed job leaves the worker running
 
 
+def test_training_refuses_a_model_file_it_cannot_write_before_reading_the_pairs(tmp_path,
+                                                                                 monkeypatch):
+    # The Train/Curate docks' job found out only when it first saved, after reading every pair
+    # and training a whole epoch; and it replaced an existing model without a word.
+    from napari_skinseg import worker_jobs
+    from napari_skinseg.worker_jobs import describe_error, job_train
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("training pairs read before the model file was checked")
+
+    monkeypatch.setattr(worker_jobs, "samples_from_folders", forbidden)
+    (tmp_path / "a_file").write_text("not a folder")
+    (tmp_path / "old.pt").write_bytes(b"an earlier model")
+    config = TrainConfig(size=64, epochs=1, device="cpu")
+    for out, message in ((tmp_path / "a_file" / "m.pt", "a_file is a file, not a folder"),
+                         (tmp_path / "old.pt", "old.pt exists; not replacing it")):
+        with pytest.raises(OSError) as err:
+            list(job_train(lambda: False, str(tmp_path), str(tmp_path), config, str(out)))
+        assert message in describe_error(err.value)
+    assert (tmp_path / "old.pt").read_bytes() == b"an earlier model"
+
+
 def test_training_streams_reports_and_cancels_within_a_batch(client, tmp_path):
     images_dir, masks_dir = write_synthetic_dataset(tmp_path / "d", 6, (64, 64), seed=4)
     config = TrainConfig(size=64, epochs=50, batch_size=1, decoder_channels=(16, 8, 8, 8, 8),

@@ -285,7 +285,7 @@ def _train(args: argparse.Namespace) -> int:
           f"{config.epochs} epochs, device {config.device}"
           + (f", {processes} processes (DDP)" if processes > 1 else ""), flush=True)
     gen = train(samples, config, out, init=init, cancel=stop.is_set, on_batch=on_batch,
-                resume=args.resume, sources=[str(images_dir)])
+                resume=args.resume, sources=list(dict.fromkeys(map(str, (images_dir, masks_dir)))))
 
     def show(report):
         bar.clear()

@@ -97,6 +97,8 @@ class TrainConfig:
             raise ValueError(f"learning rate must be a positive finite number (got {self.learning_rate})")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight decay must be a finite number, not negative (got {self.weight_decay})")
+        if not 0 <= self.seed < 2 ** 64:  # numpy and torch generators take no other seeds
+            raise ValueError(f"seed must be a whole number from 0 to 2**64 - 1 (got {self.seed})")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"validation fraction must be between 0 and 1 (got {self.val_fraction})")
         if self.lr_schedule not in LR_SCHEDULES:

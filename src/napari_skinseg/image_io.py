@@ -17,6 +17,8 @@ from .atomic import atomic_write
 
 MIN_SIDE = 8  # smaller images carry no lesion a U-Net could find
 TIFF_EXTENSIONS = (".tif", ".tiff")
+# Lossy formats: compression noise leaves values near 0 (and 255) around every edge.
+JPEG_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif")
 EXIF_ORIENTATION = 0x0112  # the EXIF / TIFF Orientation tag
 
 
@@ -212,13 +214,16 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return to_rgb_uint8(_read_array(path), name=path.name)
 
 
-def labels_to_mask(labels: np.ndarray, name: str = "mask") -> np.ndarray:
+def labels_to_mask(labels: np.ndarray, name: str = "mask", lossy: bool = False) -> np.ndarray:
     """Turn a label image or 0/255 mask into a boolean lesion mask (> 0 is lesion).
 
     RGB(A) masks count a pixel as lesion when any channel is > 0 and it is not fully transparent
     (alpha 0: palette, RGBA and gray+alpha masks with a transparent background). Warns once per
     call with :class:`NonBinaryMaskWarning` when values other than 0 and 255 (or 0 and 1)
     appear, so a user learns that e.g. anti-aliased edges were counted as lesion.
+
+    ``lossy=True`` (a JPEG mask): compression noise puts small values all around the lesion and
+    in the skin, so a pixel is lesion when it is above half the mask's brightest value instead.
     """
     arr = np.asarray(labels)
     if arr.ndim == 3:
@@ -231,6 +236,12 @@ def labels_to_mask(labels: np.ndarray, name: str = "mask") -> np.ndarray:
     if arr.dtype == bool:
         return arr.copy()
     values = np.unique(arr)
+    if lossy and len(values) > 2:
+        cut = values[-1] / 2
+        warnings.warn(f"{name}: JPEG mask with {len(values)} distinct values (compression noise); "
+                      f"values above {cut:g} (half the brightest) are taken as lesion; save masks "
+                      "as PNG to keep them exact", NonBinaryMaskWarning, stacklevel=2)
+        return arr > cut
     if not (set(values.tolist()) <= {0, 255} or set(values.tolist()) <= {0, 1}):
         warnings.warn(f"{name}: mask holds {len(values)} distinct values, not only 0 and 255; "
                       "every value above 0 is taken as lesion", NonBinaryMaskWarning, stacklevel=2)
@@ -251,7 +262,8 @@ def pair_arrays(image: np.ndarray, labels: np.ndarray, name: str = "pair") -> tu
 def read_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> np.ndarray:
     """Read a mask file as a boolean array; ``shape`` (H, W) is checked when given."""
     path = Path(path)
-    mask = labels_to_mask(_read_array(path), name=path.name)
+    mask = labels_to_mask(_read_array(path), name=path.name,
+                          lossy=path.suffix.lower() in JPEG_EXTENSIONS)
     if shape is not None and mask.shape != tuple(shape[:2]):
         raise ImageReadError(f"{path.name}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
                              f"{shape[1]}x{shape[0]}")

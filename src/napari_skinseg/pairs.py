@@ -172,11 +172,14 @@ def split_same_ids(images: list[Path]) -> tuple[list[Path], list[Skipped]]:
 
 
 def find_mask(image: Path, masks_dir: Path) -> Path | None:
+    """The mask of ``image`` in ``masks_dir``; its extension in either case (``.png``, ``.PNG``:
+    cameras and Windows tools write upper case, and images are accepted in both)."""
     for suffix in MASK_SUFFIXES:
         for ext in (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg"):
-            candidate = masks_dir / f"{image.stem}{suffix}{ext}"
-            if candidate.is_file() and candidate.resolve() != image.resolve():
-                return candidate
+            for case in (ext, ext.upper()):
+                candidate = masks_dir / f"{image.stem}{suffix}{case}"
+                if candidate.is_file() and candidate.resolve() != image.resolve():
+                    return candidate
     return None
 
 
@@ -201,6 +204,13 @@ def find_pairs(images_dir: str | Path, masks_dir: str | Path) -> PairScan:
             scan.pairs.append(Pair(image, mask))
     if not scan.pairs:
         detail = "; ".join(str(s) for s in scan.skipped[:3])
-        raise ValueError(f"no image/mask pairs found in {images_dir} and {masks_dir}"
-                         + (f" ({detail})" if detail else " (the folder holds no images)"))
+        if not detail:
+            detail = "the folder holds no images"
+            subfolders = sorted(p.name for p in images_dir.iterdir() if p.is_dir())
+            if subfolders and images_dir.resolve() == masks_dir.resolve():
+                # meant as a pair folder, with other names (masks under labels/, ...)
+                detail += (f"; a pair folder holds {IMAGES_DIR}/ and {MASKS_DIR}/, this one "
+                           f"{', '.join(n + '/' for n in subfolders[:5])}: rename them, or give "
+                           "the images and masks folders")
+        raise ValueError(f"no image/mask pairs found in {images_dir} and {masks_dir} ({detail})")
     return scan

@@ -232,10 +232,13 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
         except ModelFileError as err:  # damaged outside this program (writes are atomic)
             raise ModelFileError(f"{err}; delete {ckpt.name} to start again, or train without "
                                  "--resume and with --overwrite") from None
-        saved_cfg = TrainConfig.from_dict(json.loads(state["config"]))
-        if saved_cfg.replace(epochs=config.epochs, device=config.device,
-                             precision=config.precision) != config:
-            raise ValueError(f"{ckpt.name} was written with other settings ({saved_cfg}); "
+        saved_cfg = TrainConfig.from_dict(json.loads(state["config"])).replace(
+            epochs=config.epochs, device=config.device, precision=config.precision)
+        if saved_cfg != config:
+            changed = "; ".join(f"{name} {old!r} there, {new!r} now"
+                                for name, old in saved_cfg.to_dict().items()
+                                if old != (new := config.to_dict()[name]))
+            raise ValueError(f"{ckpt.name} was written with other settings ({changed}); "
                              "resume with the same settings or delete the checkpoint")
         if state["val_names"] != val_set.names or state["n_train"] != len(train_set):
             raise ValueError(f"{ckpt.name} was written for other data; resume on the same data")

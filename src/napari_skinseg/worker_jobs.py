@@ -19,7 +19,7 @@ import numpy as np
 from .bundled import BundledModelMissing, bundled_model_path
 from .config import PostprocessConfig, TrainConfig
 from .dataset import samples_from_folders
-from .destinations import describe_os_error
+from .destinations import check_output_file, describe_os_error
 from .devices import DeviceError, available_devices
 from .engines import click_model_path, make_click_refiner, make_segmenter, resolve_engine
 from .folder_segmentation import default_workers, segment_folder
@@ -29,7 +29,7 @@ from .pairs import PairFolder, list_images, safe_id
 from .prediction import Segmenter, mean_dice
 from .reports import TrainingSummary
 from .review import estimate_quality
-from .training import train
+from .training import checkpoint_path, train
 
 Cancel = Callable[[], bool]
 
@@ -192,6 +192,12 @@ def job_train(cancel: Cancel, images_dir: str, masks_dir: str, config: TrainConf
     With ``compare=True`` the model it would replace (``baseline``; None = the bundled model) is
     measured on the same validation pairs, so the person can choose with both numbers in view.
     """
+    # As on the command line: a model that cannot be written (or would replace another) is
+    # refused before the pairs are read and an epoch is trained, not when it is first saved.
+    if Path(out).exists():
+        raise FileExistsError(f"{out} exists; not replacing it: choose another model file")
+    check_output_file(out, overwrite=True, what="model file", example="model.pt")
+    check_output_file(checkpoint_path(out), overwrite=True, what="checkpoint")
     yield "reading the training pairs ..."
     samples = samples_from_folders(images_dir, masks_dir, config.size)
     skipped = f" ({len(samples.skipped)} skipped)" if samples.skipped else ""

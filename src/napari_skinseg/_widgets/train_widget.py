@@ -53,9 +53,11 @@ def default_model_path() -> Path:
 
 
 def free_path(path: Path) -> Path:
-    """``path``, or ``<stem>-2.pt``, ``<stem>-3.pt``, ... : never an existing file."""
+    """``path``, or ``<stem>-2.pt``, ``<stem>-3.pt``, ... : never an existing file, nor one whose
+    checkpoint or layer-pair folder (``<stem>_data``, left by an earlier run) exists."""
     candidate, i = path, 2
-    while candidate.exists() or candidate.with_name(candidate.name + ".checkpoint.pt").exists():
+    while (candidate.exists() or candidate.with_name(candidate.name + ".checkpoint.pt").exists()
+           or candidate.with_name(candidate.stem + "_data").exists()):
         candidate, i = path.with_name(f"{path.stem}-{i}{path.suffix}"), i + 1
     return candidate
 
