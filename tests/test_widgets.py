@@ -741,3 +741,19 @@ def test_a_deleted_or_moved_click_point_comes_back_and_later_clicks_still_count(
     points.events.data(value=points.data, action="changed", data_indices=(2,),
                        vertex_indices=((),))  # ... then the event
     assert np.array_equal(points.data, placed) and "cannot be moved" in curate.status.value
+
+
+def test_training_docks_show_which_pairs_were_skipped(qtbot, monkeypatch):
+    # Skipped pairs and odd masks were named only in the model worker's log.
+    from napari_skinseg._widgets import training_controller
+    from napari_skinseg.reports import PairNotes
+
+    shown, statuses = [], []
+    monkeypatch.setattr(training_controller, "show_warning", shown.append)
+    controller = training_controller.TrainingController(lambda running: None, statuses.append)
+    notes = PairNotes(3, [f"p{i}.jpg: mask is 32x32 but its image is 64x64" for i in range(7)],
+                      ["p9_segmentation.png: mask holds 2 distinct values, not only 0 and 255"])
+    controller._on_event(notes)
+    assert len(shown) == 1 and shown[0].startswith("7 of 10 pairs skipped:")
+    assert "p0.jpg: mask is 32x32" in shown[0] and "... and 2 more" in shown[0]
+    assert "p9_segmentation.png: mask holds 2 distinct values" in shown[0]

@@ -68,6 +68,32 @@ def test_training_refuses_a_model_file_it_cannot_write_before_reading_the_pairs(
     assert (tmp_path / "old.pt").read_bytes() == b"an earlier model"
 
 
+def test_the_docks_learn_which_pairs_were_skipped_and_why(tmp_path):
+    # The docks' training job said only "(1 skipped)"; the reasons and the odd-mask warning
+    # went to the worker's log, which a person in napari never sees.
+    from PIL import Image
+
+    from napari_skinseg.reports import PairNotes
+    from napari_skinseg.worker_jobs import job_train
+
+    images_dir, masks_dir = write_synthetic_dataset(tmp_path / "d", 4, (64, 64), seed=6)
+    Image.new("L", (32, 32)).save(masks_dir / "synth_006_0000_segmentation.png")  # wrong size
+    odd = masks_dir / "synth_006_0001_segmentation.png"
+    Image.fromarray((np.asarray(Image.open(odd)) > 0).astype(np.uint8) * 38).save(odd)
+    config = TrainConfig(size=64, epochs=1, device="cpu")
+    job = job_train(lambda: False, str(images_dir), str(masks_dir), config, str(tmp_path / "m.pt"))
+    notes = next(item for item in job if not isinstance(item, str))
+    job.close()  # no training needed
+    assert isinstance(notes, PairNotes) and notes.pairs == 3
+    assert len(notes.skipped) == 1 and notes.skipped[0].startswith("synth_006_0000")
+    assert "32x32" in notes.skipped[0]
+    assert any("synth_006_0001_segmentation.png" in w and "distinct values" in w
+               for w in notes.warnings)
+    text = notes.text()
+    assert text.startswith("1 of 4 pairs skipped:") and "synth_006_0000" in text
+    assert loads(dumps(notes)) == notes  # it crosses into napari's process
+
+
 def test_training_streams_reports_and_cancels_within_a_batch(client, tmp_path):
     images_dir, masks_dir = write_synthetic_dataset(tmp_path / "d", 6, (64, 64), seed=4)
     config = TrainConfig(size=64, epochs=50, batch_size=1, decoder_channels=(16, 8, 8, 8, 8),

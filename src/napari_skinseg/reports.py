@@ -45,6 +45,26 @@ class BatchProgress:
 
 
 @dataclass
+class PairNotes:
+    """What reading the training pairs left out or read with a caveat (skipped pairs with their
+    reasons, odd mask values, image scaling), for the person who chose the folders: the
+    command line prints each line, napari's docks show them as a warning."""
+
+    pairs: int  # pairs read
+    skipped: list[str] = field(default_factory=list)  # "<file>: <reason>"
+    warnings: list[str] = field(default_factory=list)
+
+    def text(self, most: int = 5) -> str:
+        lines = [f"{len(self.skipped)} of {self.pairs + len(self.skipped)} pairs skipped:"] \
+            if self.skipped else []
+        lines += self.skipped[:most] + ([f"... and {len(self.skipped) - most} more"]
+                                        if len(self.skipped) > most else [])
+        lines += self.warnings[:most] + ([f"... and {len(self.warnings) - most} more warnings"]
+                                         if len(self.warnings) > most else [])
+        return "\n".join(lines)
+
+
+@dataclass
 class TrainingSummary:
     """What a finished (or cancelled) training run leaves: the model file and its figures.
 

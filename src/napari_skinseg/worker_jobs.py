@@ -11,6 +11,7 @@ A ``model`` argument is a model file path, or None for the bundled model.
 from __future__ import annotations
 
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Generator
 
@@ -27,7 +28,7 @@ from .image_io import ImageReadError, read_image, write_image, write_mask
 from .model import ModelFileError, load_model
 from .pairs import PairFolder, list_images, safe_id
 from .prediction import Segmenter, mean_dice
-from .reports import TrainingSummary
+from .reports import PairNotes, TrainingSummary
 from .review import estimate_quality
 from .training import checkpoint_path, train
 
@@ -199,7 +200,15 @@ def job_train(cancel: Cancel, images_dir: str, masks_dir: str, config: TrainConf
     check_output_file(out, overwrite=True, what="model file", example="model.pt")
     check_output_file(checkpoint_path(out), overwrite=True, what="checkpoint")
     yield "reading the training pairs ..."
-    samples = samples_from_folders(images_dir, masks_dir, config.size)
+    # What was skipped and why, and odd mask values, reach the dock (not only this process's log)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        samples = samples_from_folders(images_dir, masks_dir, config.size)
+    notes = PairNotes(len(samples), [str(s) for s in samples.skipped],
+                      list(dict.fromkeys(str(w.message) for w in caught
+                                         if issubclass(w.category, UserWarning))))
+    if notes.skipped or notes.warnings:
+        yield notes
     skipped = f" ({len(samples.skipped)} skipped)" if samples.skipped else ""
     yield f"training on {len(samples)} pairs{skipped} ..."
     result = yield from train(samples, config, out, init=init, cancel=cancel, yield_batches=True,

@@ -13,10 +13,10 @@ from typing import Callable
 
 from magicgui.widgets import Container, ProgressBar, PushButton
 from napari.utils import progress
-from napari.utils.notifications import show_info
+from napari.utils.notifications import show_info, show_warning
 
 from ..config import TrainConfig
-from ..reports import BatchProgress, EpochReport, TrainingSummary
+from ..reports import BatchProgress, EpochReport, PairNotes, TrainingSummary
 from .history_plot import HistoryPlot
 from .jobs import JobRunner, run_job
 from .session import SESSION
@@ -110,6 +110,8 @@ class TrainingController(Container):
                     self._bar.total = total
                 self._bar.update(done - self._bar.n)
                 self._bar.set_description(f"training epoch {event.epoch}/{self._epochs}, {left}")
+        elif isinstance(event, PairNotes):  # the person learns which pairs were left out, and why
+            show_warning(event.text())
         elif isinstance(event, EpochReport):
             self._history.append(event)
             self.plot.draw_history(self._history)
