@@ -42,6 +42,23 @@ def test_train_writes_model_history_and_curves(tmp_path, inputs, capsys):
     assert load_model(again).metadata.metrics == meta.metrics
 
 
+def test_a_limited_run_is_repeated_from_its_metadata_with_the_same_pairs(tmp_path, inputs):
+    # --limit was not recorded: the repeat command from the model's metadata used every pair.
+    images, masks = inputs
+    out = tmp_path / "limited.pt"
+    assert main(["train", str(images), str(masks), "--out", str(out), "--epochs", "1", "--size",
+                 "64", "--decoder-channels", "16,8,8,8,8", "--device", "cpu", "--limit", "4",
+                 "--seed", "3"]) == 0
+    meta = load_model(out).metadata
+    assert meta.config.limit == 4 and meta.data["n_train"] + meta.data["n_val"] == 4
+    command = meta.config.cli_command(*meta.data["sources"], str(tmp_path / "again.pt"))
+    assert "--limit 4" in command
+    assert main(shlex.split(command)[1:]) == 0
+    again = load_model(tmp_path / "again.pt").metadata
+    assert again.config == meta.config and again.data["val_names"] == meta.data["val_names"]
+    assert again.metrics == meta.metrics
+
+
 def test_segment_then_evaluate(tmp_path, inputs, tiny_model_path, capsys):
     images, masks = inputs
     results = tmp_path / "Results"

@@ -220,7 +220,7 @@ def _train(args: argparse.Namespace) -> int:
                          weight_decay=args.weight_decay, lr_schedule=args.lr_schedule,
                          val_fraction=args.val_fraction, seed=args.seed, augment=args.augment,
                          precision=args.precision, colour_constancy=args.colour_constancy,
-                         device=args.device)
+                         device=args.device, limit=args.limit)
     check_encoder(config.encoder)
     out: Path = args.out
     ckpt = checkpoint_path(out)
@@ -249,18 +249,13 @@ def _train(args: argparse.Namespace) -> int:
 
     from .dataset import samples_from_pairs
     from .history import plot_history, write_history_csv
-    from .pairs import find_pairs, pair_folders
+    from .pairs import choose_pairs, find_pairs, pair_folders
     from .training import train
 
     images_dir, masks_dir = ((args.images_dir, args.masks_dir) if args.masks_dir is not None
                              else pair_folders(args.images_dir))
     scan = find_pairs(images_dir, masks_dir)
-    pairs = scan.pairs
-    if args.limit:
-        import numpy as np
-
-        chosen = np.random.default_rng(args.seed).permutation(len(pairs))[: args.limit]
-        pairs = [pairs[i] for i in sorted(chosen)]
+    pairs = choose_pairs(scan.pairs, config.limit, config.seed)
     for skipped in scan.skipped:
         print(f"skipped {skipped}")
     print(f"reading {len(pairs)} pairs at {config.size}x{config.size} ...", flush=True)

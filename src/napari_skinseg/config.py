@@ -63,6 +63,9 @@ class TrainConfig:
     colour_constancy:
         ``"none"`` or ``"shades_of_gray"`` (Shades of Gray, p = 6, on every image the network
         sees, in training and in prediction).
+    limit:
+        Train on at most this many of the pairs found, chosen with ``seed`` (None: all), e.g.
+        the paper's 100 images; recorded so that the run can be repeated.
     """
 
     encoder: str = DEFAULT_ENCODER
@@ -79,6 +82,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "fp32"
     colour_constancy: str = "none"
+    limit: int | None = None
 
     def __post_init__(self) -> None:
         self.decoder_channels = tuple(int(c) for c in self.decoder_channels)
@@ -108,6 +112,8 @@ class TrainConfig:
         if self.colour_constancy not in COLOUR_CONSTANCY:
             raise ValueError(f"colour_constancy must be one of {COLOUR_CONSTANCY} "
                              f"(got {self.colour_constancy!r})")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be at least 1 pair (got {self.limit})")
         if len(self.decoder_channels) != 5 or min(self.decoder_channels) < 1:
             raise ValueError("decoder_channels needs five positive numbers "
                              f"(got {self.decoder_channels})")
@@ -149,6 +155,8 @@ class TrainConfig:
             args += ["--colour-constancy", self.colour_constancy]
         if not self.augment:
             args.append("--no-augment")
+        if self.limit is not None:
+            args += ["--limit", str(self.limit)]
         if init:
             args += ["--init", str(init)]
         return shlex.join(args)

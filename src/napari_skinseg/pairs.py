@@ -183,6 +183,17 @@ def find_mask(image: Path, masks_dir: Path) -> Path | None:
     return None
 
 
+def choose_pairs(pairs: list[Pair], limit: int | None, seed: int) -> list[Pair]:
+    """At most ``limit`` of ``pairs`` (all when None), chosen with ``seed``, in their order
+    (``TrainConfig.limit``: the same seed and pairs choose the same ones again)."""
+    if limit is None or limit >= len(pairs):
+        return list(pairs)
+    import numpy as np
+
+    chosen = np.random.default_rng(seed).permutation(len(pairs))[:limit]
+    return [pairs[i] for i in sorted(chosen)]
+
+
 def find_pairs(images_dir: str | Path, masks_dir: str | Path) -> PairScan:
     """Match every image with its mask; images without one are reported as skipped.
 
