@@ -177,7 +177,8 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
           yield_batches: bool = False) -> Generator[EpochReport | BatchProgress, None, TrainingResult]:
     """Train on ``samples`` (split by ``config.val_fraction`` unless ``val_samples`` is given).
 
-    ``out`` receives the best model so far; ``<out>.checkpoint.pt`` the state after each epoch,
+    ``out`` receives the best model so far, replacing a file of that name as ``torch.save`` would
+    (``skinseg train`` and the docks refuse an existing model before calling this); ``<out>.checkpoint.pt`` the state after each epoch,
     which ``resume=True`` continues from (same data and settings), and which is removed once
     training completes. With ``yield_batches=True`` a :class:`BatchProgress` is yielded after
     every batch as well (for progress bars that must not wait a whole epoch).
