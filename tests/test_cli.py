@@ -59,6 +59,31 @@ def test_a_limited_run_is_repeated_from_its_metadata_with_the_same_pairs(tmp_pat
     assert again.metrics == meta.metrics
 
 
+def test_ctrl_c_while_the_history_is_written_still_writes_it(tmp_path, inputs, monkeypatch,
+                                                              capsys):
+    # A Ctrl-C after the last epoch left a complete model without history or curves, and the
+    # same command was then refused because the model existed.
+    import os
+    import signal
+
+    from napari_skinseg import history
+
+    images, masks = inputs
+    write = history.write_history_csv
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # the person presses Ctrl-C now
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(history, "write_history_csv", interrupted)
+    out = tmp_path / "m.pt"
+    assert main(["train", str(images), str(masks), "--out", str(out), "--epochs", "1",
+                 "--size", "64", "--decoder-channels", "16,8,8,8,8", "--device", "cpu"]) == 0
+    assert (tmp_path / "m_history.csv").is_file() and (tmp_path / "m_curves.png").is_file()
+    assert "one moment" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler put back
+
+
 def test_segment_then_evaluate(tmp_path, inputs, tiny_model_path, capsys):
     images, masks = inputs
     results = tmp_path / "Results"

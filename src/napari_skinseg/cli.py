@@ -287,18 +287,24 @@ def _train(args: argparse.Namespace) -> int:
         tqdm.write(report.line())
 
     try:
-        result = drain(gen, show)
-    finally:
-        bar.close()
-        signal.signal(signal.SIGINT, previous)
-    if not distributed.is_main():  # rank 0 writes the history and curves
-        return EXIT_INTERRUPTED if result.cancelled else EXIT_OK
-    from .atomic import remove_stale_temp_files
+        try:
+            result = drain(gen, show)
+        finally:
+            bar.close()
+        # The model is saved; its history and curves come next. A Ctrl-C now must not leave the
+        # run without them (and the same command refused, the model being complete).
+        signal.signal(signal.SIGINT, lambda *_: print(
+            "\nwriting the history and curves; one moment", file=sys.stderr))
+        if not distributed.is_main():  # rank 0 writes the history and curves
+            return EXIT_INTERRUPTED if result.cancelled else EXIT_OK
+        from .atomic import remove_stale_temp_files
 
-    for path in (history_csv, curves_png):  # this run's own files, like the model's
-        remove_stale_temp_files(path)  # left by a run killed while it wrote them
-    write_history_csv(result.history, history_csv)
-    curves = plot_history(result.history, curves_png) if result.history else None
+        for path in (history_csv, curves_png):  # this run's own files, like the model's
+            remove_stale_temp_files(path)  # left by a run killed while it wrote them
+        write_history_csv(result.history, history_csv)
+        curves = plot_history(result.history, curves_png) if result.history else None
+    finally:
+        signal.signal(signal.SIGINT, previous)
     state = "cancelled; best model so far" if result.cancelled else "done; best model"
     print(f"{state} (epoch {result.best_epoch}) saved to {out}")
     print(f"history: {history_csv}" + (f"  curves: {curves}" if curves else ""))
