@@ -571,6 +571,25 @@ def test_prediction_and_probability_layers_sit_on_a_scaled_image(make_napari_vie
     assert errors == []
 
 
+def test_predictions_and_clicks_sit_on_a_rotated_or_sheared_image(make_napari_viewer, qtbot, errors):
+    viewer = make_napari_viewer()
+    image, _ = make_synthetic_lesion((64, 80), seed=64)
+    skin = viewer.add_image(image, name="skin", rgb=True, scale=(0.5, 0.5), translate=(10, 20),
+                            rotate=30, shear=[0.2], affine=[[1, 0, 5], [0, 2, 0], [0, 0, 1]])
+    widget = dock(viewer, "Segment")
+    widget.images.value, widget.probabilities.value = ["skin"], True
+    widget.segment_button.native.click()
+    qtbot.waitUntil(lambda: "skin prediction" in viewer.layers and widget.worker is None, timeout=60_000)
+    corner = (63, 79)  # pixel (63, 79) of every layer lands on the image's pixel (63, 79)
+    for name in ("skin prediction", "skin probability"):
+        assert np.allclose(viewer.layers[name].data_to_world(corner), skin.data_to_world(corner)), name
+    viewer.layers.selection.active = viewer.layers["skin prediction"]
+    curate = dock(viewer, "Curate")
+    points = curate.click_fix.start()  # a click lands on the pixel under the mouse
+    assert np.allclose(points.data_to_world(corner), skin.data_to_world(corner))
+    assert errors == []
+
+
 def test_next_in_worst_first_order_opens_an_image_once_ranked(make_napari_viewer, qtbot, tmp_path, errors):
     source, _ = write_synthetic_dataset(tmp_path / "todo", 2, (64, 64), seed=14)
     viewer = make_napari_viewer()

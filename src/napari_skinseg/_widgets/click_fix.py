@@ -21,7 +21,7 @@ from napari.utils.notifications import show_error
 from ..bundled import bundled_click_model_path
 from ..interactive import ClickSession
 from .jobs import run_job
-from .layers import PROBABILITY_KEY, image_array, image_for_labels
+from .layers import PROBABILITY_KEY, image_array, image_for_labels, placement_of
 from .session import SESSION
 
 LESION, SKIN = "lesion (missed here)", "skin (wrongly taken)"
@@ -99,8 +99,7 @@ class ClickFixPanel(Container):
             self.viewer.layers.remove(name)
         side = max(labels.data.shape)
         points = self.viewer.add_points(ndim=2, name=name, size=max(4, side // 60),
-                                        border_color="white", scale=labels.scale,
-                                        translate=labels.translate)
+                                        border_color="white", **placement_of(labels))
         self.sessions[id(points)] = (labels, session, points)
         self._made[id(session)] = []
         self._placed[id(points)] = np.empty((0, 2))
@@ -252,7 +251,7 @@ class ClickFixPanel(Container):
             if shapes is None:
                 shapes = self.viewer.add_shapes(ndim=2, name=name, edge_color="yellow",
                                                 face_color="transparent", edge_width=3,
-                                                scale=labels.scale, translate=labels.translate)
+                                                **placement_of(labels))
             shapes.mode = "add_rectangle"
             self.viewer.layers.selection.active = shapes
             self.on_status("draw a box around the missed lesion, then press "
