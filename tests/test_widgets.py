@@ -557,6 +557,22 @@ def test_a_click_after_its_labels_layer_was_closed_is_a_message(make_napari_view
     assert "no longer fixes a Labels layer" in curate.status.value
 
 
+def test_fix_with_clicks_on_labels_of_another_size_names_the_layers(make_napari_viewer, monkeypatch):
+    from napari_skinseg._widgets import click_fix
+
+    errors = []
+    monkeypatch.setattr(click_fix, "show_error", errors.append)
+    viewer = make_napari_viewer()
+    image, truth = make_synthetic_lesion((64, 80), seed=63)
+    viewer.add_image(image, name="skin", rgb=True)
+    viewer.add_labels(truth[:32].astype(np.uint8), name="skin mask")  # e.g. a mask of a crop
+    curate = dock(viewer, "Curate")
+    curate.click_fix.start_button.native.click()
+    assert errors[-1] == "labels 'skin mask' are 80x32 but its image 'skin' is 80x64: click-to-fix " \
+                         "needs a mask of the image's size"
+    assert curate.status.value == errors[-1] and "skin mask clicks" not in viewer.layers
+
+
 def test_prediction_and_probability_layers_sit_on_a_scaled_image(make_napari_viewer, qtbot, errors):
     viewer = make_napari_viewer()
     image, _ = make_synthetic_lesion((64, 80), seed=64)

@@ -21,7 +21,7 @@ from napari.utils.notifications import show_error
 from ..bundled import bundled_click_model_path
 from ..interactive import ClickSession
 from .jobs import run_job
-from .layers import PROBABILITY_KEY, image_array, image_for_labels, placement_of
+from .layers import PROBABILITY_KEY, image_array, image_for_labels, labels_array, placement_of
 from .session import SESSION
 
 LESION, SKIN = "lesion (missed here)", "skin (wrongly taken)"
@@ -88,7 +88,12 @@ class ClickFixPanel(Container):
     def start(self) -> Points:
         """A Points layer over the labels being worked on: each point added is a click."""
         labels = self.target()
-        image = image_array(image_for_labels(self.viewer, labels))
+        image_layer = image_for_labels(self.viewer, labels)
+        image = image_array(image_layer)
+        (h, w), (ih, iw) = labels_array(labels).shape, image.shape[:2]
+        if (h, w) != (ih, iw):
+            raise ValueError(f"labels '{labels.name}' are {w}x{h} but its image '{image_layer.name}' "
+                             f"is {iw}x{ih}: click-to-fix needs a mask of the image's size")
         probability = labels.metadata.get(PROBABILITY_KEY)
         if probability is None or np.shape(probability) != labels.data.shape:
             probability = (labels.data > 0).astype(np.float32)  # a saved mask: refine around it
