@@ -345,6 +345,29 @@ def test_curate_loop_never_loses_a_correction(make_napari_viewer, qtbot, tmp_pat
     assert answers == [] and errors == []
 
 
+def test_next_on_the_last_uncurated_image_opens_it_again(make_napari_viewer, qtbot, tmp_path, errors):
+    # e.g. its segmentation failed (the worker was killed) or its prediction was discarded
+    source, _ = write_synthetic_dataset(tmp_path / "todo", 2, (64, 64), seed=17)
+    viewer = make_napari_viewer()
+    widget = dock(viewer, "Curate")
+    widget.curated_dir.value, widget.source_dir.value = tmp_path / "curated", source
+    widget.ask_unsaved = lambda message: DISCARD
+    last = sorted(source.iterdir())[1].stem
+
+    def next_opens(stem):
+        widget.next_button.native.click()
+        qtbot.waitUntil(lambda: widget.worker is None and f"{stem} prediction" in viewer.layers,
+                        timeout=60_000)
+
+    next_opens(sorted(source.iterdir())[0].stem)
+    widget.save_next_button.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None and f"{last} prediction" in viewer.layers, timeout=60_000)
+    viewer.layers.remove(f"{last} prediction")
+    next_opens(last)  # not "every image of that folder has a curated mask": it has none
+    assert "every image" not in widget.status.value and widget.current.stem == last
+    assert len(list((tmp_path / "curated" / "masks").iterdir())) == 1 and errors == []
+
+
 def test_curate_uses_the_segment_settings(make_napari_viewer, qtbot, tmp_path, tiny_model_path, errors):
     SESSION.model.use(tiny_model_path)
     source, _ = write_synthetic_dataset(tmp_path / "todo", 1, (80, 80), seed=9)
