@@ -412,6 +412,30 @@ def test_retrain_on_curated_shows_both_models_on_the_same_pairs(make_napari_view
     assert (SESSION.model.path == Path(summary.model_path)) == adopted
 
 
+def test_retrain_says_which_curated_pairs_it_left_out(make_napari_viewer, qtbot, tmp_path, tiny_model_path,
+                                                     errors, monkeypatch):
+    from napari_skinseg._widgets import training_controller
+    from napari_skinseg.image_io import write_mask
+
+    warnings = []
+    monkeypatch.setattr(training_controller, "show_warning", warnings.append)
+    SESSION.model.use(tiny_model_path)
+    _, masks = write_synthetic_dataset(tmp_path / "curated", 4, (80, 80), seed=11)
+    edited = sorted(masks.iterdir())[0]
+    write_mask(edited, np.ones((10, 12), bool), overwrite=True)  # a mask file edited by hand
+    viewer = make_napari_viewer()
+    widget = dock(viewer, "Curate")
+    widget.curated_dir.value, widget.epochs.value = tmp_path / "curated", 1
+    widget.retrain_button.native.click()
+    qtbot.waitUntil(lambda: widget.controller.summary is not None and not widget.controller.running,
+                    timeout=SLOW)
+    skipped = widget.controller.summary.skipped
+    assert errors == [] and len(skipped) == 1 and skipped[0].endswith(f"{edited.name}: mask is 12x10 "
+                                                                      "but its image is 80x80")
+    assert "1 curated pair left out" in widget.controller.result_line.value
+    assert len(warnings) == 1 and edited.name in warnings[0] and "12x10" in warnings[0]
+
+
 def test_a_dead_worker_never_takes_napari_down(make_napari_viewer, qtbot, tmp_path, errors):
     viewer, widget = start_long_training(make_napari_viewer, qtbot, tmp_path / "killed.pt")
     layers_before = [layer.name for layer in viewer.layers]

@@ -200,7 +200,8 @@ def job_train(cancel: Cancel, images_dir: str, masks_dir: str, config: TrainConf
                               sources=sources)
     summary = TrainingSummary(model_path=str(result.model_path), history=result.history,
                               best_epoch=result.best_epoch, cancelled=result.cancelled,
-                              status=result.model.metadata.status, val_names=result.val_names)
+                              status=result.model.metadata.status, val_names=result.val_names,
+                              skipped=[str(s) for s in samples.skipped])
     if summary.validated:
         val = samples.subset([samples.names.index(n) for n in result.val_names])
         summary.val_dice = mean_dice(Segmenter(result.model, config.device), val)
