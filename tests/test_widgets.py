@@ -248,6 +248,20 @@ def test_segment_folder_from_the_widget(make_napari_viewer, qtbot, tmp_path, tin
     assert errors == []
 
 
+def test_segment_folder_again_names_the_docks_overwrite_option(make_napari_viewer, qtbot, tmp_path, errors):
+    images_dir, _ = write_synthetic_dataset(tmp_path / "data", 2, (64, 64), seed=6)
+    viewer = make_napari_viewer()
+    widget = dock(viewer, "Segment")
+    widget.input_dir.value, widget.results_dir.value = images_dir, tmp_path / "Results"
+    for _ in range(2):  # the second run keeps what the first wrote
+        widget.folder_button.native.click()
+        qtbot.waitUntil(lambda: widget.worker is None and "segmented" in widget.status.value,
+                        timeout=60_000)
+    assert widget.status.value == "0 segmented, 2 kept because their outputs exist (tick 'overwrite " \
+                                  "existing')"  # a dock has no --overwrite
+    assert errors == []
+
+
 def test_model_choice_checks_files_and_errors_read_plainly(make_napari_viewer, qtbot, tmp_path, errors):
     viewer = make_napari_viewer()
     widget = dock(viewer, "Segment")

@@ -180,7 +180,7 @@ def job_segment_folder(cancel: Cancel, input_dir: str, results_dir: str, model: 
             report = stop.value
             break
         yield {"name": outcome.path.name, "status": outcome.status, "message": outcome.message}
-    return report.summary()
+    return report.summary(overwrite_hint="tick 'overwrite existing'")  # the Segment dock's box
 
 
 def job_train(cancel: Cancel, images_dir: str, masks_dir: str, config: TrainConfig, out: str,
