@@ -263,6 +263,20 @@ def test_segment_folder_from_the_widget(make_napari_viewer, qtbot, tmp_path, tin
     assert errors == []
 
 
+def test_segment_folder_again_names_the_docks_overwrite_option(make_napari_viewer, qtbot, tmp_path, errors):
+    images_dir, _ = write_synthetic_dataset(tmp_path / "data", 2, (64, 64), seed=6)
+    viewer = make_napari_viewer()
+    widget = dock(viewer, "Segment")
+    widget.input_dir.value, widget.results_dir.value = images_dir, tmp_path / "Results"
+    for _ in range(2):  # the second run keeps what the first wrote
+        widget.folder_button.native.click()
+        qtbot.waitUntil(lambda: widget.worker is None and "segmented" in widget.status.value,
+                        timeout=60_000)
+    assert widget.status.value == "0 segmented, 2 kept because their outputs exist (tick 'overwrite " \
+                                  "existing')"  # a dock has no --overwrite
+    assert errors == []
+
+
 def test_model_choice_checks_files_and_errors_read_plainly(make_napari_viewer, qtbot, tmp_path, errors):
     viewer = make_napari_viewer()
     widget = dock(viewer, "Segment")
@@ -360,6 +374,29 @@ def test_curate_loop_never_loses_a_correction(make_napari_viewer, qtbot, tmp_pat
     assert answers == [] and errors == []
 
 
+def test_next_on_the_last_uncurated_image_opens_it_again(make_napari_viewer, qtbot, tmp_path, errors):
+    # e.g. its segmentation failed (the worker was killed) or its prediction was discarded
+    source, _ = write_synthetic_dataset(tmp_path / "todo", 2, (64, 64), seed=17)
+    viewer = make_napari_viewer()
+    widget = dock(viewer, "Curate")
+    widget.curated_dir.value, widget.source_dir.value = tmp_path / "curated", source
+    widget.ask_unsaved = lambda message: DISCARD
+    last = sorted(source.iterdir())[1].stem
+
+    def next_opens(stem):
+        widget.next_button.native.click()
+        qtbot.waitUntil(lambda: widget.worker is None and f"{stem} prediction" in viewer.layers,
+                        timeout=60_000)
+
+    next_opens(sorted(source.iterdir())[0].stem)
+    widget.save_next_button.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None and f"{last} prediction" in viewer.layers, timeout=60_000)
+    viewer.layers.remove(f"{last} prediction")
+    next_opens(last)  # not "every image of that folder has a curated mask": it has none
+    assert "every image" not in widget.status.value and widget.current.stem == last
+    assert len(list((tmp_path / "curated" / "masks").iterdir())) == 1 and errors == []
+
+
 def test_curate_uses_the_segment_settings(make_napari_viewer, qtbot, tmp_path, tiny_model_path, errors):
     SESSION.model.use(tiny_model_path)
     source, _ = write_synthetic_dataset(tmp_path / "todo", 1, (80, 80), seed=9)
@@ -402,6 +439,30 @@ def test_retrain_on_curated_shows_both_models_on_the_same_pairs(make_napari_view
     assert model.metadata.config.learning_rate == curate_widget.FINE_TUNE_LR
     adopted = summary.val_dice >= summary.baseline_dice
     assert (SESSION.model.path == Path(summary.model_path)) == adopted
+
+
+def test_retrain_says_which_curated_pairs_it_left_out(make_napari_viewer, qtbot, tmp_path, tiny_model_path,
+                                                     errors, monkeypatch):
+    from napari_skinseg._widgets import training_controller
+    from napari_skinseg.image_io import write_mask
+
+    warnings = []
+    monkeypatch.setattr(training_controller, "show_warning", warnings.append)
+    SESSION.model.use(tiny_model_path)
+    _, masks = write_synthetic_dataset(tmp_path / "curated", 4, (80, 80), seed=11)
+    edited = sorted(masks.iterdir())[0]
+    write_mask(edited, np.ones((10, 12), bool), overwrite=True)  # a mask file edited by hand
+    viewer = make_napari_viewer()
+    widget = dock(viewer, "Curate")
+    widget.curated_dir.value, widget.epochs.value = tmp_path / "curated", 1
+    widget.retrain_button.native.click()
+    qtbot.waitUntil(lambda: widget.controller.summary is not None and not widget.controller.running,
+                    timeout=SLOW)
+    skipped = widget.controller.summary.skipped
+    assert errors == [] and len(skipped) == 1 and skipped[0].endswith(f"{edited.name}: mask is 12x10 "
+                                                                      "but its image is 80x80")
+    assert "1 curated pair left out" in widget.controller.result_line.value
+    assert len(warnings) == 1 and edited.name in warnings[0] and "12x10" in warnings[0]
 
 
 def test_a_dead_worker_never_takes_napari_down(make_napari_viewer, qtbot, tmp_path, errors):
@@ -572,6 +633,22 @@ def test_a_click_after_its_labels_layer_was_closed_is_a_message(make_napari_view
     assert "no longer fixes a Labels layer" in curate.status.value
 
 
+def test_fix_with_clicks_on_labels_of_another_size_names_the_layers(make_napari_viewer, monkeypatch):
+    from napari_skinseg._widgets import click_fix
+
+    errors = []
+    monkeypatch.setattr(click_fix, "show_error", errors.append)
+    viewer = make_napari_viewer()
+    image, truth = make_synthetic_lesion((64, 80), seed=63)
+    viewer.add_image(image, name="skin", rgb=True)
+    viewer.add_labels(truth[:32].astype(np.uint8), name="skin mask")  # e.g. a mask of a crop
+    curate = dock(viewer, "Curate")
+    curate.click_fix.start_button.native.click()
+    assert errors[-1] == "labels 'skin mask' are 80x32 but its image 'skin' is 80x64: click-to-fix " \
+                         "needs a mask of the image's size"
+    assert curate.status.value == errors[-1] and "skin mask clicks" not in viewer.layers
+
+
 def test_prediction_and_probability_layers_sit_on_a_scaled_image(make_napari_viewer, qtbot, errors):
     viewer = make_napari_viewer()
     image, _ = make_synthetic_lesion((64, 80), seed=64)
@@ -583,6 +660,25 @@ def test_prediction_and_probability_layers_sit_on_a_scaled_image(make_napari_vie
     for name in ("skin prediction", "skin probability"):  # both over the image, not beside it
         assert tuple(viewer.layers[name].scale) == (0.5, 0.5), name
         assert tuple(viewer.layers[name].translate) == (10, 20), name
+    assert errors == []
+
+
+def test_predictions_and_clicks_sit_on_a_rotated_or_sheared_image(make_napari_viewer, qtbot, errors):
+    viewer = make_napari_viewer()
+    image, _ = make_synthetic_lesion((64, 80), seed=64)
+    skin = viewer.add_image(image, name="skin", rgb=True, scale=(0.5, 0.5), translate=(10, 20),
+                            rotate=30, shear=[0.2], affine=[[1, 0, 5], [0, 2, 0], [0, 0, 1]])
+    widget = dock(viewer, "Segment")
+    widget.images.value, widget.probabilities.value = ["skin"], True
+    widget.segment_button.native.click()
+    qtbot.waitUntil(lambda: "skin prediction" in viewer.layers and widget.worker is None, timeout=60_000)
+    corner = (63, 79)  # pixel (63, 79) of every layer lands on the image's pixel (63, 79)
+    for name in ("skin prediction", "skin probability"):
+        assert np.allclose(viewer.layers[name].data_to_world(corner), skin.data_to_world(corner)), name
+    viewer.layers.selection.active = viewer.layers["skin prediction"]
+    curate = dock(viewer, "Curate")
+    points = curate.click_fix.start()  # a click lands on the pixel under the mouse
+    assert np.allclose(points.data_to_world(corner), skin.data_to_world(corner))
     assert errors == []
 
 

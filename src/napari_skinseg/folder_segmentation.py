@@ -68,12 +68,13 @@ class FolderReport:
         {"written": self.written, "completed": self.completed, "exists": self.existing,
          "failed": self.failed, "skipped": self.skipped}[outcome.status].append(outcome)
 
-    def summary(self) -> str:
+    def summary(self, overwrite_hint: str = "use --overwrite") -> str:
+        """One line; ``overwrite_hint`` says how to replace kept outputs where this is shown."""
         parts = [f"{len(self.written)} segmented"]
         if self.completed:
             parts.append(f"{len(self.completed)} completed (mask kept, missing outputs added)")
         if self.existing:
-            parts.append(f"{len(self.existing)} kept because their outputs exist (use --overwrite)")
+            parts.append(f"{len(self.existing)} kept because their outputs exist ({overwrite_hint})")
         if self.failed:
             parts.append(f"{len(self.failed)} failed")
         if self.skipped:

@@ -82,6 +82,8 @@ class TrainingSummary:
     #: Dice of the model it would replace, on the same validation pairs (None: nothing compared)
     baseline_dice: float | None = None
     baseline_name: str | None = None
+    #: the pairs of the training folder that could not be used, as "<file>: <reason>"
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def validated(self) -> bool:

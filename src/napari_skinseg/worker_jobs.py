@@ -181,7 +181,7 @@ def job_segment_folder(cancel: Cancel, input_dir: str, results_dir: str, model: 
             report = stop.value
             break
         yield {"name": outcome.path.name, "status": outcome.status, "message": outcome.message}
-    return report.summary()
+    return report.summary(overwrite_hint="tick 'overwrite existing'")  # the Segment dock's box
 
 
 def job_train(cancel: Cancel, images_dir: str, masks_dir: str, config: TrainConfig, out: str,
@@ -215,7 +215,8 @@ def job_train(cancel: Cancel, images_dir: str, masks_dir: str, config: TrainConf
                               sources=sources)
     summary = TrainingSummary(model_path=str(result.model_path), history=result.history,
                               best_epoch=result.best_epoch, cancelled=result.cancelled,
-                              status=result.model.metadata.status, val_names=result.val_names)
+                              status=result.model.metadata.status, val_names=result.val_names,
+                              skipped=[str(s) for s in samples.skipped])
     if summary.validated:
         val = samples.subset([samples.names.index(n) for n in result.val_names])
         summary.val_dice = mean_dice(Segmenter(result.model, config.device), val)

@@ -21,7 +21,7 @@ from napari.utils.notifications import show_error
 from ..bundled import bundled_click_model_path
 from ..interactive import ClickSession
 from .jobs import run_job
-from .layers import PROBABILITY_KEY, image_array, image_for_labels
+from .layers import PROBABILITY_KEY, image_array, image_for_labels, labels_array, placement_of
 from .session import SESSION
 
 LESION, SKIN = "lesion (missed here)", "skin (wrongly taken)"
@@ -88,7 +88,12 @@ class ClickFixPanel(Container):
     def start(self) -> Points:
         """A Points layer over the labels being worked on: each point added is a click."""
         labels = self.target()
-        image = image_array(image_for_labels(self.viewer, labels))
+        image_layer = image_for_labels(self.viewer, labels)
+        image = image_array(image_layer)
+        (h, w), (ih, iw) = labels_array(labels).shape, image.shape[:2]
+        if (h, w) != (ih, iw):
+            raise ValueError(f"labels '{labels.name}' are {w}x{h} but its image '{image_layer.name}' "
+                             f"is {iw}x{ih}: click-to-fix needs a mask of the image's size")
         probability = labels.metadata.get(PROBABILITY_KEY)
         if probability is None or np.shape(probability) != labels.data.shape:
             probability = (labels.data > 0).astype(np.float32)  # a saved mask: refine around it
@@ -99,8 +104,7 @@ class ClickFixPanel(Container):
             self.viewer.layers.remove(name)
         side = max(labels.data.shape)
         points = self.viewer.add_points(ndim=2, name=name, size=max(4, side // 60),
-                                        border_color="white", scale=labels.scale,
-                                        translate=labels.translate)
+                                        border_color="white", **placement_of(labels))
         self.sessions[id(points)] = (labels, session, points)
         self._made[id(session)] = []
         self._placed[id(points)] = np.empty((0, 2))
@@ -252,7 +256,7 @@ class ClickFixPanel(Container):
             if shapes is None:
                 shapes = self.viewer.add_shapes(ndim=2, name=name, edge_color="yellow",
                                                 face_color="transparent", edge_width=3,
-                                                scale=labels.scale, translate=labels.translate)
+                                                **placement_of(labels))
             shapes.mode = "add_rectangle"
             self.viewer.layers.selection.active = shapes
             self.on_status("draw a box around the missed lesion, then press "

@@ -361,8 +361,8 @@ class CurateWidget(DockContainer):
         current = self.current
         if self.order.value == WORST_FIRST:
             todo = [p for p in todo if p != current] + ([current] if current in todo else [])
-        elif current is not None and current in todo:
-            todo = todo[todo.index(current) + 1:] + todo[:todo.index(current)]  # go on, wrap round
+        elif current is not None and current in todo:  # go on, wrap round; this one last
+            todo = todo[todo.index(current) + 1:] + todo[:todo.index(current) + 1]
         elif current is not None:
             later = [p for p in todo if p.name > current.name]
             todo = later + [p for p in todo if p not in later]

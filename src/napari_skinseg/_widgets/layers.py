@@ -121,8 +121,8 @@ def show_prediction(viewer, image_name: str, probability: np.ndarray, post: Post
         return None
     metadata = {PROBABILITY_KEY: probability, AUTO_HASH_KEY: mask_hash(mask)}
     image = viewer.layers[image_name] if image_name in viewer.layers else None
-    # New layers sit where the image is (an image with a pixel size or an offset)
-    placement = {} if image is None else dict(scale=image.scale[-2:], translate=image.translate[-2:])
+    # New layers sit where the image is (a pixel size, an offset, a rotation, ...)
+    placement = {} if image is None else placement_of(image)
     if with_probability:
         prob_name = image_name + PROBABILITY_SUFFIX
         if prob_name in viewer.layers:
@@ -143,6 +143,15 @@ def show_prediction(viewer, image_name: str, probability: np.ndarray, post: Post
                                   colormap=PREDICTION_COLOURS, **placement)
     bring_to_top(viewer, layer)
     return layer
+
+
+def placement_of(layer) -> dict:
+    """The keyword arguments that put a new 2D layer exactly over ``layer``'s pixels: its scale
+    and translation, and for a 2D layer also its rotation, shear and affine transform."""
+    placed = dict(scale=layer.scale[-2:], translate=layer.translate[-2:])
+    if layer.ndim == 2:
+        placed.update(rotate=layer.rotate, shear=layer.shear, affine=layer.affine.affine_matrix)
+    return placed
 
 
 def bring_to_top(viewer, layer) -> None:
