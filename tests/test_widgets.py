@@ -461,7 +461,7 @@ def test_retrain_says_which_curated_pairs_it_left_out(make_napari_viewer, qtbot,
     skipped = widget.controller.summary.skipped
     assert errors == [] and len(skipped) == 1 and skipped[0].endswith(f"{edited.name}: mask is 12x10 "
                                                                       "but its image is 80x80")
-    assert "1 curated pair left out" in widget.controller.result_line.value
+    assert "1 pair left out" in widget.controller.result_line.value
     assert len(warnings) == 1 and edited.name in warnings[0] and "12x10" in warnings[0]
 
 

@@ -125,10 +125,9 @@ class TrainingController(Container):
             self.use_new_model()
         else:
             self.use_new.visible = summary.validated
-        if summary.skipped:  # e.g. a curated mask edited by hand: the person must know
+        if summary.skipped:  # e.g. a curated mask edited by hand; PairNotes named each one
             n = len(summary.skipped)
-            message += f"; {n} curated pair{'s' if n != 1 else ''} left out (see the warning)"
-            show_warning(f"left out of the training: {'; '.join(summary.skipped)}")
+            message += f"; {n} pair{'s' if n != 1 else ''} left out (see the warning)"
         self.result_line.value = message
         self.on_status(f"training {'cancelled' if summary.cancelled else 'finished'}; "
                        f"saved to {summary.model_path}")
