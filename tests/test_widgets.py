@@ -697,6 +697,24 @@ def test_next_in_worst_first_order_opens_an_image_once_ranked(make_napari_viewer
     assert errors == []
 
 
+def test_next_pressed_while_the_folder_is_ranked_opens_the_worst_image_after(
+        make_napari_viewer, qtbot, tmp_path, errors, monkeypatch):
+    # Next during the ranking said "still segmenting the previous image" and nothing opened.
+    warnings = []
+    monkeypatch.setattr(curate_widget, "show_warning", warnings.append)
+    source, _ = write_synthetic_dataset(tmp_path / "todo", 3, (64, 64), seed=15)
+    viewer = make_napari_viewer()
+    widget = dock(viewer, "Curate")
+    widget.curated_dir.value, widget.source_dir.value = tmp_path / "curated", source
+    widget.order.value = "worst first (predicted Dice)"  # starts ranking the folder
+    assert widget.worker is not None
+    widget.next_button.native.click()  # pressed while it ranks
+    qtbot.waitUntil(lambda: widget.worker is None and len(widget.predicted) == 3
+                    and len(viewer.layers) == 2, timeout=60_000)
+    assert viewer.layers[0].name == min(widget.predicted, key=widget.predicted.get).stem
+    assert warnings == [] and errors == []
+
+
 def test_curate_never_files_two_images_under_one_curated_pair(make_napari_viewer, qtbot, tmp_path,
                                                               errors, monkeypatch):
     warnings = []

@@ -111,6 +111,8 @@ class CurateWidget(DockContainer):
                      self.click_fix, self.accept_above, self.accept_button, self.start_from,
                      self.epochs, self.retrain_button, self.controller])
         self.runner: JobRunner | None = None
+        self._ranking = False  # the running job ranks the folder (worst first)
+        self._after_ranking = None  # what a press during the ranking asked for (Next, Accept)
         self.visited: list[Path] = []  # images opened here, in order; Previous walks back
         self.position = -1
         self.predicted: dict[Path, float | None] = {}  # review queue: predicted Dice per image
@@ -292,9 +294,10 @@ class CurateWidget(DockContainer):
         missing = [p for p in self._todo() if p not in self.predicted]
         if not missing:
             return True
-        if self._busy():
+        if self._busy(then):
             return False
         self._set_status(f"ranking {len(missing)} images by predicted Dice ...")
+        self._ranking, self._after_ranking = True, then
 
         def got(item):
             self.predicted[Path(item["path"])] = item["predicted_dice"]
@@ -308,8 +311,9 @@ class CurateWidget(DockContainer):
             ranked.append(True)
 
         def finished():  # only now is the ranking job no longer "running" (else then() is busy)
-            if ranked and then is not None:
-                self._guard(then)()
+            after, self._ranking, self._after_ranking = self._after_ranking, False, None
+            if ranked and after is not None:
+                self._guard(after)()
 
         self.runner = run_job("review_folder", dict(paths=[str(p) for p in missing],
                                                     model=SESSION.model.job_arg),
@@ -324,7 +328,7 @@ class CurateWidget(DockContainer):
     def accept_rest(self) -> None:
         """Save the model's masks of every remaining image whose predicted Dice is at least the
         chosen value as curated pairs (the one open now is left to the person)."""
-        if self._busy():  # one job at a time: Next must know when this image's job is done
+        if self._busy(self.accept_rest):  # one job at a time: Next must know when this image's job is done
             return
         if self.order.value != WORST_FIRST:
             self.order.value = WORST_FIRST
@@ -353,7 +357,7 @@ class CurateWidget(DockContainer):
 
     def next_image(self) -> Path | None:
         """Open the next image without a curated mask (folder order) and segment it."""
-        if self._busy():
+        if self._busy(self.next_image):
             return None
         if not self._rank_if_needed(then=self.next_image):
             return None
@@ -403,11 +407,18 @@ class CurateWidget(DockContainer):
             return None
         return self.next_image()
 
-    def _busy(self) -> bool:
-        if self.worker is not None:
-            show_warning("still segmenting the previous image; one moment")
-            return True
-        return False
+    def _busy(self, then=None) -> bool:
+        """True (with a word to the person) while a job runs. During a ranking, ``then`` (the
+        Next or Accept just pressed) is kept and runs once the ranking is done."""
+        if self.worker is None:
+            return False
+        if self._ranking and then is not None:
+            self._after_ranking = then
+            show_info("ranking the images by predicted Dice; that follows when it is done")
+        else:
+            show_warning("ranking the images by predicted Dice; one moment" if self._ranking
+                         else "still segmenting the previous image; one moment")
+        return True
 
     def _open(self, path: Path) -> bool:
         image = read_image(path)  # a bad file is reported before anything is closed
