@@ -374,6 +374,21 @@ def test_curate_loop_never_loses_a_correction(make_napari_viewer, qtbot, tmp_pat
     assert answers == [] and errors == []
 
 
+def test_save_and_next_without_a_folder_to_curate_says_it_saved(make_napari_viewer, tmp_path,
+                                                                 errors):
+    # The mask was saved, but the status line showed only the error about the missing folder.
+    viewer = make_napari_viewer()
+    _open_two_images(viewer)
+    widget = dock(viewer, "Curate")
+    widget.curated_dir.value = tmp_path / "curated"
+    viewer.layers["first mask"].data[10:30, 10:30] = 1
+    viewer.layers.selection.active = viewer.layers["first mask"]
+    widget.save_next_button.native.click()
+    assert (tmp_path / "curated" / "masks" / "first_segmentation.png").exists()
+    assert widget.status.value.startswith("saved first") and "images to curate" in widget.status.value
+    assert errors == []
+
+
 def test_next_on_the_last_uncurated_image_opens_it_again(make_napari_viewer, qtbot, tmp_path, errors):
     # e.g. its segmentation failed (the worker was killed) or its prediction was discarded
     source, _ = write_synthetic_dataset(tmp_path / "todo", 2, (64, 64), seed=17)

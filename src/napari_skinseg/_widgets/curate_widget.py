@@ -403,7 +403,11 @@ class CurateWidget(DockContainer):
         return path
 
     def save_and_next(self) -> Path | None:
-        if self.save_training_mask() is None:
+        saved = self.save_training_mask()
+        if saved is None:
+            return None
+        if chosen_path(self.source_dir) is None:  # an image opened by hand: nothing comes next
+            self._set_status(f"{self.status.value}; choose the images to curate for Next")
             return None
         return self.next_image()
 
