@@ -277,6 +277,26 @@ def test_segment_folder_again_names_the_docks_overwrite_option(make_napari_viewe
     assert errors == []
 
 
+def test_a_folder_run_can_be_cancelled_from_the_dock(make_napari_viewer, qtbot, tmp_path, errors):
+    # A folder of thousands of images could only be stopped by quitting napari.
+    images_dir, _ = write_synthetic_dataset(tmp_path / "data", 40, (64, 64), seed=8)
+    viewer = make_napari_viewer()
+    widget = dock(viewer, "Segment")
+    widget.input_dir.value, widget.results_dir.value = images_dir, tmp_path / "Results"
+    widget.folder_button.native.click()
+    assert widget.folder_button.text == "Cancel folder run"
+    widget.folder_button.native.click()  # the person changes their mind
+    qtbot.waitUntil(lambda: widget.worker is None and "cancelled" in widget.status.value,
+                    timeout=60_000)
+    written = list((tmp_path / "Results").glob("*_segmentation.png"))
+    assert len(written) < 40 and widget.folder_button.text == "Segment folder"
+    widget.folder_button.native.click()  # a new run finishes the rest
+    qtbot.waitUntil(lambda: widget.worker is None and "segmented" in widget.status.value,
+                    timeout=60_000)
+    assert len(list((tmp_path / "Results").glob("*_segmentation.png"))) == 40
+    assert errors == []
+
+
 def test_model_choice_checks_files_and_errors_read_plainly(make_napari_viewer, qtbot, tmp_path, errors):
     viewer = make_napari_viewer()
     widget = dock(viewer, "Segment")

@@ -47,6 +47,8 @@ from .model_choice import ModelChoice
 from .session import SESSION
 from .status_label import status_label
 
+FOLDER, CANCEL_FOLDER = "Segment folder", "Cancel folder run"  # the button while a run goes on
+
 
 class PostprocessControls(Container):
     """Threshold and clean-up options; they are the session's settings (Curate uses them too)."""
@@ -88,7 +90,7 @@ class SegmentWidget(DockContainer):
         self.results_dir = FileEdit(label="results folder", mode="d")
         self.overlay = CheckBox(label="write overlays", value=True)
         self.overwrite = CheckBox(label="overwrite existing", value=False)
-        self.folder_button = PushButton(text="Segment folder")
+        self.folder_button = PushButton(text=FOLDER)
         self.progress_bar = ProgressBar(value=0, min=0, max=1, visible=False)
         self.status = status_label("")
         self.measurements = MeasurementsPanel(viewer)
@@ -203,6 +205,10 @@ class SegmentWidget(DockContainer):
                              if edited else "re-thresholded")
 
     def _segment_folder(self, *_):
+        if self.worker is not None and self.folder_button.text == CANCEL_FOLDER:
+            self.runner.cancel()  # a folder can hold thousands of images: the person may stop
+            self.status.value = "cancelling: the images in flight are finished, then it stops"
+            return
         if self._busy():
             return
         try:
@@ -234,6 +240,7 @@ class SegmentWidget(DockContainer):
         def finished():
             bar.close()
             self.progress_bar.visible = False
+            self.folder_button.text = FOLDER
 
         def returned(summary):
             self.status.value = summary + (f" (first failure: {failures[0]})" if failures else "")
@@ -247,3 +254,4 @@ class SegmentWidget(DockContainer):
             engine=self.model.engine.value),
             yielded=step, returned=returned, finished=finished,
             failed=lambda message: setattr(self.status, "value", f"folder run failed: {message}"))
+        self.folder_button.text = CANCEL_FOLDER
