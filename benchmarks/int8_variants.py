@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import save_json  # noqa: E402
 from heldout import ham_split, isic_split  # noqa: E402
+from int8_engine import bare_ms  # noqa: E402
 
 import napari_skinseg.onnx_quantize as onnx_quantize  # noqa: E402
 from napari_skinseg.image_io import read_image  # noqa: E402
@@ -54,18 +54,6 @@ def quantised(prepared: str, out: Path, metadata: dict, n_calibration: int = 32,
     return out
 
 
-def bare_ms(path: Path, x: np.ndarray, threads: int, repeats: int = 40) -> float:
-    session = _session(path, threads)
-    for _ in range(5):
-        session.run(None, {"image": x})
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(None, {"image": x})
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1000
-
-
 def main() -> None:
     import onnx
     import onnxruntime as ort
@@ -87,7 +75,7 @@ def main() -> None:
     x = fp32.network_input(images[0])
     result = {"command": " ".join(["python", *sys.argv]), "n_isic": n_isic,
               "n_ham": len(pairs) - n_isic,
-              "fp32_network_ms": {"1 thread": bare_ms(fp32_path, x, 1), "2 threads": bare_ms(fp32_path, x, 2)}}
+              "fp32_network_ms": {f"{n} thread(s)": bare_ms(_session(fp32_path, n), x) for n in (1, 2)}}
     with tempfile.TemporaryDirectory() as tmp:
         prepared = str(Path(tmp) / "prepared.onnx")
         quant_pre_process(str(fp32_path), prepared, skip_symbolic_shape=True)
@@ -109,7 +97,7 @@ def main() -> None:
                 "isic_lowest": float(isic.min()), "ham_mean_dice_vs_fp32": float(ham.mean()),
                 "images_below_0.99": int((d < 0.99).sum()),
                 "synthetic_check": onnx_quantize.mask_agreement(fp32_path, path, metadata),
-                "network_ms": {"1 thread": bare_ms(path, x, 1), "2 threads": bare_ms(path, x, 2)}}
+                "network_ms": {f"{n} thread(s)": bare_ms(_session(path, n), x) for n in (1, 2)}}
             print(name, result[name], flush=True)
     save_json(result, args.out)
 
