@@ -94,3 +94,18 @@ def test_a_second_true_mask_for_one_id_is_reported_not_silently_dropped(folders,
     assert [s.path.name for s in evaluation.skipped] == [f"{image_id}_mask.png"]
     main(["evaluate", str(pred), str(truth)])
     assert f"second true mask for '{image_id}'; {first.name} is the one used" in capsys.readouterr().out
+
+
+def test_ids_with_dots_find_their_predictions(tmp_path, synthetic_folder, capsys):
+    # `segment` writes `2023.05.01 lesion_segmentation.png` for `2023.05.01 lesion.jpg`;
+    # evaluate once looked for `2023.05_segmentation.png` and called it missing
+    truth, pred = tmp_path / "truth", tmp_path / "pred"
+    truth.mkdir(), pred.mkdir()
+    source = sorted(synthetic_folder[1].iterdir())[0]
+    for image_id in ("2023.05.01 lesion", "a.b", "plain"):
+        for folder in (truth, pred):
+            shutil.copy(source, folder / mask_filename(image_id))
+    assert main(["evaluate", str(pred), str(truth)]) == 0
+    out = capsys.readouterr().out
+    assert "missing" not in out and "skipped" not in out
+    assert "3 images scored of 3 true masks" in out

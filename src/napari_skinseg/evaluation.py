@@ -20,7 +20,7 @@ from .pairs import (
     MASK_SUFFIX,
     MASK_SUFFIXES,
     Skipped,
-    find_mask,
+    find_mask_of_id,
     image_id_of_mask,
     is_mask_name,
     is_result_extra,
@@ -106,7 +106,7 @@ def evaluate_folders(pred_dir: str | Path, truth_dir: str | Path) -> Evaluation:
         except ImageReadError as err:
             result.unreadable_truth.append(Skipped(truth_path, str(err)))
             continue
-        pred_path = find_mask(Path(image_id), pred_dir)
+        pred_path = find_mask_of_id(image_id, pred_dir)
         if pred_path is None:
             result.missing.append(Skipped(truth_path, f"no prediction {mask_filename(image_id)} "
                                                       f"in {pred_dir}"))
