@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from napari_skinseg.cli import main
 from napari_skinseg.evaluation import evaluate_folders
@@ -109,3 +110,23 @@ def test_ids_with_dots_find_their_predictions(tmp_path, synthetic_folder, capsys
     out = capsys.readouterr().out
     assert "missing" not in out and "skipped" not in out
     assert "3 images scored of 3 true masks" in out
+
+
+def test_predictions_of_another_size_are_named_as_such(folders, capsys):
+    # a prediction named right but of another size (e.g. the truth drawn on an EXIF-rotated
+    # photo's stored pixels) was called "unreadable", and when all were, the user was told to
+    # rename files that were named right
+    pred, truth = folders
+    for path in pred.iterdir():
+        mask = np.asarray(Image.open(path))
+        Image.fromarray(np.ascontiguousarray(mask.T)).save(path)
+    assert main(["evaluate", str(pred), str(truth)]) == 2
+    err = capsys.readouterr().err
+    assert "could be scored" in err and "is 96x128 but the true mask is 128x96" in err
+    assert "swapped" in err and "must be named" not in err
+    first = sorted(pred.iterdir())[0]
+    shutil.copy(truth / first.name, first)  # one right, the others turned
+    assert main(["evaluate", str(pred), str(truth), "--overwrite"]) == 1
+    out = capsys.readouterr().out
+    assert "1 images scored of 6" in out and "unreadable" not in out
+    assert out.count("but the true mask is 128x96") == 5
