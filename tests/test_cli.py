@@ -142,6 +142,23 @@ def test_results_folder_placement(tmp_path, inputs, tiny_model_path, capsys):
     assert "6 kept" in capsys.readouterr().out  # the Results sub-folder was not read as input
 
 
+def test_an_earlier_runs_outputs_in_the_input_folder_are_not_segmented(tmp_path, inputs,
+                                                                        tiny_model_path, capsys):
+    # a folder that holds images beside an earlier run's masks, overlays and probability maps:
+    # the overlays and maps were segmented as photographs (a_overlay_segmentation.png, ...)
+    images, _ = inputs
+    first = tmp_path / "first"
+    assert main(["segment", str(images), str(first), "--model", str(tiny_model_path),
+                 "--overlay", "--probabilities"]) == 0
+    for path in first.iterdir():
+        shutil.copy(path, images / path.name)
+    results = tmp_path / "again"
+    assert main(["segment", str(images), str(results), "--model", str(tiny_model_path)]) == 0
+    out = capsys.readouterr().out
+    assert "6 segmented, 18 skipped" in out and "named like an overlay or probability map" in out
+    assert len(list(results.iterdir())) == 6
+
+
 def test_empty_folder_and_bad_model(tmp_path, inputs, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "fake.pt").write_bytes(b"not a model")
