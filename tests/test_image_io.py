@@ -228,6 +228,16 @@ def test_palette_and_white_is_zero_tiffs_show_their_colours(tmp_path):
     assert np.array_equal(read_mask(tmp_path / "mask.tif"), lesion)
 
 
+@pytest.mark.parametrize("mode", ["CMYK", "YCbCr", "LAB"])
+def test_tiffs_in_other_colour_spaces_are_read_as_rgb(tmp_path, mode):
+    # tifffile returned the stored CMYK / YCbCr / Lab values, which were taken as RGB(A)
+    rgb = np.asarray(Image.fromarray(_gradient(40, 60)).resize((60, 40)))
+    Image.fromarray(rgb).convert(mode).save(tmp_path / "c.tif")
+    with Image.open(tmp_path / "c.tif") as shown:
+        expected = np.asarray(shown.convert("RGB"))
+    assert np.abs(read_image(tmp_path / "c.tif").astype(int) - expected).max() <= 1
+
+
 def test_float_and_twelve_bit_tiffs_are_images(tmp_path):
     import tifffile
 

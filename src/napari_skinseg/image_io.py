@@ -85,6 +85,8 @@ def _read_tiff(path: Path) -> np.ndarray | None:
             if Image.MAX_IMAGE_PIXELS and \
                     int(page.imagewidth) * int(page.imagelength) > 2 * Image.MAX_IMAGE_PIXELS:
                 raise _too_large(path)
+            if int(page.photometric) in _PILLOW_PHOTOMETRICS:
+                return None  # Pillow turns these into RGB; tifffile gives the stored values
             arr = _photometric(page, page.asarray())
             axes = page.axes
             tag = page.tags.get("Orientation")
@@ -96,6 +98,10 @@ def _read_tiff(path: Path) -> np.ndarray | None:
     if "S" in axes and arr.ndim == 3 and axes.index("S") == 0:
         arr = np.moveaxis(arr, 0, -1)  # planar RGB -> interleaved
     return _orient(arr, orientation)
+
+
+# TIFF colour spaces other than gray, RGB and palette: CMYK (5), YCbCr (6), CIELab (8, 9, 10).
+_PILLOW_PHOTOMETRICS = (5, 6, 8, 9, 10)
 
 
 def _photometric(page, arr: np.ndarray) -> np.ndarray:
