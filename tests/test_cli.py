@@ -184,6 +184,15 @@ def test_sample_command(tmp_path):
     assert len(masks) == 2 and read_mask(masks[0]).any()
 
 
+def test_sample_names_a_bad_seed(tmp_path, capsys):
+    # "--seed -5" ended with numpy's "error: expected non-negative integer", naming no option
+    with pytest.raises(SystemExit) as exit_:
+        main(["sample", str(tmp_path / "s"), "--seed", "-5"])
+    assert exit_.value.code == 2
+    assert "argument --seed: must be zero or more, got '-5'" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
 def test_sample_never_replaces_existing_files(tmp_path, capsys):
     assert main(["sample", str(tmp_path / "s"), "--n", "1", "--size", "64"]) == 0
     mask = tmp_path / "s" / "masks" / "synth_000_0000_segmentation.png"

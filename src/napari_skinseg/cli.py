@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("out_dir", type=Path)
     g.add_argument("--n", type=AT_LEAST_ONE, default=6)
     g.add_argument("--size", type=_number(int, 8, what="at least 8"), default=512)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=COUNT, default=0)
     return parser
 
 
