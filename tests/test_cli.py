@@ -142,6 +142,23 @@ def test_results_folder_placement(tmp_path, inputs, tiny_model_path, capsys):
     assert "6 kept" in capsys.readouterr().out  # the Results sub-folder was not read as input
 
 
+def test_an_earlier_runs_outputs_in_the_input_folder_are_not_segmented(tmp_path, inputs,
+                                                                        tiny_model_path, capsys):
+    # a folder that holds images beside an earlier run's masks, overlays and probability maps:
+    # the overlays and maps were segmented as photographs (a_overlay_segmentation.png, ...)
+    images, _ = inputs
+    first = tmp_path / "first"
+    assert main(["segment", str(images), str(first), "--model", str(tiny_model_path),
+                 "--overlay", "--probabilities"]) == 0
+    for path in first.iterdir():
+        shutil.copy(path, images / path.name)
+    results = tmp_path / "again"
+    assert main(["segment", str(images), str(results), "--model", str(tiny_model_path)]) == 0
+    out = capsys.readouterr().out
+    assert "6 segmented, 18 skipped" in out and "named like an overlay or probability map" in out
+    assert len(list(results.iterdir())) == 6
+
+
 def test_empty_folder_and_bad_model(tmp_path, inputs, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "fake.pt").write_bytes(b"not a model")
@@ -165,6 +182,15 @@ def test_sample_command(tmp_path):
     assert main(["sample", str(tmp_path / "s"), "--n", "2", "--size", "64"]) == 0
     masks = sorted((tmp_path / "s" / "masks").iterdir())
     assert len(masks) == 2 and read_mask(masks[0]).any()
+
+
+def test_sample_names_a_bad_seed(tmp_path, capsys):
+    # "--seed -5" ended with numpy's "error: expected non-negative integer", naming no option
+    with pytest.raises(SystemExit) as exit_:
+        main(["sample", str(tmp_path / "s"), "--seed", "-5"])
+    assert exit_.value.code == 2
+    assert "argument --seed: must be zero or more, got '-5'" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
 
 
 def test_sample_never_replaces_existing_files(tmp_path, capsys):

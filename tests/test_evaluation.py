@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from napari_skinseg.cli import main
 from napari_skinseg.evaluation import evaluate_folders
@@ -94,3 +95,38 @@ def test_a_second_true_mask_for_one_id_is_reported_not_silently_dropped(folders,
     assert [s.path.name for s in evaluation.skipped] == [f"{image_id}_mask.png"]
     main(["evaluate", str(pred), str(truth)])
     assert f"second true mask for '{image_id}'; {first.name} is the one used" in capsys.readouterr().out
+
+
+def test_ids_with_dots_find_their_predictions(tmp_path, synthetic_folder, capsys):
+    # `segment` writes `2023.05.01 lesion_segmentation.png` for `2023.05.01 lesion.jpg`;
+    # evaluate once looked for `2023.05_segmentation.png` and called it missing
+    truth, pred = tmp_path / "truth", tmp_path / "pred"
+    truth.mkdir(), pred.mkdir()
+    source = sorted(synthetic_folder[1].iterdir())[0]
+    for image_id in ("2023.05.01 lesion", "a.b", "plain"):
+        for folder in (truth, pred):
+            shutil.copy(source, folder / mask_filename(image_id))
+    assert main(["evaluate", str(pred), str(truth)]) == 0
+    out = capsys.readouterr().out
+    assert "missing" not in out and "skipped" not in out
+    assert "3 images scored of 3 true masks" in out
+
+
+def test_predictions_of_another_size_are_named_as_such(folders, capsys):
+    # a prediction named right but of another size (e.g. the truth drawn on an EXIF-rotated
+    # photo's stored pixels) was called "unreadable", and when all were, the user was told to
+    # rename files that were named right
+    pred, truth = folders
+    for path in pred.iterdir():
+        mask = np.asarray(Image.open(path))
+        Image.fromarray(np.ascontiguousarray(mask.T)).save(path)
+    assert main(["evaluate", str(pred), str(truth)]) == 2
+    err = capsys.readouterr().err
+    assert "could be scored" in err and "is 96x128 but the true mask is 128x96" in err
+    assert "swapped" in err and "must be named" not in err
+    first = sorted(pred.iterdir())[0]
+    shutil.copy(truth / first.name, first)  # one right, the others turned
+    assert main(["evaluate", str(pred), str(truth), "--overwrite"]) == 1
+    out = capsys.readouterr().out
+    assert "1 images scored of 6" in out and "unreadable" not in out
+    assert out.count("but the true mask is 128x96") == 5

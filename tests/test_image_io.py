@@ -210,6 +210,34 @@ def test_tiff_orientation_matches_what_viewers_show(tmp_path, orientation):
     assert np.array_equal(read_image(path), expected)
 
 
+def test_palette_and_white_is_zero_tiffs_show_their_colours(tmp_path):
+    # tifffile returns stored values: a palette TIFF was read as its colour indices (a gray
+    # picture of another image) and a white-is-zero TIFF inverted, masks included
+    import tifffile
+
+    rgb = _gradient()
+    palette = Image.fromarray(rgb).convert("P", palette=Image.ADAPTIVE, colors=32)
+    palette.save(tmp_path / "palette.tif")
+    assert np.array_equal(read_image(tmp_path / "palette.tif"), np.asarray(palette.convert("RGB")))
+    gray = rgb[..., 1]
+    tifffile.imwrite(tmp_path / "white.tif", 255 - gray, photometric="miniswhite")
+    assert np.array_equal(read_image(tmp_path / "white.tif")[..., 0], gray)
+    lesion = np.zeros(gray.shape, bool)
+    lesion[5:15, 5:25] = True
+    tifffile.imwrite(tmp_path / "mask.tif", ~lesion, photometric="miniswhite")  # bilevel, fax-style
+    assert np.array_equal(read_mask(tmp_path / "mask.tif"), lesion)
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "YCbCr", "LAB"])
+def test_tiffs_in_other_colour_spaces_are_read_as_rgb(tmp_path, mode):
+    # tifffile returned the stored CMYK / YCbCr / Lab values, which were taken as RGB(A)
+    rgb = np.asarray(Image.fromarray(_gradient(40, 60)).resize((60, 40)))
+    Image.fromarray(rgb).convert(mode).save(tmp_path / "c.tif")
+    with Image.open(tmp_path / "c.tif") as shown:
+        expected = np.asarray(shown.convert("RGB"))
+    assert np.abs(read_image(tmp_path / "c.tif").astype(int) - expected).max() <= 1
+
+
 def test_float_and_twelve_bit_tiffs_are_images(tmp_path):
     import tifffile
 

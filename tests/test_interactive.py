@@ -101,6 +101,21 @@ def test_clicks_outside_the_image_are_refused(lesion):
         ClickSession(image, probability=np.zeros((5, 5)))
 
 
+def test_a_click_between_pixels_goes_to_the_pixel_under_it(lesion):
+    # a point at 10.7 (napari's Points data, as the Curate dock rounds them) lies in pixel 11;
+    # the API took pixel 10, refused -0.2 (in pixel 0) and took h - 0.4 (outside the image)
+    image, truth = lesion
+    s = ClickSession(image, probability=soft(truth))
+    h, w = truth.shape
+    s.click(10.7, 20.2, lesion=True)
+    assert (s.clicks[-1].y, s.clicks[-1].x) == (11, 20)
+    s.click(-0.2, 5.5, lesion=True)
+    assert (s.clicks[-1].y, s.clicks[-1].x) == (0, 6)
+    for y, x in ((h - 0.4, 3), (3, float("nan"))):
+        with pytest.raises(ValueError, match="outside"):
+            s.click(y, x)
+
+
 def test_window_grows_with_distance_to_the_outline():
     mask = np.zeros((200, 200), bool)
     mask[50:150, 50:150] = True

@@ -66,6 +66,12 @@ def test_truncated_foreign_and_pickled_code_files(tmp_path, model, capsys):
     with pytest.raises(ModelFileError, match="not a PyTorch file at all") as err:
         load_model(tmp_path / "notes.txt")
     assert "weights_only" not in str(err.value)  # never advice to switch the safety check off
+    # an image or a CSV given as the model was said to hold Python code
+    for name, content in (("image.png", b"\x89PNG\r\n\x1a\n" + bytes(64)),
+                          ("table.csv", b"id,area_px\na,12\n")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ModelFileError, match="not a PyTorch file at all"):
+            load_model(tmp_path / name)
     torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
     with pytest.raises(ModelFileError, match="not a napari-skinseg model"):
         load_model(tmp_path / "foreign.pt")

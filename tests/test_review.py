@@ -199,6 +199,31 @@ def test_segment_review_writes_a_sorted_queue(tmp_path, synthetic_folder, tiny_m
     assert len(list(csv.DictReader(open(results / "review.csv")))) == 6
 
 
+def test_a_kept_mask_that_cannot_be_reviewed_is_named_not_dropped(tmp_path, synthetic_folder,
+                                                                   tiny_model_path, capsys):
+    # a rerun with --review left images whose kept mask was damaged or of another size out of
+    # review.csv without a word (and exited 0): the person never saw them
+    import numpy as np
+
+    from napari_skinseg.cli import main
+    from napari_skinseg.image_io import write_mask
+
+    images, _ = synthetic_folder
+    results = tmp_path / "Results"
+    args = ["segment", str(images), str(results), "--model", str(tiny_model_path), "--device", "cpu"]
+    assert main(args) == 0
+    masks = sorted(results.glob("*_segmentation.png"))
+    masks[0].write_bytes(b"damaged")
+    write_mask(masks[1], np.zeros((10, 10), bool), overwrite=True)
+    capsys.readouterr()
+    assert main([*args, "--review"]) == 1
+    out = capsys.readouterr().out
+    assert "review queue of 4 images" in out
+    assert out.count("not reviewed: ") == 2 and f"{masks[0].name}: not a readable image" in out
+    assert "mask is 10x10" in out
+    assert len(list(csv.DictReader(open(results / "review.csv")))) == 4
+
+
 def test_review_and_click_modules_stay_torch_free():
     import subprocess
     import sys

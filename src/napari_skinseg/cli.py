@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("out_dir", type=Path)
     g.add_argument("--n", type=AT_LEAST_ONE, default=6)
     g.add_argument("--size", type=_number(int, 8, what="at least 8"), default=512)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=COUNT, default=0)
     return parser
 
 
@@ -359,6 +359,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     # The review queue's views run on the same engine, except int8: its calibration was fitted
     # on the fp32 network's views, so the fp32 export judges the int8 masks.
     reviewer = []
+    not_reviewed: list[str] = []  # kept masks that cannot be judged, with the reason
 
     def review(outcome):
         if args.review:
@@ -368,7 +369,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 reviewer.append(OnnxSegmenter.from_file(model_arg)
                                 if segmenter.engine == "onnx-int8" else segmenter)
             estimate = _review_one(reviewer[0], outcome, args.results_dir)
-            if estimate is not None:
+            if isinstance(estimate, str):
+                not_reviewed.append(estimate)
+            elif estimate is not None:
                 estimates.append(estimate)
 
     workers = default_workers(segmenter) if args.workers is None else args.workers
@@ -397,7 +400,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
         kind = "predicted Dice" if worst.calibrated else "uncalibrated score"
         print(f"review queue of {len(estimates)} images, worst first: {csv_path} and {html_path} "
               f"(worst: {worst.id}, {kind} {worst.predicted_dice:.2f})")
-    return EXIT_SOME_FAILED if report.failed else EXIT_OK
+    for line in not_reviewed:
+        print(f"not reviewed: {line}")
+    return EXIT_SOME_FAILED if report.failed or not_reviewed else EXIT_OK
 
 
 def _segment_on_dask(args: argparse.Namespace, post: PostprocessConfig) -> int:
@@ -426,7 +431,8 @@ def _segment_on_dask(args: argparse.Namespace, post: PostprocessConfig) -> int:
 
 
 def _review_one(segmenter, outcome, results_dir: Path):
-    """The review-queue estimate of one image's mask (the new one, or the one kept on disk)."""
+    """The review-queue estimate of one image's mask (the new one, or the one kept on disk);
+    a line saying why when the kept mask or its image cannot be read."""
     from .image_io import ImageReadError, read_image, read_mask
     from .pairs import mask_filename
     from .review import estimate_quality
@@ -435,9 +441,13 @@ def _review_one(segmenter, outcome, results_dir: Path):
     if outcome.status == "exists":
         try:
             image = read_image(outcome.path)
+        except (ImageReadError, OSError, ValueError) as err:
+            return str(err)
+        try:
             mask = read_mask(results_dir / mask_filename(outcome.path.stem), shape=image.shape[:2])
-        except (ImageReadError, OSError, ValueError):
-            return None
+        except (ImageReadError, OSError, ValueError) as err:
+            return (f"{outcome.path.name}: the kept mask cannot be used ({err}); delete it or "
+                    "pass --overwrite")
     if image is None or mask is None:
         return None
     return estimate_quality(segmenter, image, mask, id=outcome.path.stem, thumbnail=True)

@@ -20,7 +20,7 @@ from .pairs import (
     MASK_SUFFIX,
     MASK_SUFFIXES,
     Skipped,
-    find_mask,
+    find_mask_of_id,
     image_id_of_mask,
     is_mask_name,
     is_result_extra,
@@ -84,6 +84,15 @@ def _truth_masks(truth_dir: Path) -> tuple[dict[str, Path], list[Skipped]]:
     return masks, skipped
 
 
+def _size_mismatch(pred_path: Path, pred, truth) -> str:
+    (ph, pw), (th, tw) = pred.shape, truth.shape
+    text = f"prediction {pred_path.name} is {pw}x{ph} but the true mask is {tw}x{th}"
+    if (ph, pw) == (tw, th):
+        text += (" (width and height swapped: is one of them in the stored orientation of an "
+                 "EXIF-rotated photo? skinseg's masks follow the image as viewers show it)")
+    return text
+
+
 def evaluate_folders(pred_dir: str | Path, truth_dir: str | Path) -> Evaluation:
     """Every true mask against its prediction (``<id>_segmentation.png`` or ``<id>.png`` in
     ``pred_dir``); ``truth_dir`` may be a pair folder (its ``masks/`` is used).
@@ -106,16 +115,19 @@ def evaluate_folders(pred_dir: str | Path, truth_dir: str | Path) -> Evaluation:
         except ImageReadError as err:
             result.unreadable_truth.append(Skipped(truth_path, str(err)))
             continue
-        pred_path = find_mask(Path(image_id), pred_dir)
+        pred_path = find_mask_of_id(image_id, pred_dir)
         if pred_path is None:
             result.missing.append(Skipped(truth_path, f"no prediction {mask_filename(image_id)} "
                                                       f"in {pred_dir}"))
             continue
         used.add(pred_path)
         try:
-            pred = read_mask(pred_path, shape=truth.shape)
+            pred = read_mask(pred_path)
         except ImageReadError as err:
             result.missing.append(Skipped(truth_path, f"prediction unreadable: {err}"))
+            continue
+        if pred.shape != truth.shape:
+            result.missing.append(Skipped(truth_path, _size_mismatch(pred_path, pred, truth)))
             continue
         result.rows.append((image_id, image_metrics(pred, truth)))
     preds, _ = list_images(pred_dir, "predictions folder")
@@ -125,6 +137,13 @@ def evaluate_folders(pred_dir: str | Path, truth_dir: str | Path) -> Evaluation:
     if not result.rows:
         if not truths:
             raise ValueError(f"{truth_dir} holds no true masks")
+        unusable = [s for s in result.unreadable_truth + result.missing
+                    if not s.reason.startswith("no prediction")]
+        if unusable:  # named right, but unreadable or of another size: say that, not the names
+            raise ValueError(f"none of the {len(truths)} true masks in {truth_dir} could be "
+                             f"scored against {pred_dir}: "
+                             + "; ".join(str(s) for s in unusable[:3])
+                             + (f"; and {len(unusable) - 3} more" if len(unusable) > 3 else ""))
         example = next(iter(sorted(truths)))
         found = [p.name for p in preds if not is_result_extra(p)][:3]
         raise ValueError(

@@ -31,6 +31,7 @@ from .image_io import ImageReadError, mask_to_uint8, read_image, read_mask, writ
 from .measurements import measure_lesion, merge_measurements_csv, read_measurements_csv
 from .pairs import (
     is_mask_name,
+    is_result_extra,
     list_images,
     mask_filename,
     overlay_filename,
@@ -244,6 +245,9 @@ def _segment_one(path: Path, results_dir: Path, segmenter: Segmenter, post, tta,
                  ) -> tuple[ImageOutcome, dict | None]:
     if is_mask_name(path):
         return ImageOutcome(path, "skipped", "named like a mask, not segmented"), None
+    if is_result_extra(path):  # an earlier run's <id>_overlay.png / <id>_probability.png
+        return ImageOutcome(path, "skipped", "named like an overlay or probability map of a "
+                                             "results folder, not segmented"), None
     outputs = output_paths(results_dir, path.stem, overlay, probabilities)
     todo = dict(outputs) if overwrite else {k: p for k, p in outputs.items() if not p.exists()}
     if not todo and not want_row:

@@ -85,7 +85,9 @@ def _read_tiff(path: Path) -> np.ndarray | None:
             if Image.MAX_IMAGE_PIXELS and \
                     int(page.imagewidth) * int(page.imagelength) > 2 * Image.MAX_IMAGE_PIXELS:
                 raise _too_large(path)
-            arr = page.asarray()
+            if int(page.photometric) in _PILLOW_PHOTOMETRICS:
+                return None  # Pillow turns these into RGB; tifffile gives the stored values
+            arr = _photometric(page, page.asarray())
             axes = page.axes
             tag = page.tags.get("Orientation")
             orientation = int(tag.value) if tag is not None else 1
@@ -96,6 +98,28 @@ def _read_tiff(path: Path) -> np.ndarray | None:
     if "S" in axes and arr.ndim == 3 and axes.index("S") == 0:
         arr = np.moveaxis(arr, 0, -1)  # planar RGB -> interleaved
     return _orient(arr, orientation)
+
+
+# TIFF colour spaces other than gray, RGB and palette: CMYK (5), YCbCr (6), CIELab (8, 9, 10).
+_PILLOW_PHOTOMETRICS = (5, 6, 8, 9, 10)
+
+
+def _photometric(page, arr: np.ndarray) -> np.ndarray:
+    """The colours a TIFF page's pixel values stand for, as every viewer shows them: tifffile
+    returns the stored values, which for a palette image are colour indices (read as gray they
+    give another picture) and for a white-is-zero one are inverted grays."""
+    photometric = int(page.photometric)
+    if photometric == 3 and page.colormap is not None and np.issubdtype(arr.dtype, np.integer):
+        colormap = np.asarray(page.colormap)  # (3, 2**bits), 16-bit values by the TIFF standard
+        if colormap.max() >= 256:
+            colormap = colormap >> 8
+        return np.moveaxis(colormap.astype(np.uint8)[:, arr], 0, -1)
+    if photometric == 0:  # MINISWHITE
+        if arr.dtype == bool:
+            return ~arr
+        if np.issubdtype(arr.dtype, np.unsignedinteger):
+            return (2 ** int(page.bitspersample) - 1 - arr).astype(arr.dtype)
+    return arr
 
 
 def _reads_high_byte_only(img: Image.Image) -> bool:

@@ -138,11 +138,15 @@ class ClickSession:
         """Whether clicks run a click-to-fix network here (else the random walker)."""
         return self._refiner is not None
 
-    def _check(self, y: int, x: int, lesion: bool) -> Click:
+    def _check(self, y: float, x: float, lesion: bool) -> Click:
+        """The click at the pixel under (y, x): pixel i spans i - 0.5 to i + 0.5, as in napari
+        (a point at 10.7 is in pixel 11, not 10)."""
         h, w = self.mask.shape
-        if not (0 <= y < h and 0 <= x < w):
+        with np.errstate(invalid="ignore"):
+            py, px = np.round(float(y)), np.round(float(x))
+        if not (0 <= py < h and 0 <= px < w):
             raise ValueError(f"click ({y}, {x}) is outside the {h} x {w} image")
-        return Click(int(y), int(x), bool(lesion))
+        return Click(int(py), int(px), bool(lesion))
 
     def clicks_with(self, y: int, x: int, lesion: bool = True) -> list[tuple[int, int, bool]]:
         """The clicks so far plus this one, as a click-to-fix network takes them."""

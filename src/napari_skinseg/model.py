@@ -41,9 +41,12 @@ def _first_line(err: BaseException) -> str:
 
 
 def _load_failure(path: Path, err: BaseException) -> str:
-    if "weights_only" in str(err) or "Unsupported global" in str(err):
+    is_zip = zipfile.is_zipfile(path)
+    # a foreign file (an image, a CSV) fails in the same weights-only unpickler, with
+    # "Unsupported operand": only a global, or a PyTorch (zip) file, holds code
+    if "Unsupported global" in str(err) or ("weights_only" in str(err) and is_zip):
         return "it holds Python objects or code, which napari-skinseg never runs"
-    if not zipfile.is_zipfile(path):
+    if not is_zip:
         return ("it is not a PyTorch file at all" if path.stat().st_size and
                 not _looks_truncated_zip(path) else "it is empty or truncated")
     return "it is truncated or corrupt"

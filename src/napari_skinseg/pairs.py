@@ -174,11 +174,18 @@ def split_same_ids(images: list[Path]) -> tuple[list[Path], list[Skipped]]:
 def find_mask(image: Path, masks_dir: Path) -> Path | None:
     """The mask of ``image`` in ``masks_dir``; its extension in either case (``.png``, ``.PNG``:
     cameras and Windows tools write upper case, and images are accepted in both)."""
+    return find_mask_of_id(image.stem, masks_dir, exclude=image)
+
+
+def find_mask_of_id(image_id: str, masks_dir: Path, exclude: Path | None = None) -> Path | None:
+    """The mask of the image id ``image_id`` (a stem: ``a.b`` of ``a.b.jpg``, kept whole) in
+    ``masks_dir``, other than ``exclude``; see :func:`find_mask`."""
     for suffix in MASK_SUFFIXES:
         for ext in (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg"):
             for case in (ext, ext.upper()):
-                candidate = masks_dir / f"{image.stem}{suffix}{case}"
-                if candidate.is_file() and candidate.resolve() != image.resolve():
+                candidate = masks_dir / f"{image_id}{suffix}{case}"
+                if candidate.is_file() and (exclude is None
+                                            or candidate.resolve() != exclude.resolve()):
                     return candidate
     return None
 
