@@ -750,6 +750,20 @@ def test_next_pressed_while_the_folder_is_ranked_opens_the_worst_image_after(
     assert warnings == [] and errors == []
 
 
+def test_curate_offers_no_results_folder_extras_as_images(make_napari_viewer, tmp_path):
+    # A folder segmented before holds <id>_overlay.png and <id>_probability.png: they were
+    # offered as images to curate (and ranked) beside the photographs.
+    source = tmp_path / "todo"
+    source.mkdir()
+    image = make_synthetic_lesion((64, 64), seed=90)[0]
+    for name in ("a.png", "a_overlay.png", "a_probability.png"):
+        write_image(source / name, image)
+    write_image(source / "a_segmentation.png", np.zeros((64, 64), np.uint8))
+    widget = dock(make_napari_viewer(), "Curate")
+    widget.curated_dir.value, widget.source_dir.value = tmp_path / "curated", source
+    assert [p.name for p in widget._todo()] == ["a.png"]
+
+
 def test_curate_never_files_two_images_under_one_curated_pair(make_napari_viewer, qtbot, tmp_path,
                                                               errors, monkeypatch):
     warnings = []

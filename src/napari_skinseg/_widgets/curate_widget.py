@@ -28,7 +28,8 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from ..bundled import bundled_model_path, has_bundled_model
 from ..config import FINE_TUNE_LEARNING_RATE, TrainConfig
 from ..image_io import ImageReadError, read_image, read_mask, write_image, write_mask
-from ..pairs import PairFolder, is_mask_name, list_images, safe_id, split_same_ids
+from ..pairs import (PairFolder, is_mask_name, is_result_extra, list_images, safe_id,
+                     split_same_ids)
 from .click_fix import BOX_SUFFIX, CLICKS_SUFFIX, ClickFixPanel
 from .fields import (
     SAVE,
@@ -275,7 +276,8 @@ class CurateWidget(DockContainer):
         source = required_folder(self.source_dir, "folder of images to curate")
         images, _ = list_images(source)
         # a.jpg and a.png would be saved as the same pair: only the first is curated
-        images, clashes = split_same_ids([p for p in images if not is_mask_name(p)])
+        images, clashes = split_same_ids([p for p in images  # not masks, overlays, maps
+                                          if not (is_mask_name(p) or is_result_extra(p))])
         for clash in clashes:
             if clash.path not in self._clashes_shown:
                 self._clashes_shown.add(clash.path)
