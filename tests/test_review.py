@@ -86,6 +86,24 @@ def test_without_calibration_the_score_is_the_plain_tta_dice():
     assert predicted_dice(feats[1], None) == (feats[1]["tta_dice"], False)
 
 
+def test_an_empty_mask_goes_to_the_top_of_the_queue():
+    # Views that all find nothing agree perfectly: the empty mask got a high predicted Dice
+    # (0.91 on a uniform image) and sank to the bottom of the queue, the last to be looked at.
+    feats, dice = synthetic_cases(60, 100)
+    calibration = QualityModel.fit(feats, dice).to_dict()
+    nothing = np.full((8, 32, 32), 0.01, np.float32)
+    assert quality_features(nothing)["tta_dice"] == 1.0  # the plain score calls it perfect
+    estimate = estimate_from_views("blank", nothing, None, calibration)
+    assert estimate.predicted_dice == 0.0 and estimate.calibrated
+    assert estimate_from_views("blank", nothing, np.zeros((64, 64), bool), {}).predicted_dice == 0.0
+    # a lesion too small to survive the resize to the working size is still a lesion
+    speck = np.zeros((640, 640), bool)
+    speck[300:303, 300:303] = True
+    assert estimate_from_views("speck", nothing, speck, {}).predicted_dice > 0.0
+    queue = rank([estimate, QualityEstimate("fine", 0.8, True)])
+    assert [e.id for e in queue] == ["blank", "fine"]
+
+
 def test_old_metadata_without_quality_still_loads(tiny_config):
     meta = ModelMetadata(config=tiny_config)
     data = json.loads(meta.to_json())

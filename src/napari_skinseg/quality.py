@@ -212,7 +212,14 @@ class QualityModel:
 
 def predicted_dice(features: dict[str, float], calibration: dict | None) -> tuple[float, bool]:
     """``(predicted Dice, calibrated?)`` for one image; without a calibration (an empty or
-    missing ``ModelMetadata.quality``) the uncalibrated score ``tta_dice`` is returned."""
+    missing ``ModelMetadata.quality``) the uncalibrated score ``tta_dice`` is returned.
+
+    An empty mask is predicted Dice 0: a dermoscopy image of a lesion data set shows a lesion,
+    so a mask without one is wrong, and the first to review. The views' agreement would call it
+    good (no view finds anything either), and the calibration never met one (none of its 559
+    images got an empty mask)."""
+    if features.get("empty"):
+        return 0.0, bool(calibration)
     if calibration:
         return float(QualityModel.from_dict(calibration).predict(features)[0]), True
     return float(features["tta_dice"]), False

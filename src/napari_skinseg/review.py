@@ -52,9 +52,11 @@ def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
 def estimate_from_views(id: str, views: np.ndarray, mask: np.ndarray | None,
                         calibration: dict | None) -> QualityEstimate:
     """Torch-free: the estimate from test-time views already computed (e.g. by a worker)."""
-    if mask is not None:
-        mask = _resize_mask(np.asarray(mask, dtype=bool), views.shape[-1])
+    original = None if mask is None else np.asarray(mask, dtype=bool)
+    mask = None if original is None else _resize_mask(original, views.shape[-1])
     features = quality_features(views, mask)
+    if original is not None:  # a lesion too small to survive the resize is still a lesion
+        features["empty"] = float(not original.any())
     value, calibrated = predicted_dice(features, calibration)
     return QualityEstimate(id, value, calibrated, features)
 
