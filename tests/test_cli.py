@@ -193,6 +193,15 @@ def test_sample_names_a_bad_seed(tmp_path, capsys):
     assert not (tmp_path / "s").exists()
 
 
+def test_sample_refuses_a_size_no_machine_can_hold(tmp_path, capsys):
+    # --size 100000 was killed by the system for want of memory, with no message
+    with pytest.raises(SystemExit) as exit_:
+        main(["sample", str(tmp_path / "s"), "--size", "100000"])
+    assert exit_.value.code == 2
+    assert "argument --size: must be from 8 to 8192, got '100000'" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
 def test_sample_never_replaces_existing_files(tmp_path, capsys):
     assert main(["sample", str(tmp_path / "s"), "--n", "1", "--size", "64"]) == 0
     mask = tmp_path / "s" / "masks" / "synth_000_0000_segmentation.png"

@@ -171,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("sample", help="write synthetic dermoscopy-like image/mask pairs")
     g.add_argument("out_dir", type=Path)
     g.add_argument("--n", type=AT_LEAST_ONE, default=6)
-    g.add_argument("--size", type=_number(int, 8, what="at least 8"), default=512)
+    # a side of 100,000 px asked for 100 GB and was killed by the system without a word
+    g.add_argument("--size", type=_number(int, 8, 8192, what="from 8 to 8192"), default=512)
     g.add_argument("--seed", type=COUNT, default=0)
     return parser
 
