@@ -193,6 +193,18 @@ def test_sample_names_a_bad_seed(tmp_path, capsys):
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.parametrize("engine", ["torch", "onnx"])
+def test_a_folder_given_as_the_model_is_called_a_folder(tmp_path, inputs, capsys, engine,
+                                                        onnx_cache):
+    # "model file runs does not exist" for a folder that plainly exists
+    images, _ = inputs
+    (tmp_path / "runs").mkdir()
+    code = main(["segment", str(images), str(tmp_path / "out"), "--model", str(tmp_path / "runs"),
+                 "--engine", engine])
+    assert code != 0
+    assert "runs is a folder; choose the .pt file inside it" in capsys.readouterr().err
+
+
 def test_sample_refuses_a_size_no_machine_can_hold(tmp_path, capsys):
     # --size 100000 was killed by the system for want of memory, with no message
     with pytest.raises(SystemExit) as exit_:

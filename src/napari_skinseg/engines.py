@@ -78,15 +78,14 @@ def make_segmenter(model=None, device: str = "auto", engine: str = "auto"):
 def click_model_path(model=None):
     """The click-to-fix model file ``model`` (None: the bundled one); ModelFileError when there
     is none."""
-    from pathlib import Path
-
     from .bundled import bundled_click_model_path
-    from .errors import ModelFileError
+    from .errors import ModelFileError, check_model_file
 
-    path = Path(model) if model else bundled_click_model_path()
+    if model:
+        return check_model_file(model, "click-to-fix model")
+    path = bundled_click_model_path()
     if path is None or not path.is_file():
-        raise ModelFileError("no click-to-fix model is installed" if not model
-                             else f"click-to-fix model {path} does not exist")
+        raise ModelFileError("no click-to-fix model is installed")
     return path
 
 

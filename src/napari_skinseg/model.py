@@ -28,7 +28,7 @@ with warnings.catch_warnings():
 
 from .atomic import atomic_write
 from .config import IMAGENET_MEAN, IMAGENET_STD, TrainConfig
-from .errors import ModelFileError  # noqa: F401 - re-exported
+from .errors import ModelFileError, check_model_file  # noqa: F401 - ModelFileError re-exported
 
 FORMAT = "napari-skinseg-model"
 FORMAT_VERSION = 1
@@ -210,9 +210,7 @@ def atomic_torch_save(payload: dict[str, Any], path: str | os.PathLike) -> Path:
 def read_torch_file(path: str | os.PathLike, what: str = "model file",
                     expected_format: str = FORMAT) -> dict[str, Any]:
     """``torch.load`` with ``weights_only=True`` and clear errors for foreign or broken files."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{what} {path} does not exist")
+    path = check_model_file(path, what)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt or pickled-code files

@@ -25,7 +25,7 @@ import numpy as np
 from .atomic import TEMP_SUFFIX, atomic_write_text
 from .click_inputs import ClickRunner
 from .config import PostprocessConfig
-from .errors import ModelFileError
+from .errors import ModelFileError, check_model_file
 from .image_io import to_rgb_uint8
 from .postprocess import postprocess
 from .segmentation import Segmentation
@@ -106,9 +106,7 @@ def cached_export(path: str | os.PathLike | None, inputs: str = "rgb") -> tuple[
         from .bundled import bundled_model_path
 
         path = bundled_model_path()
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"model file {path} does not exist")
+    path = check_model_file(path)
     digest = model_digest(path)
     onnx_path = cache_dir() / f"{digest}.onnx"
     meta_path = onnx_path.with_suffix(".json")

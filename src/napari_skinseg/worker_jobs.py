@@ -25,6 +25,7 @@ from .devices import DeviceError, available_devices
 from .engines import click_model_path, make_click_refiner, make_segmenter, resolve_engine
 from .folder_segmentation import default_workers, segment_folder
 from .image_io import ImageReadError, read_image, write_image, write_mask
+from .errors import check_model_file
 from .model import ModelFileError, load_model
 from .pairs import PairFolder, list_images, safe_id
 from .prediction import Segmenter, mean_dice
@@ -53,9 +54,7 @@ def _file_key(path: Path, *settings) -> tuple:
 
 def _segmenter(model: str | None, device: str = "auto", engine: str = "auto") -> Segmenter:
     """A loaded segmenter; ``engine`` as in :mod:`napari_skinseg.engines`."""
-    path = _model_path(model)
-    if not path.is_file():
-        raise ModelFileError(f"model file {path} does not exist")
+    path = check_model_file(_model_path(model))
     key = _file_key(path, device, resolve_engine(engine, device))
     if key not in _SEGMENTERS:
         while len(_SEGMENTERS) >= _KEEP_LOADED:
