@@ -77,11 +77,16 @@ def test_ctrl_c_while_the_history_is_written_still_writes_it(tmp_path, inputs, m
 
     monkeypatch.setattr(history, "write_history_csv", interrupted)
     out = tmp_path / "m.pt"
-    assert main(["train", str(images), str(masks), "--out", str(out), "--epochs", "1",
-                 "--size", "64", "--decoder-channels", "16,8,8,8,8", "--device", "cpu"]) == 0
+    # Python's own Ctrl-C handler, also where this run started with SIGINT ignored (nohup, &)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert main(["train", str(images), str(masks), "--out", str(out), "--epochs", "1",
+                     "--size", "64", "--decoder-channels", "16,8,8,8,8", "--device", "cpu"]) == 0
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert (tmp_path / "m_history.csv").is_file() and (tmp_path / "m_curves.png").is_file()
     assert "one moment" in capsys.readouterr().err
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler put back
 
 
 def test_segment_then_evaluate(tmp_path, inputs, tiny_model_path, capsys):
