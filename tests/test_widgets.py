@@ -245,13 +245,18 @@ def test_segment_rethreshold_measure_and_keep_hand_corrections(make_napari_viewe
     assert "skin," in (tmp_path / "m.csv").read_text() and errors == []
 
 
+def folder_dock(make_napari_viewer, tmp_path, n: int, seed: int, shape=(64, 64)):
+    """The Segment dock with a folder of ``n`` synthetic images and a results folder chosen."""
+    images_dir, _ = write_synthetic_dataset(tmp_path / "data", n, shape, seed=seed)
+    widget = dock(make_napari_viewer(), "Segment")
+    widget.input_dir.value, widget.results_dir.value = images_dir, tmp_path / "Results"
+    return widget
+
+
 def test_segment_folder_from_the_widget(make_napari_viewer, qtbot, tmp_path, tiny_model_path, errors,
                                        onnx_cache):
     SESSION.model.use(tiny_model_path)
-    images_dir, _ = write_synthetic_dataset(tmp_path / "data", 3, (64, 80), seed=5)
-    viewer = make_napari_viewer()
-    widget = dock(viewer, "Segment")
-    widget.input_dir.value, widget.results_dir.value = images_dir, tmp_path / "Results"
+    widget = folder_dock(make_napari_viewer, tmp_path, 3, seed=5, shape=(64, 80))
     widget.model.engine.value = "onnx-int8"  # the engine list offers the quantised copy too
     for made_before in onnx_cache.glob("*.int8.*"):
         made_before.unlink()
@@ -264,10 +269,7 @@ def test_segment_folder_from_the_widget(make_napari_viewer, qtbot, tmp_path, tin
 
 
 def test_segment_folder_again_names_the_docks_overwrite_option(make_napari_viewer, qtbot, tmp_path, errors):
-    images_dir, _ = write_synthetic_dataset(tmp_path / "data", 2, (64, 64), seed=6)
-    viewer = make_napari_viewer()
-    widget = dock(viewer, "Segment")
-    widget.input_dir.value, widget.results_dir.value = images_dir, tmp_path / "Results"
+    widget = folder_dock(make_napari_viewer, tmp_path, 2, seed=6)
     for _ in range(2):  # the second run keeps what the first wrote
         widget.folder_button.native.click()
         qtbot.waitUntil(lambda: widget.worker is None and "segmented" in widget.status.value,
@@ -279,10 +281,7 @@ def test_segment_folder_again_names_the_docks_overwrite_option(make_napari_viewe
 
 def test_a_folder_run_can_be_cancelled_from_the_dock(make_napari_viewer, qtbot, tmp_path, errors):
     # A folder of thousands of images could only be stopped by quitting napari.
-    images_dir, _ = write_synthetic_dataset(tmp_path / "data", 40, (64, 64), seed=8)
-    viewer = make_napari_viewer()
-    widget = dock(viewer, "Segment")
-    widget.input_dir.value, widget.results_dir.value = images_dir, tmp_path / "Results"
+    widget = folder_dock(make_napari_viewer, tmp_path, 40, seed=8)
     widget.folder_button.native.click()
     assert widget.folder_button.text == "Cancel folder run"
     widget.folder_button.native.click()  # the person changes their mind
