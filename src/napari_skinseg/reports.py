@@ -47,8 +47,8 @@ class BatchProgress:
 @dataclass
 class PairNotes:
     """What reading the training pairs left out or read with a caveat (skipped pairs with their
-    reasons, odd mask values, image scaling), for the person who chose the folders: the
-    command line prints each line, napari's docks show them as a warning."""
+    reasons, odd mask values, image scaling), for the person who chose the folders: the model
+    worker's training job sends it, and napari's training docks show it as one warning."""
 
     pairs: int  # pairs read
     skipped: list[str] = field(default_factory=list)  # "<file>: <reason>"

@@ -23,10 +23,10 @@ from .dataset import samples_from_folders
 from .destinations import check_output_file, describe_os_error
 from .devices import DeviceError, available_devices
 from .engines import click_model_path, make_click_refiner, make_segmenter, resolve_engine
+from .errors import ModelFileError, check_model_file
 from .folder_segmentation import default_workers, segment_folder
 from .image_io import ImageReadError, read_image, write_image, write_mask
-from .errors import check_model_file
-from .model import ModelFileError, load_model
+from .model import load_model
 from .pairs import PairFolder, list_images, safe_id
 from .prediction import Segmenter, mean_dice
 from .reports import PairNotes, TrainingSummary
@@ -215,7 +215,7 @@ def job_train(cancel: Cancel, images_dir: str, masks_dir: str, config: TrainConf
     summary = TrainingSummary(model_path=str(result.model_path), history=result.history,
                               best_epoch=result.best_epoch, cancelled=result.cancelled,
                               status=result.model.metadata.status, val_names=result.val_names,
-                              skipped=[str(s) for s in samples.skipped])
+                              skipped=notes.skipped)
     if summary.validated:
         val = samples.subset([samples.names.index(n) for n in result.val_names])
         summary.val_dice = mean_dice(Segmenter(result.model, config.device), val)
