@@ -18,6 +18,24 @@ def test_largest_component_with_filled_holes():
     assert mask[5:25, 5:25].all() and not mask[30:33, 30:33].any()
 
 
+def test_a_lesion_split_in_two_keeps_both_halves_whichever_is_larger():
+    """Two pieces of nearly equal size are one lesion the network split: both stay, so a change
+    in the last bits (another engine) cannot swap which half is kept; a piece under half the
+    largest's area is dropped as before."""
+    for left, right in ((20, 19), (19, 20)):  # widths: the larger half swaps sides
+        p = np.zeros((30, 60), np.float32)
+        p[5:25, 5:5 + left] = 0.9
+        p[5:25, 30:30 + right] = 0.9
+        mask = postprocess(p)
+        assert mask[10, 6] and mask[10, 31], (left, right)
+    p = np.zeros((30, 60), np.float32)
+    p[5:25, 5:25] = 0.9   # 400 px
+    p[5:15, 30:51] = 0.9  # 210 px: kept (over half)
+    p[20:29, 30:52] = 0.9  # 198 px: dropped (under half)
+    mask = postprocess(p)
+    assert mask[10, 10] and mask[10, 40] and not mask[25, 40]
+
+
 def test_keep_all_and_min_size_and_no_fill():
     p = _prob()
     assert postprocess(p, PostprocessConfig(keep="all"))[31, 31]
@@ -87,7 +105,7 @@ def _whole_image_postprocess(probability, config):
     """The clean-up as it ran before it was confined to the lesion's bounding box."""
     from skimage import measure, morphology
 
-    from napari_skinseg.postprocess import fill_holes
+    from napari_skinseg.postprocess import SPLIT_LESION_SHARE, fill_holes
 
     mask = probability > config.threshold
     if config.min_size > 0:
@@ -96,7 +114,7 @@ def _whole_image_postprocess(probability, config):
         labels = measure.label(mask, connectivity=2)
         sizes = np.bincount(labels.ravel())
         sizes[0] = 0
-        mask = labels == int(sizes.argmax())
+        mask = np.isin(labels, np.flatnonzero(sizes >= SPLIT_LESION_SHARE * sizes.max()))
     return fill_holes(mask) if config.fill_holes else mask
 
 

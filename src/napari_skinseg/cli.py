@@ -75,7 +75,8 @@ def _add_postprocess_args(p: argparse.ArgumentParser) -> None:
     d = PostprocessConfig()
     p.add_argument("--threshold", type=FRACTION, default=d.threshold, help="lesion probability cut-off")
     p.add_argument("--keep", choices=KEEP_MODES, default=d.keep,
-                   help="keep the largest lesion (default) or all components")
+                   help="keep the largest lesion, with any piece at least half its size (default), or all "
+                        "components")
     p.add_argument("--min-size", type=COUNT, default=d.min_size,
                    help="drop components smaller than this many pixels")
     p.add_argument("--no-fill-holes", dest="fill_holes", action="store_false",

@@ -168,8 +168,9 @@ class PostprocessConfig:
 
     threshold: probability above which a pixel is lesion.
     fill_holes: fill holes enclosed by the lesion.
-    keep: ``"largest"`` keeps the largest connected lesion (ISIC images show one lesion),
-        ``"all"`` keeps every component.
+    keep: ``"largest"`` keeps the largest connected lesion (ISIC images show one lesion) and any
+        piece at least half its size (one lesion the network split), ``"all"`` keeps every
+        component.
     min_size: components smaller than this many pixels (at the original size) are dropped.
     """
 

@@ -58,7 +58,8 @@ class PostprocessControls(Container):
         self.threshold = FloatSlider(label="threshold", value=d.threshold, min=0.05, max=0.95, step=0.05)
         self.fill_holes = CheckBox(label="fill holes", value=d.fill_holes)
         self.keep = ComboBox(label="keep", choices=list(KEEP_MODES), value=d.keep,
-                             tooltip="largest: one lesion per image; all: every component")
+                             tooltip="largest: one lesion per image (with pieces at least half its size); "
+                                     "all: every component")
         self.min_size = SpinBox(label="min size (px)", value=d.min_size, min=0, max=10_000_000)
         self.tta = CheckBox(label="flip TTA", value=False,
                             tooltip="average with flipped copies: slower, slightly smoother")
