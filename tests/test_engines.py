@@ -46,7 +46,7 @@ def test_the_export_is_made_once_per_model_file(tiny_model_path, monkeypatch, on
 def test_engine_choice():
     assert resolve_engine("torch", "cpu") == "torch"
     assert resolve_engine("onnx", "cpu") == "onnx"
-    assert resolve_engine("onnx-int8", "auto") == "onnx-int8"  # chosen, never the default
+    assert resolve_engine("onnx-int8", "auto") == "onnx-int8"  # asked for by name
     with pytest.raises(ValueError, match="onnx-int8 engine runs on the CPU"):
         resolve_engine("onnx-int8", "cuda")
     assert resolve_engine("auto", "cpu") == "onnx"  # the faster one on a CPU
@@ -130,6 +130,55 @@ def test_an_int8_copy_that_drifts_is_refused(tmp_path, tiny_model_path, monkeypa
     monkeypatch.setattr(onnx_quantize, "MIN_AGREEMENT", 0.98)  # a rule the copy meets: made
     assert make_segmenter(tiny_model_path, engine="onnx-int8").engine == "onnx-int8"
     assert not list((tmp_path / "cache").glob("*refused*"))
+
+
+def test_auto_runs_the_int8_copy_where_it_is_clearly_faster(tmp_path, tiny_model_path,
+                                                             monkeypatch):
+    """auto on a CPU: the int8 copy when its network ran >= INT8_MIN_SPEEDUP times as fast as
+    fp32's here, timed once per model and kind of CPU (the record is kept in the cache)."""
+    from napari_skinseg import onnx_quantize
+
+    monkeypatch.setenv("SKINSEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(onnx_quantize, "network_ms", lambda *a: (10.0, 5.0))
+    assert make_segmenter(tiny_model_path, device="cpu", engine="auto").engine == "onnx-int8"
+    assert make_segmenter(tiny_model_path, engine="onnx").engine == "onnx"  # asked: fp32
+    record, = (tmp_path / "cache").glob("*.int8.speed.json")
+    cpu = onnx_engine._cpu_name()
+    assert json.loads(record.read_text()) == {cpu: {"fp32_ms": 10.0, "int8_ms": 5.0}}
+    monkeypatch.setattr(onnx_quantize, "network_ms", lambda *a: pytest.fail("timed again"))
+    assert make_segmenter(tiny_model_path, engine="auto").engine == "onnx-int8"
+    # a near tie keeps fp32 (torch's masks); another kind of CPU sharing the cache is timed anew
+    record.write_text(json.dumps({cpu: {"fp32_ms": 10.0, "int8_ms": 9.0}}))
+    assert make_segmenter(tiny_model_path, engine="auto").engine == "onnx"
+    record.write_text(json.dumps({"another CPU": {"fp32_ms": 10.0, "int8_ms": 1.0}}))
+    monkeypatch.setattr(onnx_quantize, "network_ms", lambda *a: (10.0, 12.0))
+    assert make_segmenter(tiny_model_path, engine="auto").engine == "onnx"
+    assert set(json.loads(record.read_text())) == {"another CPU", cpu}
+
+
+def test_auto_keeps_fp32_when_the_int8_copy_is_refused_or_cannot_be_made(
+        tmp_path, tiny_model_path, monkeypatch):
+    import warnings
+
+    from napari_skinseg import onnx_quantize
+    from napari_skinseg.engines import EngineFallbackWarning
+
+    monkeypatch.setenv("SKINSEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(onnx_quantize, "network_ms", lambda *a: (10.0, 5.0))
+    monkeypatch.setattr(onnx_quantize, "MIN_AGREEMENT", 1.01)  # masks drift: refused, silently
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert make_segmenter(tiny_model_path, engine="auto").engine == "onnx"
+    monkeypatch.setenv("SKINSEG_CACHE", str(tmp_path / "cache2"))
+
+    def broken(*args):
+        raise RuntimeError("quantiser crashed")
+
+    monkeypatch.setattr(onnx_quantize, "quantize_export", broken)
+    with pytest.warns(EngineFallbackWarning, match="quantiser crashed"):
+        segmenter = make_segmenter(tiny_model_path, engine="auto")
+    image, _ = make_synthetic_lesion((64, 64), seed=4)
+    assert segmenter.engine == "onnx" and segmenter.segment(image).mask.shape == (64, 64)
 
 
 def test_pruning_removes_temporary_files_of_killed_exports_only_when_old(tmp_path, monkeypatch):
@@ -350,6 +399,9 @@ def test_a_read_only_cache_with_the_export_in_it_is_used(tmp_path, tiny_model_pa
         raise OSError(errno.EROFS, "Read-only file system")
 
     monkeypatch.setattr(onnx_engine.os, "utime", read_only)
+    from napari_skinseg import onnx_quantize
+
+    monkeypatch.setattr(onnx_quantize, "network_ms", lambda *a: (10.0, 20.0))  # fp32 faster
     for engine in ("onnx", "onnx-int8", "auto"):
         segmenter = make_segmenter(tiny_model_path, device="cpu", engine=engine)
         assert segmenter.engine == ("onnx" if engine == "auto" else engine)

@@ -27,10 +27,11 @@ _SEGMENTERS: dict[tuple, object] = {}
 def _segmenter(model: str | None, engine: str):
     key = (model, engine)
     if key not in _SEGMENTERS:
-        from .engines import make_segmenter
+        from .engines import make_segmenter, resolve_engine
 
-        _SEGMENTERS[key] = make_segmenter(model, device="cpu" if engine.startswith("onnx") else "auto",
-                                          engine=engine)
+        # the engine as asked: auto picks int8 or fp32 ONNX on each worker's own CPU
+        on_cpu = resolve_engine(engine, "cpu").startswith("onnx")
+        _SEGMENTERS[key] = make_segmenter(model, device="cpu" if on_cpu else "auto", engine=engine)
     return _SEGMENTERS[key]
 
 
@@ -81,7 +82,7 @@ def segment_with_dask(input_dir: str | Path, results_dir: str | Path, scheduler:
     input_dir, results_dir = Path(input_dir), Path(results_dir)
     check_folders(input_dir, results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    engine = resolve_engine(engine, "cpu")
+    resolve_engine(engine, "cpu")  # an unknown or unusable engine fails here, not on a worker
     images, not_images = list_images(input_dir, "input folder")
     if not images:
         raise ValueError(f"no images found in {input_dir}")

@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -208,6 +209,48 @@ def cached_int8_export(path: str | os.PathLike | None) -> tuple[Path, dict]:
     else:
         _touch(int8_path)
     return int8_path, metadata
+
+
+# ``auto`` runs a model's int8 copy only where its network is clearly faster than fp32's: CPUs
+# with int8 dot-product instructions (VNNI, AMX) run it ~1.5x faster (BENCHMARKS.md §9), others
+# may run the QDQ network slower, and a near tie is not worth masks that differ from torch's.
+INT8_MIN_SPEEDUP = 1.2
+
+
+def _cpu_name() -> str:
+    """The kind of CPU an int8 timing holds for: a cache folder may be shared by machines (a
+    home folder on a cluster), so each kind gets its own record."""
+    name = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return f"{platform.machine()} {name or platform.processor()} x{os.cpu_count()}"
+
+
+def int8_preferred(path: str | os.PathLike | None) -> bool:
+    """Whether the ``auto`` engine runs the int8 copy of the model file ``path`` (None: bundled)
+    on this machine: the copy is made (its masks agree with fp32's on the check lesions, else it
+    is refused) and its network ran at least INT8_MIN_SPEEDUP times as fast as fp32's here. The
+    timing is taken once per model and kind of CPU (about a second) and kept beside the copy."""
+    from .onnx_quantize import QuantisationRefused, network_ms
+
+    try:
+        int8_path, metadata = cached_int8_export(path)
+    except QuantisationRefused:
+        return False
+    record_path = int8_path.with_suffix(".speed.json")
+    records = _read_json(record_path) or {}
+    cpu = _cpu_name()
+    record = records.get(cpu)
+    if not (isinstance(record, dict) and {"fp32_ms", "int8_ms"} <= record.keys()):
+        fp32_path = int8_path.parent / f"{int8_path.name.split('.')[0]}.onnx"
+        fp32_ms, int8_ms = network_ms(fp32_path, int8_path, int(metadata["size"]))
+        record = records[cpu] = {"fp32_ms": fp32_ms, "int8_ms": int8_ms}
+        with contextlib.suppress(OSError):  # a read-only cache: timed again next time
+            atomic_write_text(record_path, json.dumps(records))
+    return float(record["int8_ms"]) * INT8_MIN_SPEEDUP <= float(record["fp32_ms"])
 
 
 def _session(onnx_path: Path, threads: int | None, spinning: bool = True):

@@ -106,3 +106,27 @@ def quantize_export(fp32_path: Path, int8_path: Path, metadata: dict[str, Any]) 
             "check": f"mean mask Dice against fp32 on {CHECK_IMAGES} other synthetic lesions"}
     atomic_write_text(int8_path.with_suffix(".json"), json.dumps(note))
     return checked[0]
+
+
+def network_ms(fp32_path: Path, int8_path: Path, size: int, rounds: int = 7) -> tuple[float, float]:
+    """Median ms of one 1 x 3 x size x size forward of each network on one thread, the two
+    alternating (so a busy moment slows both): what the ``auto`` engine's choice rests on. One
+    thread, as each image in flight of a folder run gets on a 2-core machine."""
+    import time
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
+                for p in (fp32_path, int8_path)]
+    x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
+    times: list[list[float]] = [[], []]
+    for round_ in range(rounds + 2):
+        for session, spent in zip(sessions, times):
+            start = time.perf_counter()
+            session.run(None, {"image": x})
+            if round_ >= 2:  # the first runs plan and allocate
+                spent.append((time.perf_counter() - start) * 1000)
+    return float(np.median(times[0])), float(np.median(times[1]))

@@ -55,7 +55,8 @@ def _file_key(path: Path, *settings) -> tuple:
 def _segmenter(model: str | None, device: str = "auto", engine: str = "auto") -> Segmenter:
     """A loaded segmenter; ``engine`` as in :mod:`napari_skinseg.engines`."""
     path = check_model_file(_model_path(model))
-    key = _file_key(path, device, resolve_engine(engine, device))
+    # the engine as asked and as resolved: auto (int8 or fp32 ONNX) and onnx (fp32) differ
+    key = _file_key(path, device, resolve_engine(engine, device), (engine or "auto").lower())
     if key not in _SEGMENTERS:
         while len(_SEGMENTERS) >= _KEEP_LOADED:
             _SEGMENTERS.pop(next(iter(_SEGMENTERS)))
