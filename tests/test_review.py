@@ -266,3 +266,32 @@ def test_a_fine_tuned_model_does_not_inherit_the_calibration(tmp_path, tiny_samp
     result = run_training(tiny_samples, tiny_config.replace(size=64), tmp_path / "ft.pt",
                           init=bundled_model_path())
     assert result.model.metadata.quality == {}  # its errors are another model's: not claimed
+
+
+def test_int8_masks_are_judged_on_fp32_views(tiny_model_path, tmp_path, monkeypatch):
+    """The calibration was fitted on fp32 views, so where auto segments with the int8 copy the
+    review queue (napari's worst-first ranking, like `segment --review`) judges the int8 mask,
+    the one Curate shows, on the fp32 network's views."""
+    from napari_skinseg import onnx_quantize, worker_jobs
+    from napari_skinseg.engines import make_reviewer, make_segmenter
+    from napari_skinseg.generators import drain
+    from napari_skinseg.image_io import read_image, write_image
+
+    monkeypatch.setenv("SKINSEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(onnx_quantize, "network_ms", lambda *a: (10.0, 5.0))  # int8 faster
+    monkeypatch.setattr(worker_jobs, "_SEGMENTERS", {})
+    int8 = make_segmenter(tiny_model_path, engine="auto")
+    fp32 = make_reviewer(int8, tiny_model_path)
+    assert (int8.engine, fp32.engine) == ("onnx-int8", "onnx")
+    assert make_reviewer(fp32, tiny_model_path) is fp32
+    paths = []
+    for seed in (5, 6):
+        image, _ = make_synthetic_lesion((72, 90), seed=seed)
+        paths.append(str(write_image(tmp_path / f"{seed}.png", image)))
+    rows = []
+    assert drain(worker_jobs.job_review_folder(lambda: False, paths, str(tiny_model_path),
+                                               "cpu"), rows.append) == 2
+    for path, row in zip(paths, rows):
+        image = read_image(path)
+        expected = estimate_quality(fp32, image, int8.segment(image).mask)
+        assert row["predicted_dice"] == pytest.approx(expected.predicted_dice, abs=1e-6)

@@ -358,18 +358,15 @@ def cmd_segment(args: argparse.Namespace) -> int:
     segmenter = make_segmenter(model_arg, device=args.device, engine=args.engine)
     print(f"model: {segmenter.name} ({segmenter.size}x{segmenter.size}, {segmenter.engine} engine)")
     estimates = []
-    # The review queue's views run on the same engine, except int8: its calibration was fitted
-    # on the fp32 network's views, so the fp32 export judges the int8 masks.
-    reviewer = []
+    reviewer = []  # made at the first image: the segmenter, or fp32 for int8 (make_reviewer)
     not_reviewed: list[str] = []  # kept masks that cannot be judged, with the reason
 
     def review(outcome):
         if args.review:
             if not reviewer:
-                from .onnx_engine import OnnxSegmenter
+                from .engines import make_reviewer
 
-                reviewer.append(OnnxSegmenter.from_file(model_arg)
-                                if segmenter.engine == "onnx-int8" else segmenter)
+                reviewer.append(make_reviewer(segmenter, model_arg))
             estimate = _review_one(reviewer[0], outcome, args.results_dir)
             if isinstance(estimate, str):
                 not_reviewed.append(estimate)

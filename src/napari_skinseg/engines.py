@@ -99,6 +99,17 @@ def make_segmenter(model=None, device: str = "auto", engine: str = "auto"):
     return Segmenter.from_file(model, device=device)
 
 
+def make_reviewer(segmenter, model=None):
+    """What makes the review queue's views for ``segmenter``'s masks: the segmenter itself, or
+    for the int8 copy its fp32 network (same model file ``model``, None: bundled), because the
+    quality calibration stored in the model was fitted on fp32 views."""
+    if getattr(segmenter, "engine", "") != "onnx-int8":
+        return segmenter
+    from .onnx_engine import OnnxSegmenter
+
+    return OnnxSegmenter.from_file(model)
+
+
 def click_model_path(model=None):
     """The click-to-fix model file ``model`` (None: the bundled one); ModelFileError when there
     is none."""

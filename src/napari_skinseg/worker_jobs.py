@@ -22,7 +22,8 @@ from .config import PostprocessConfig, TrainConfig
 from .dataset import samples_from_folders
 from .destinations import check_output_file, describe_os_error
 from .devices import DeviceError, available_devices
-from .engines import click_model_path, make_click_refiner, make_segmenter, resolve_engine
+from .engines import (click_model_path, make_click_refiner, make_reviewer, make_segmenter,
+                      resolve_engine)
 from .errors import ModelFileError, check_model_file
 from .folder_segmentation import default_workers, segment_folder
 from .image_io import ImageReadError, read_image, write_image, write_mask
@@ -233,12 +234,16 @@ def job_review_folder(cancel: Cancel, paths: list[str], model: str | None = None
     """The predicted Dice of the model's mask for each image (the review queue's order).
     Unreadable files are reported as such and go last."""
     segmenter = _segmenter(model, device)
+    reviewer = make_reviewer(segmenter, model)
     done = 0
     for path in map(Path, paths):
         if cancel():
             break
         try:
-            estimate = estimate_quality(segmenter, read_image(path), id=path.stem)
+            image = read_image(path)
+            # the mask Curate will show, judged on the reviewer's views (fp32 for an int8 copy)
+            mask = None if reviewer is segmenter else segmenter.segment(image).mask
+            estimate = estimate_quality(reviewer, image, mask, id=path.stem)
         except ImageReadError as err:
             yield {"path": str(path), "predicted_dice": None, "message": str(err)}
             continue
