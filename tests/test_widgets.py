@@ -141,6 +141,34 @@ def test_layer_pairs_never_join_an_earlier_runs_pair_folder(tmp_path):
     assert sorted(p.name for p in data.images.iterdir()) == ["new2.png", "new3.png"]
 
 
+def test_layer_pairs_whose_names_coincide_are_saved_as_separate_pairs(make_napari_viewer, tmp_path,
+                                                                      monkeypatch):
+    # Two images opened from files both named a.png, and an image called a_1: the pairs were
+    # saved as a_0, a_1 and a_1, so Start stopped on "a_1.png exists".
+    viewer = make_napari_viewer()
+    masks = {}
+    for i, (name, source) in enumerate([("a", "one/a.png"), ("a", "two/a.png"), ("a_1", None)]):
+        image, mask = make_synthetic_lesion((48, 48), seed=40 + i)
+        layer = viewer.add_image(image, name=name, rgb=True,
+                                 metadata={"source_path": str(tmp_path / source)} if source else {})
+        viewer.add_labels(mask.astype(np.uint8), name=f"{layer.name} mask")
+        masks[layer.name] = mask
+    assert [layer.name for layer in viewer.layers][::2] == ["a", "a [1]", "a_1"]  # napari's names
+    widget = dock(viewer, "Train")
+    widget.labels_layers.value = [f"{name} mask" for name in masks]
+    widget.output.value = tmp_path / "m.pt"
+    started = []
+    monkeypatch.setattr(type(widget.controller), "start",  # the pairs, not a training
+                        lambda self, *args, **kwargs: started.append(args))
+    widget.start()
+    images_dir, masks_dir = started[0][:2]
+    assert sorted(p.name for p in images_dir.iterdir()) == ["a.png", "a_1.png", "a_2.png"]
+    saved = {p.name: read_mask(p) for p in masks_dir.iterdir()}
+    # each layer's own mask, under the name of its own image: a, then a_2, and a_1 kept
+    for name, stem in zip(masks, ["a", "a_2", "a_1"]):
+        assert np.array_equal(saved[f"{stem}_segmentation.png"], masks[name])
+
+
 def start_long_training(make_napari_viewer, qtbot, out):
     """A Train dock running a long training from scratch, past its first batch."""
     viewer = make_napari_viewer()
