@@ -33,6 +33,7 @@ from scipy import ndimage
 from skimage import color, measure
 
 from .atomic import atomic_write_text, folder_lock
+from .csv_cells import escape_cell, unescape_cell
 
 DISCLAIMER = ("Lesion descriptors support a clinician's assessment; they are not a diagnosis.")
 COLOUR_MIN_FRACTION = 0.05
@@ -249,6 +250,13 @@ def measure_lesion(mask: np.ndarray, image: np.ndarray | None = None,
 
 
 FIELDS = ("id", *COLUMNS)
+TEXT_FIELDS = ("id", "colours")  # escaped for spreadsheets (csv_cells); the others are numbers
+
+
+def _cell(field: str, value: Any) -> Any:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return escape_cell(value) if field in TEXT_FIELDS and isinstance(value, str) else value
 
 
 def _csv_text(rows: Sequence[dict[str, Any]]) -> str:
@@ -256,7 +264,7 @@ def _csv_text(rows: Sequence[dict[str, Any]]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=list(FIELDS), extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        writer.writerow({k: _cell(k, v) for k, v in row.items()})
     return buffer.getvalue()
 
 
@@ -291,7 +299,10 @@ def read_measurements_csv(path: str | Path) -> list[dict[str, str]]:
     if not reader.fieldnames or reader.fieldnames[0] != "id":
         raise ValueError(f"{path} is not a measurements table (its first column is not 'id'); "
                          "move it away or pass --overwrite")
-    return list(reader)
+    rows = list(reader)
+    for row in rows:  # the text as measured, not as escaped for spreadsheets
+        row.update({k: unescape_cell(row[k]) for k in TEXT_FIELDS if row.get(k)})
+    return rows
 
 
 def merge_measurements_csv(rows: Sequence[dict[str, Any]], path: str | Path,
