@@ -256,7 +256,7 @@ def test_a_stopped_worker_is_ended_when_a_job_is_cancelled_and_the_next_job_star
         big = np.zeros((2000, 2000, 3), np.uint8)  # 12 MB
         start = time.monotonic()
         job = c.submit("predict", images=[("big", big)])
-        job.stop()
+        job.stop(patient=True)  # even a job that would be waited for: the worker is silent
         assert time.monotonic() - start < 2  # neither waits on the stopped worker
         with pytest.raises(WorkerDied, match="stopped answering"):
             job.result()
