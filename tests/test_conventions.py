@@ -36,6 +36,15 @@ def test_the_pair_folder_convention_is_spelled_only_in_pairs_py():
     assert offenders == []
 
 
+def test_every_csv_the_package_writes_escapes_its_text_through_csv_cells():
+    # A new CSV writer must escape its text cells (ids from file names) like the others.
+    writers = {p.name for p in CORE if "csv.writer(" in p.read_text()
+               or "csv.DictWriter(" in p.read_text()}
+    assert writers == {"evaluation.py", "history.py", "measurements.py", "review.py"}
+    escaping = {p.name for p in CORE if "from .csv_cells import" in p.read_text()}
+    assert writers - escaping == {"history.py"}  # epochs and losses: numbers only
+
+
 def test_napari_side_modules_never_import_torch_and_the_core_never_imports_qt():
     light = ["config", "reports", "pairs", "image_io", "postprocess", "measurements", "destinations",
              "atomic", "evaluation", "history", "metrics"]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from napari_skinseg.image_io import write_image, write_mask
-from napari_skinseg.pairs import find_pairs, list_images
+from napari_skinseg.pairs import find_pairs, list_images, unique_ids
 
 
 def _img(path):
@@ -80,3 +80,10 @@ def test_images_with_the_same_id_are_not_both_paired(tmp_path):
     scan = find_pairs(images, masks)
     assert [(p.image.name, p.mask.name) for p in scan.pairs] == [("a.jpg", "a_segmentation.png")]
     assert [(s.path.name, "same name as a.jpg" in s.reason) for s in scan.skipped] == [("a.png", True)]
+
+
+def test_unique_ids_never_give_a_repeat_the_name_of_another_id():
+    assert unique_ids(["a", "a", "a_1"]) == ["a", "a_2", "a_1"]
+    assert unique_ids(["a", "a", "a_2", "a"]) == ["a", "a_3", "a_2", "a_4"]
+    assert unique_ids(["b", "B"]) == ["b", "B_2"]  # one file on macOS and Windows
+    assert unique_ids(["x", "y"]) == ["x", "y"]

@@ -59,6 +59,35 @@ def test_rerun_completes_overlays_probabilities_and_rows_and_keeps_corrected_mas
     assert {p.name: p.read_bytes() for p in results.iterdir()} == snapshot
 
 
+def test_a_rerun_with_another_pixel_size_measures_the_kept_masks_again(tmp_path, images,
+                                                                       tiny_model_path, capsys):
+    # The rows of the first pixel size were kept beside new ones: one table, two units.
+    results = tmp_path / "Results"
+    run = ["segment", str(images), str(results), "--model", str(tiny_model_path), "--measure"]
+    assert main([*run, "--pixel-size-mm", "0.1"]) == 0
+    stems = sorted(p.stem for p in images.iterdir())
+    corrected = results / mask_filename(stems[0])
+    square = np.zeros((96, 128), bool)
+    square[20:60, 30:90] = True
+    write_mask(corrected, square, overwrite=True)  # a person corrected this mask since
+    masks = {p.name: p.read_bytes() for p in results.glob("*_segmentation.png")}
+    capsys.readouterr()
+    assert main([*run, "--pixel-size-mm", "0.2"]) == 0
+    rows = {r["id"]: r for r in _rows(results / "measurements.csv")}
+    assert sorted(rows) == stems  # replaced, not added
+    for row in rows.values():
+        assert float(row["area_mm2"]) == pytest.approx(float(row["area_px"]) * 0.04, rel=1e-5)
+    assert "6 rows made with another pixel size measured again" in capsys.readouterr().out
+    assert float(rows[stems[0]]["area_px"]) == square.sum()  # from the mask on disk
+    assert {p.name: p.read_bytes() for p in results.glob("*_segmentation.png")} == masks
+    before = (results / "measurements.csv").read_bytes()
+    assert main([*run, "--pixel-size-mm", "0.2"]) == 0  # the same size again: nothing to redo
+    assert (results / "measurements.csv").read_bytes() == before
+    assert "measured again" not in capsys.readouterr().out
+    assert main(run) == 0  # no pixel size now: no millimetres left in the table
+    assert all(r["area_mm2"] in ("", "nan") for r in _rows(results / "measurements.csv"))
+
+
 def test_interrupted_run_keeps_its_rows_and_a_rerun_finishes(tmp_path, images, tiny_model_path,
                                                              monkeypatch, capsys):
     results = tmp_path / "R"

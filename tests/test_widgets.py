@@ -3,8 +3,11 @@ model worker process (napari's side never imports torch; see test_user_path.py f
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shlex
+import signal
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -139,6 +142,34 @@ def test_layer_pairs_never_join_an_earlier_runs_pair_folder(tmp_path):
     data = TrainWidget._export_layer_pairs(
         [(*make_synthetic_lesion((32, 32), seed=s), f"new{s}") for s in (2, 3)], out)
     assert sorted(p.name for p in data.images.iterdir()) == ["new2.png", "new3.png"]
+
+
+def test_layer_pairs_whose_names_coincide_are_saved_as_separate_pairs(make_napari_viewer, tmp_path,
+                                                                      monkeypatch):
+    # Two images opened from files both named a.png, and an image called a_1: the pairs were
+    # saved as a_0, a_1 and a_1, so Start stopped on "a_1.png exists".
+    viewer = make_napari_viewer()
+    masks = {}
+    for i, (name, source) in enumerate([("a", "one/a.png"), ("a", "two/a.png"), ("a_1", None)]):
+        image, mask = make_synthetic_lesion((48, 48), seed=40 + i)
+        layer = viewer.add_image(image, name=name, rgb=True,
+                                 metadata={"source_path": str(tmp_path / source)} if source else {})
+        viewer.add_labels(mask.astype(np.uint8), name=f"{layer.name} mask")
+        masks[layer.name] = mask
+    assert [layer.name for layer in viewer.layers][::2] == ["a", "a [1]", "a_1"]  # napari's names
+    widget = dock(viewer, "Train")
+    widget.labels_layers.value = [f"{name} mask" for name in masks]
+    widget.output.value = tmp_path / "m.pt"
+    started = []
+    monkeypatch.setattr(type(widget.controller), "start",  # the pairs, not a training
+                        lambda self, *args, **kwargs: started.append(args))
+    widget.start()
+    images_dir, masks_dir = started[0][:2]
+    assert sorted(p.name for p in images_dir.iterdir()) == ["a.png", "a_1.png", "a_2.png"]
+    saved = {p.name: read_mask(p) for p in masks_dir.iterdir()}
+    # each layer's own mask, under the name of its own image: a, then a_2, and a_1 kept
+    for name, stem in zip(masks, ["a", "a_2", "a_1"]):
+        assert np.array_equal(saved[f"{stem}_segmentation.png"], masks[name])
 
 
 def start_long_training(make_napari_viewer, qtbot, out):
@@ -293,6 +324,68 @@ def test_a_folder_run_can_be_cancelled_from_the_dock(make_napari_viewer, qtbot, 
     qtbot.waitUntil(lambda: widget.worker is None and "segmented" in widget.status.value,
                     timeout=60_000)
     assert len(list((tmp_path / "Results").glob("*_segmentation.png"))) == 40
+    assert errors == []
+
+
+@contextlib.contextmanager
+def a_stopped_worker(qtbot):
+    """The session's model worker stopped (SIGSTOP) as a hung process is: alive, silent."""
+    qtbot.waitUntil(lambda: not jobs.RUNNING, timeout=60_000)  # the docks' own first jobs
+    SESSION.client.ensure_started()
+    process = SESSION.client._process
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:  # not ended by the dock (a failing test): end it here
+            process.kill()
+            process.wait()
+
+
+def test_segmenting_an_image_can_be_cancelled_when_the_worker_hangs(make_napari_viewer, qtbot,
+                                                                     errors):
+    # A worker that stops without dying kept the dock busy for ever: a second click only said
+    # "segmentation is already running".
+    viewer = make_napari_viewer()
+    viewer.add_image(make_synthetic_lesion((96, 96), seed=30)[0], name="skin", rgb=True)
+    viewer.add_image(np.zeros((2000, 2000, 3), np.uint8), name="photo", rgb=True)  # 12 MB
+    widget = dock(viewer, "Segment")
+    with a_stopped_worker(qtbot) as process:
+        widget.images.value = ["photo"]
+        widget.segment_button.native.click()
+        assert widget.worker is not None
+        widget.segment_button.native.click()  # Cancel
+        qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+        assert process.poll() is not None  # the stopped worker was ended
+    assert widget.segment_button.text == "Segment selected images"
+    assert widget.status.value == "segmentation cancelled" and "photo prediction" not in viewer.layers
+    widget.images.value = ["skin"]
+    widget.segment_button.native.click()  # the dock works again, with a new worker
+    qtbot.waitUntil(lambda: widget.worker is None and "skin prediction" in viewer.layers,
+                    timeout=SLOW)
+    assert errors == []
+
+
+def test_ranking_worst_first_can_be_cancelled_when_the_worker_hangs(make_napari_viewer, qtbot,
+                                                                     tmp_path, errors):
+    source, _ = write_synthetic_dataset(tmp_path / "todo", 3, (64, 64), seed=16)
+    viewer = make_napari_viewer()
+    widget = dock(viewer, "Curate")
+    widget.curated_dir.value, widget.source_dir.value = tmp_path / "curated", source
+    assert not shown(widget.cancel_button)
+    with a_stopped_worker(qtbot) as process:
+        widget.order.value = "worst first (predicted Dice)"  # starts ranking the folder
+        assert widget.worker is not None and shown(widget.cancel_button)
+        assert widget.cancel_button.text == "Cancel ranking"
+        widget.cancel_button.native.click()
+        qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+        assert process.poll() is not None
+    assert not shown(widget.cancel_button) and widget.predicted == {}
+    assert widget.status.value.startswith("ranking cancelled after 0 of 3 images")
+    widget.next_button.native.click()  # ranks with a new worker, then opens the worst image
+    qtbot.waitUntil(lambda: widget.worker is None and len(widget.predicted) == 3
+                    and len(viewer.layers) == 2, timeout=SLOW)
+    assert viewer.layers[0].name == min(widget.predicted, key=widget.predicted.get).stem
     assert errors == []
 
 

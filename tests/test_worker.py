@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import pickle
 import secrets
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from multiprocessing.connection import Listener
 
 import numpy as np
 import pytest
@@ -17,7 +20,8 @@ from napari_skinseg.bundled import BUNDLED_MODEL_NAME
 from napari_skinseg.config import TrainConfig
 from napari_skinseg.reports import BatchProgress, EpochReport, TrainingSummary
 from napari_skinseg.synthetic import make_synthetic_lesion, write_synthetic_dataset
-from napari_skinseg.worker_client import WorkerClient, WorkerDied, WorkerError
+from napari_skinseg import worker_client, worker_process
+from napari_skinseg.worker_client import JobCancelled, WorkerClient, WorkerDied, WorkerError
 from napari_skinseg.worker_protocol import dumps, loads
 
 
@@ -168,3 +172,95 @@ def test_a_remote_worker_serves_a_client_that_connects_to_it():
     finally:
         server.kill()
         server.wait()
+
+
+@pytest.fixture
+def fake_worker(monkeypatch):
+    """A client of a worker served by threads of this test, with a job that never stops by
+    itself (``stuck``: one long image) and one that stops between steps (``steps``: training)."""
+    monkeypatch.setattr(worker_client, "STOP_GRACE", 0.2)
+    monkeypatch.setattr(worker_client, "PING_TIMEOUT", 2.0)
+    release = threading.Event()
+
+    def stuck(cancel):
+        release.wait(60)
+        return "late"
+        yield
+
+    def steps(cancel):
+        n = 0
+        while not cancel():
+            yield n
+            n += 1
+            time.sleep(0.02)
+        return f"stopped after {n}"
+
+    def ping(cancel):
+        return True
+        yield
+
+    jobs = {"stuck": stuck, "steps": steps, "ping": ping}
+    key = secrets.token_bytes(16)
+    listener = Listener(("127.0.0.1", 0), authkey=key)
+
+    def accept():
+        while True:
+            try:
+                conn = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=worker_process.serve, args=(conn, jobs, str), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    client = WorkerClient(remote=listener.address, authkey=key)
+    yield client
+    release.set()
+    client.shutdown()
+    listener.close()
+
+
+def test_a_job_that_cannot_stop_by_itself_is_ended_by_a_fresh_worker(fake_worker):
+    job = fake_worker.submit("stuck")
+    start = time.monotonic()
+    job.stop()  # returns at once; the job ends within the grace time
+    assert time.monotonic() - start < 0.5
+    with pytest.raises(WorkerDied, match="restarted to cancel stuck"):
+        job.result()
+    assert fake_worker.call("ping") is True and fake_worker.starts == 2  # the next job works
+
+
+def test_beside_another_job_a_stopped_job_is_given_up_alone(fake_worker):
+    training = fake_worker.submit("steps")
+    items = training.stream()
+    next(items)
+    job = fake_worker.submit("stuck")
+    job.stop()
+    with pytest.raises(JobCancelled):
+        job.result()
+    seen = next(items)
+    time.sleep(0.3)
+    assert next(items) > seen and fake_worker.starts == 1  # the training goes on, undisturbed
+    training.stop(patient=True)  # stops between steps: its result comes back
+    with pytest.raises(StopIteration, match="stopped after"):
+        while True:
+            next(items)
+
+
+def test_a_stopped_worker_is_ended_when_a_job_is_cancelled_and_the_next_job_starts_one():
+    # SIGSTOP: the worker neither dies nor answers; a request larger than the socket's buffer
+    # (a photograph) used to block the sender, so not even the cancel could be sent.
+    c = WorkerClient()
+    try:
+        c.ensure_started()
+        os.kill(c.pid, signal.SIGSTOP)
+        big = np.zeros((2000, 2000, 3), np.uint8)  # 12 MB
+        start = time.monotonic()
+        job = c.submit("predict", images=[("big", big)])
+        job.stop(patient=True)  # even a job that would be waited for: the worker is silent
+        assert time.monotonic() - start < 2  # neither waits on the stopped worker
+        with pytest.raises(WorkerDied, match="stopped answering"):
+            job.result()
+        assert c.call("devices")[:2] == ("auto", "cpu") and c.starts == 2
+    finally:
+        c.kill()  # a stopped worker left by a failing test: SIGKILL ends it too
+        c.shutdown()

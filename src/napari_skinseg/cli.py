@@ -390,7 +390,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
         report = drain(gen, show)
     print(f"{report.summary()}; results in {args.results_dir}")
     if args.measure:
-        print(f"measurements: {report.measured} rows added to {measurements_csv}\n{DISCLAIMER}")
+        again = (f"; {report.remeasured} rows made with another pixel size measured again from "
+                 "the masks on disk" if report.remeasured else "")
+        print(f"measurements: {report.measured} rows added to {measurements_csv}{again}\n{DISCLAIMER}")
     if args.review and estimates:
         from .review import write_review
 

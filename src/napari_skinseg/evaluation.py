@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic import atomic_write_text
+from .csv_cells import escape_cell
 from .destinations import require_folder
 from .image_io import ImageReadError, read_mask
 from .metrics import METRIC_NAMES, ImageMetrics, image_metrics, mean_metrics
@@ -60,7 +61,7 @@ class Evaluation:
         writer = csv.writer(buffer)
         writer.writerow(["id", *METRIC_NAMES])
         for name, m in self.rows:
-            writer.writerow([name, *(f"{getattr(m, k):.6f}" for k in METRIC_NAMES)])
+            writer.writerow([escape_cell(name), *(f"{getattr(m, k):.6f}" for k in METRIC_NAMES)])
         return buffer.getvalue()
 
     def write_csv(self, path: str | Path, overwrite: bool = True) -> Path:

@@ -28,7 +28,12 @@ from skimage import morphology, segmentation
 from .config import PostprocessConfig
 from .destinations import WriteError, check_output_folder, require_folder
 from .image_io import ImageReadError, mask_to_uint8, read_image, read_mask, write_image
-from .measurements import measure_lesion, merge_measurements_csv, read_measurements_csv
+from .measurements import (
+    made_with_pixel_size,
+    measure_lesion,
+    merge_measurements_csv,
+    read_measurements_csv,
+)
 from .pairs import (
     is_mask_name,
     is_result_extra,
@@ -63,7 +68,8 @@ class FolderReport:
     existing: list[ImageOutcome] = field(default_factory=list)
     failed: list[ImageOutcome] = field(default_factory=list)
     skipped: list[ImageOutcome] = field(default_factory=list)  # not images, or mask files
-    measured: int = 0
+    measured: int = 0  # rows added to the measurements table
+    remeasured: int = 0  # rows replaced: they were made with another pixel size
 
     def add(self, outcome: ImageOutcome) -> None:
         {"written": self.written, "completed": self.completed, "exists": self.existing,
@@ -150,7 +156,9 @@ def segment_folder(input_dir: str | Path, results_dir: str | Path, segmenter: Se
 
     ``measurements``: a CSV file (``True``: ``results_dir/measurements.csv``) that gets one row
     of lesion descriptors per image with a mask; rows already there are kept unless
-    ``overwrite``. The rows are added when the run ends, also when it is interrupted.
+    ``overwrite``, or unless they were made with another ``pixel_size_mm``: those are measured
+    again from the masks on disk (which are kept), so the table never mixes pixel sizes. The
+    rows are added when the run ends, also when it is interrupted.
     """
     input_dir, results_dir = Path(input_dir), Path(results_dir)
     if pixel_size_mm is not None and not (np.isfinite(pixel_size_mm) and pixel_size_mm > 0):
@@ -158,9 +166,11 @@ def segment_folder(input_dir: str | Path, results_dir: str | Path, segmenter: Se
     check_folders(input_dir, results_dir)
     csv_path = (results_dir / MEASUREMENTS_CSV if measurements is True
                 else Path(measurements) if measurements else None)
-    measured_ids = set()
+    measured_ids, stale_ids = set(), set()  # rows to keep; rows made with another pixel size
     if csv_path is not None and not overwrite:
-        measured_ids = {row["id"] for row in read_measurements_csv(csv_path)}
+        for row in read_measurements_csv(csv_path):
+            fits = made_with_pixel_size(row, pixel_size_mm)
+            (measured_ids if fits else stale_ids).add(row["id"])
     images, not_images = list_images(input_dir, "input folder")
     images, clashes = split_same_ids(images)
     if workers > 1 and hasattr(segmenter, "with_threads"):  # ONNX Runtime: a core per image
@@ -184,7 +194,9 @@ def segment_folder(input_dir: str | Path, results_dir: str | Path, segmenter: Se
         if not rows:
             return
         try:
-            _, report.measured = merge_measurements_csv(rows, csv_path, replace=overwrite)
+            _, report.measured = merge_measurements_csv(rows, csv_path, replace=overwrite,
+                                                        replace_ids=stale_ids)
+            report.remeasured += sum(row["id"] in stale_ids for row in rows)
         except OSError:
             if not failing:
                 raise

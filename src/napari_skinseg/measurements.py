@@ -26,13 +26,14 @@ import csv
 import io
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 from scipy import ndimage
 from skimage import color, measure
 
 from .atomic import atomic_write_text, folder_lock
+from .csv_cells import escape_cell, unescape_cell
 
 DISCLAIMER = ("Lesion descriptors support a clinician's assessment; they are not a diagnosis.")
 COLOUR_MIN_FRACTION = 0.05
@@ -249,6 +250,13 @@ def measure_lesion(mask: np.ndarray, image: np.ndarray | None = None,
 
 
 FIELDS = ("id", *COLUMNS)
+TEXT_FIELDS = ("id", "colours")  # escaped for spreadsheets (csv_cells); the others are numbers
+
+
+def _cell(field: str, value: Any) -> Any:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return escape_cell(value) if field in TEXT_FIELDS and isinstance(value, str) else value
 
 
 def _csv_text(rows: Sequence[dict[str, Any]]) -> str:
@@ -256,7 +264,7 @@ def _csv_text(rows: Sequence[dict[str, Any]]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=list(FIELDS), extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        writer.writerow({k: _cell(k, v) for k, v in row.items()})
     return buffer.getvalue()
 
 
@@ -291,15 +299,36 @@ def read_measurements_csv(path: str | Path) -> list[dict[str, str]]:
     if not reader.fieldnames or reader.fieldnames[0] != "id":
         raise ValueError(f"{path} is not a measurements table (its first column is not 'id'); "
                          "move it away or pass --overwrite")
-    return list(reader)
+    rows = list(reader)
+    for row in rows:  # the text as measured, not as escaped for spreadsheets
+        row.update({k: unescape_cell(row[k]) for k in TEXT_FIELDS if row.get(k)})
+    return rows
+
+
+def made_with_pixel_size(row: dict[str, Any], pixel_size_mm: float | None) -> bool:
+    """Whether a row (as read from a measurements CSV) was measured with ``pixel_size_mm`` (None:
+    no millimetres). The file does not store the pixel size; the row's area in mm² over its area
+    in pixels gives it back (to the 6 digits written). A row of an empty mask has no lengths to
+    get wrong, so it fits any pixel size."""
+    try:
+        area_px, area_mm2 = float(row["area_px"]), float(row.get("area_mm2") or "nan")
+    except (KeyError, TypeError, ValueError):
+        return False  # not a row this module wrote: measure again
+    if not area_px > 0:
+        return True
+    made_with = math.sqrt(area_mm2 / area_px) if math.isfinite(area_mm2) and area_mm2 > 0 else None
+    if made_with is None or pixel_size_mm is None:
+        return made_with is None and pixel_size_mm is None
+    return math.isclose(made_with, pixel_size_mm, rel_tol=1e-4)
 
 
 def merge_measurements_csv(rows: Sequence[dict[str, Any]], path: str | Path,
-                           replace: bool = False) -> tuple[Path, int]:
+                           replace: bool = False, replace_ids: Collection[str] = ()
+                           ) -> tuple[Path, int]:
     """Add ``rows`` to the table at ``path`` (created if missing), returning it and how many rows
     were added. Rows already there are kept unless ``replace`` (then a new row for the same id
-    replaces the old one). Runs that merge into one folder at once take turns (a folder lock),
-    so none loses another's rows."""
+    replaces the old one) or their id is in ``replace_ids``. Runs that merge into one folder at
+    once take turns (a folder lock), so none loses another's rows."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with folder_lock(path.parent):
@@ -307,7 +336,7 @@ def merge_measurements_csv(rows: Sequence[dict[str, Any]], path: str | Path,
         new = {str(r["id"]): r for r in rows}
         merged, added = [], 0
         for row in existing:
-            if replace and row["id"] in new:
+            if (replace or row["id"] in replace_ids) and row["id"] in new:
                 merged.append(new.pop(row["id"]))
             else:
                 new.pop(row["id"], None)
@@ -315,7 +344,7 @@ def merge_measurements_csv(rows: Sequence[dict[str, Any]], path: str | Path,
         for row in new.values():
             merged.append(row)
             added += 1
-        if added or replace or not path.exists():
+        if added or replace or replace_ids or not path.exists():
             atomic_write_text(path, _csv_text(merged))
     return path, added
 

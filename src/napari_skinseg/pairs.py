@@ -46,6 +46,25 @@ def safe_id(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "image"
 
 
+def unique_ids(ids: list[str]) -> list[str]:
+    """``ids`` with repeats renamed ``<id>_2``, ``<id>_3``, ...: the second ``a`` of
+    ``[a, a, a_2]`` becomes ``a_3``, never a name another id has. Compared case-insensitively,
+    as the file systems of macOS and Windows compare file names."""
+    taken = {i.casefold() for i in ids}  # every given id, and each new name once made
+    used: set[str] = set()
+    out = []
+    for image_id in ids:
+        name, n = image_id, 2
+        if name.casefold() in used:
+            while f"{image_id}_{n}".casefold() in taken:
+                n += 1
+            name = f"{image_id}_{n}"
+            taken.add(name.casefold())
+        used.add(name.casefold())
+        out.append(name)
+    return out
+
+
 def id_of_mask(path: str | Path) -> str | None:
     """The image id of a ``<id>_segmentation.<ext>`` file, else None."""
     stem = Path(path).stem

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from .atomic import atomic_write
+from .csv_cells import escape_cell
 from .quality import FEATURE_NAMES, UNCALIBRATED, predicted_dice, quality_features
 
 THUMBNAIL = 160  # pixels, longer side
@@ -116,7 +117,8 @@ def review_rows(estimates: list[QualityEstimate]) -> tuple[list[str], list[list[
     ranked = rank(estimates)
     names = list(FEATURE_NAMES)
     header = ["rank", "id", "predicted_dice", "calibrated", *names]
-    rows = [[str(i + 1), e.id, f"{e.predicted_dice:.4f}", "yes" if e.calibrated else "no",
+    rows = [[str(i + 1), escape_cell(e.id), f"{e.predicted_dice:.4f}",
+             "yes" if e.calibrated else "no",
              *(f"{e.features.get(n, float('nan')):.4f}" for n in names)]
             for i, e in enumerate(ranked)]
     return header, rows

@@ -12,6 +12,7 @@ out of memory, ``kill -9``) every running job fails with :class:`WorkerDied` and
     job = client.submit("predict", images=[("skin", array)], model=None)
     for name, probability in job.stream(): ...
     job.cancel()  # the worker's job sees it between batches
+    job.stop()    # cancel, and end it even when it cannot stop by itself (see Job.stop)
 
 Only plain data, numpy arrays and the classes of :mod:`napari_skinseg.reports` and
 :mod:`napari_skinseg.config` cross the boundary (see :mod:`napari_skinseg.worker_protocol`).
@@ -20,11 +21,13 @@ Only plain data, numpy arrays and the classes of :mod:`napari_skinseg.reports` a
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import os
 import queue
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +42,8 @@ from .worker_process import KEY_ENV
 from .worker_protocol import dumps, loads
 
 START_TIMEOUT = 180.0  # seconds; the first import of torch from a cold disk can take a minute
+STOP_GRACE = 2.0  # seconds a stopped job has to end by itself before the worker is looked at
+PING_TIMEOUT = 5.0  # seconds a worker that works has to answer a ping (it answers in ms)
 
 
 class WorkerError(RuntimeError):
@@ -47,6 +52,10 @@ class WorkerError(RuntimeError):
 
 class WorkerDied(WorkerError):
     """The worker process ended while a job was running or could not start."""
+
+
+class JobCancelled(WorkerError):
+    """The job was given up at the person's request before it ended (see :meth:`Job.stop`)."""
 
 
 def _exit_cause(returncode: int | None) -> str:
@@ -64,13 +73,60 @@ def _exit_cause(returncode: int | None) -> str:
     return f"exited with code {returncode}"
 
 
+class _Link:
+    """One connection to a worker, and a thread of its own that writes to it: nobody who sends
+    (napari's GUI thread cancelling a job, above all) ever waits on a worker that stopped
+    reading, a stopped or hung process whose socket buffer (about 4 MB, less than one
+    photograph) is full."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.broken = False
+        threading.Thread(target=self._write, name="skinseg-worker-send", daemon=True).start()
+
+    def send(self, *message: Any) -> None:
+        if self.broken:
+            raise WorkerDied("the model worker is not reachable")
+        self._outbox.put(dumps(message))
+
+    def _write(self) -> None:
+        while (data := self._outbox.get()) is not None:
+            try:
+                self.conn.send_bytes(data)
+            # the worker is gone (the receiving side fails its jobs), or close() hung up
+            # during a long write (a closed Connection then raises TypeError)
+            except (OSError, TypeError, ValueError):
+                self.broken = True
+                return
+
+    def close(self) -> None:
+        """Hang up at once: threads blocked reading or writing return (a plain close leaves
+        them waiting on a worker that does not answer), and a remote worker sees the end."""
+        self.broken = True
+        self._outbox.put(None)
+        with contextlib.suppress(OSError, ValueError):
+            with socket.socket(fileno=os.dup(self.conn.fileno())) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+        self.conn.close()
+
+
 class Job:
     """One request to the worker: its items arrive in :meth:`stream`."""
 
-    def __init__(self, client: "WorkerClient", job_id: int, name: str) -> None:
-        self.client, self.id, self.name = client, job_id, name
+    def __init__(self, client: "WorkerClient", job_id: int, name: str,
+                 link: _Link | None = None) -> None:
+        self.client, self.id, self.name, self.link = client, job_id, name, link
         self.queue: queue.Queue = queue.Queue()
         self.cancelled = False
+        self.ended = threading.Event()  # its last item (result, error, death) has arrived
+        self.end_kind: str | None = None
+        self._stopping = False
+
+    def _end(self, kind: str, value: Any) -> None:
+        self.end_kind = kind
+        self.queue.put((kind, value))
+        self.ended.set()
 
     def stream(self) -> Generator[Any, None, Any]:
         """Yield the job's items; return its result; raise :class:`WorkerError` if it failed."""
@@ -82,6 +138,8 @@ class Job:
                 return value
             elif kind == "died":
                 raise WorkerDied(value)
+            elif kind == "cancelled":
+                raise JobCancelled(value)
             else:
                 raise WorkerError(value)
 
@@ -97,7 +155,24 @@ class Job:
     def cancel(self) -> None:
         """Ask the worker to stop this job (training stops within one batch)."""
         self.cancelled = True
-        self.client._send("cancel", self.id)
+        self.client._send("cancel", self.id, link=self.link)
+
+    def stop(self, patient: bool = False) -> None:
+        """Cancel, and see that the job ends even when it cannot stop by itself: one long image
+        is not interrupted between batches, and a worker that hangs or was stopped (SIGSTOP)
+        never answers. Returns at once; if the job has not ended after :data:`STOP_GRACE`
+        seconds, a worker that does not answer a ping is restarted (every job it ran ends), a
+        ``patient`` job (one that stops between batches or images and keeps what it did:
+        training, folder runs) is waited for while the worker answers, and any other job is
+        ended by restarting the worker, or, when other jobs run there (a training), given up
+        alone: :meth:`stream` raises :class:`JobCancelled` and its late items are dropped."""
+        if self._stopping:
+            return
+        self._stopping = True
+        with contextlib.suppress(WorkerError):
+            self.cancel()
+        threading.Thread(target=self.client._see_to_end, args=(self, patient),
+                         name=f"skinseg-stop-{self.id}", daemon=True).start()
 
 
 REMOTE_ENV = "SKINSEG_WORKER"
@@ -120,8 +195,7 @@ class WorkerClient:
             remote, authkey = (host, int(port)), bytes.fromhex(os.environ[KEY_ENV])
         self.remote, self.authkey = remote, authkey
         self._lock = threading.RLock()
-        self._send_lock = threading.Lock()
-        self._conn: Connection | None = None
+        self._link: _Link | None = None
         self._process: subprocess.Popen | None = None
         self._jobs: dict[int, Job] = {}
         self._ids = itertools.count(1)
@@ -133,8 +207,8 @@ class WorkerClient:
     @property
     def alive(self) -> bool:
         if self.remote is not None:
-            return self._conn is not None
-        return self._conn is not None and self._process is not None and self._process.poll() is None
+            return self._link is not None
+        return self._link is not None and self._process is not None and self._process.poll() is None
 
     @property
     def pid(self) -> int | None:
@@ -195,10 +269,10 @@ class WorkerClient:
                 conn.close()
             raise WorkerDied(f"the model worker could not start (it {_exit_cause(process.poll())})"
                              + self._log_tail())
-        self._process, self._conn = process, conn
+        self._process, self._link = process, _Link(conn)
         self.starts += 1
-        threading.Thread(target=self._receive, args=(conn, process), name="skinseg-worker-receive",
-                         daemon=True).start()
+        threading.Thread(target=self._receive, args=(self._link, process),
+                         name="skinseg-worker-receive", daemon=True).start()
 
     def _connect(self) -> None:
         try:
@@ -211,10 +285,10 @@ class WorkerClient:
                              f"({err or type(err).__name__})") from None
         if hello[0] != "hello":
             raise WorkerDied(f"{self.remote[0]}:{self.remote[1]} is not a napari-skinseg worker")
-        self._conn = conn
+        self._link = _Link(conn)
         self.starts += 1
-        threading.Thread(target=self._receive, args=(conn, None), name="skinseg-worker-receive",
-                         daemon=True).start()
+        threading.Thread(target=self._receive, args=(self._link, None),
+                         name="skinseg-worker-receive", daemon=True).start()
 
     def _log_tail(self, lines: int = 3) -> str:
         try:
@@ -224,20 +298,23 @@ class WorkerClient:
         useful = [t for t in text if t.strip()][-lines:]
         return (": " + " | ".join(u.strip() for u in useful)[:400]) if useful else ""
 
-    def _receive(self, conn: Connection, process: subprocess.Popen | None) -> None:
+    def _receive(self, link: _Link, process: subprocess.Popen | None) -> None:
         while True:
             try:
-                kind, job_id, value = loads(conn.recv_bytes())
+                kind, job_id, value = loads(link.conn.recv_bytes())
             except (EOFError, OSError):
                 break
             job = self._jobs.get(job_id)
-            if job is None:
+            if job is None:  # e.g. the late items of a job given up
                 continue
             if kind != "event":
                 self._jobs.pop(job_id, None)
             if kind == "error" and str(value).endswith("worker's log"):
                 value = f"{value} ({self._log_path})"
-            job.queue.put((kind, value))
+            if kind == "event":
+                job.queue.put((kind, value))
+            else:
+                job._end(kind, value)
         # The worker is gone: fail every job that was waiting on it.
         if process is not None:
             try:
@@ -248,28 +325,29 @@ class WorkerClient:
         else:
             cause = f"at {self.remote[0]}:{self.remote[1]} disconnected"
         with self._lock:
-            if self._conn is conn:
-                self._conn = None
-            orphans = [j for j in self._jobs.values() if j.client is self]
-            self._jobs.clear()
+            if self._link is link:
+                self._link = None
+            orphans = [j for j in self._jobs.values() if j.link is link]  # not a new worker's
+            for job in orphans:
+                del self._jobs[job.id]
         message = (f"the model worker {cause}; napari and its layers are "
                    "unaffected, and the next action starts a new worker")
         for job in orphans:
-            job.queue.put(("died", message))
+            job._end("died", message)
 
     def _discard(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
+        if self._link is not None:
+            self._link.close()
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
             self._process.wait()
-        self._conn = None
+        self._link = None
 
     def shutdown(self) -> None:
         """Stop the worker (at napari's exit; jobs still running are abandoned)."""
         with self._lock:
-            process, conn = self._process, self._conn
-            if conn is not None:
+            process, link = self._process, self._link
+            if link is not None:
                 try:
                     self._send("shutdown")
                 except WorkerError:
@@ -290,29 +368,79 @@ class WorkerClient:
             self._process.wait()
 
     # -- jobs --------------------------------------------------------------------------------
-    def _send(self, *message: Any) -> None:
-        conn = self._conn
-        if conn is None:
+    def _send(self, *message: Any, link: _Link | None = None) -> None:
+        """Queue a message for the worker (``link``: the one a job runs on); never blocks."""
+        link = link or self._link
+        if link is None:
             raise WorkerDied("the model worker is not running")
-        data = dumps(message)
-        try:
-            with self._send_lock:
-                conn.send_bytes(data)
-        except OSError as err:
-            raise WorkerDied(f"the model worker is not reachable ({err})") from None
+        link.send(*message)
 
-    def submit(self, name: str, **kwargs: Any) -> Job:
-        """Start job ``name`` (see :mod:`napari_skinseg.worker_jobs`) in the worker."""
-        self.ensure_started()
-        with self._lock:
-            job = Job(self, next(self._ids), name)
+    def _new_job(self, name: str, link: _Link | None, kwargs: dict) -> Job:
+        with self._lock:  # the link still current: a worker that dies later fails this job
+            if link is None or link is not self._link:
+                raise WorkerDied("the model worker is not running")
+            job = Job(self, next(self._ids), name, link)
             self._jobs[job.id] = job
         try:
-            self._send("run", job.id, name, kwargs)
+            self._send("run", job.id, name, kwargs, link=link)
         except WorkerDied:
             self._jobs.pop(job.id, None)
             raise
         return job
+
+    def submit(self, name: str, **kwargs: Any) -> Job:
+        """Start job ``name`` (see :mod:`napari_skinseg.worker_jobs`) in the worker."""
+        self.ensure_started()
+        return self._new_job(name, self._link, kwargs)
+
+    def _answers(self, link: _Link) -> bool:
+        """Whether the worker on ``link`` answers a ping within :data:`PING_TIMEOUT` seconds
+        (any answer counts: an older worker without the job says so)."""
+        try:
+            ping = self._new_job("ping", link, {})
+        except WorkerDied:
+            return False
+        answered = ping.ended.wait(PING_TIMEOUT) and ping.end_kind != "died"
+        with self._lock:
+            self._jobs.pop(ping.id, None)
+        return answered
+
+    def _see_to_end(self, job: Job, patient: bool) -> None:
+        """:meth:`Job.stop`'s watch, on a thread of its own."""
+        while not job.ended.wait(STOP_GRACE):
+            if job.link is None or job.link is not self._link:
+                return  # that worker is already gone; its jobs ended with it
+            if not self._answers(job.link):
+                self.restart(job.link, "the model worker stopped answering (stopped or hung), "
+                                       "so it was ended; napari and its layers are unaffected, "
+                                       "and the next action starts a new worker")
+                return
+            if patient:
+                continue
+            with self._lock:
+                others = [j for j in self._jobs.values()
+                          if j is not job and j.link is job.link and j.name != "ping"]
+                if others:  # e.g. a training: it goes on, this job's late items are dropped
+                    self._jobs.pop(job.id, None)
+            if others:
+                job._end("cancelled", f"{job.name} was cancelled")
+            else:  # nothing else runs there: a fresh worker stops the computing too
+                self.restart(job.link, f"the model worker was restarted to cancel {job.name}")
+            return
+
+    def restart(self, link: _Link | None = None, reason: str = "the model worker was restarted"
+                ) -> None:
+        """End the worker now, a stopped or hung one too (only if it is still the one on
+        ``link``): every job it runs ends with ``reason``, and the next job starts a new one."""
+        with self._lock:
+            if link is not None and link is not self._link:
+                return
+            ended = [j for j in self._jobs.values() if j.link is self._link]
+            for job in ended:
+                del self._jobs[job.id]
+            self._discard()  # SIGKILL ends a stopped process as well
+        for job in ended:
+            job._end("died", reason)
 
     def call(self, name: str, **kwargs: Any) -> Any:
         """Run a job to its end and return its result."""

@@ -81,6 +81,12 @@ def job_devices(cancel: Cancel) -> Generator[Any, None, tuple[str, ...]]:
     yield  # a generator, like every job
 
 
+def job_ping(cancel: Cancel) -> Generator[Any, None, bool]:
+    """An immediate answer: napari asks it to tell a busy worker from a hung one."""
+    return True
+    yield
+
+
 def job_model_info(cancel: Cancel, model: str | None = None) -> Generator[Any, None, dict]:
     """Load a model file (checking it) and describe it."""
     path = _model_path(model)
@@ -288,6 +294,7 @@ JOBS: dict[str, Callable[..., Generator]] = {
     "click_refine": job_click_refine,
     "prepare_clicks": job_prepare_clicks,
     "devices": job_devices,
+    "ping": job_ping,
     "model_info": job_model_info,
     "predict": job_predict,
     "segment_folder": job_segment_folder,

@@ -91,6 +91,8 @@ class CurateWidget(DockContainer):
         self.save_button = PushButton(text="Save as training mask")
         nav = Container(widgets=[self.previous_button, self.next_button, self.save_next_button],
                         layout="horizontal", labels=False)
+        # shown while a job of this dock runs (ranking, segmenting the image, accepting)
+        self.cancel_button = PushButton(text="Cancel", visible=False)
         self.count = status_label("")
         self.order = ComboBox(label="order", choices=[FOLDER_ORDER, WORST_FIRST], value=FOLDER_ORDER,
                               tooltip="worst first: the images whose masks most likely need "
@@ -108,7 +110,8 @@ class CurateWidget(DockContainer):
         self.status = status_label("")
         self.controller = TrainingController(self._set_running, self._set_status)
         self.extend([self.curated_dir, self.source_dir, self.model_line, self.post_line,
-                     self.order, nav, self.save_button, self.target, self.count, self.status,
+                     self.order, nav, self.cancel_button, self.save_button, self.target,
+                     self.count, self.status,
                      self.click_fix, self.accept_above, self.accept_button, self.start_from,
                      self.epochs, self.retrain_button, self.controller])
         self.runner: JobRunner | None = None
@@ -125,6 +128,7 @@ class CurateWidget(DockContainer):
         self.save_next_button.changed.connect(self._guard(self.save_and_next))
         self.save_button.changed.connect(self._guard(self.save_training_mask))
         self.accept_button.changed.connect(self._guard(self.accept_rest))
+        self.cancel_button.changed.connect(self.cancel_job)
         self.order.changed.connect(lambda *_: self._guard(self._rank_if_needed)())
         self.retrain_button.changed.connect(self._retrain_or_cancel)
         self.curated_dir.changed.connect(self.update_count)
@@ -156,6 +160,26 @@ class CurateWidget(DockContainer):
     def worker(self):
         """The running segmentation job, or None."""
         return self.runner if self.runner is not None and self.runner.running else None
+
+    def _run(self, what: str, name: str, kwargs: dict, *, finished=None, **callbacks) -> JobRunner:
+        """Start a job of this dock; while it runs, "Cancel <what>" stops it."""
+        def done():
+            self.cancel_button.visible = False
+            if finished is not None:
+                finished()  # may start the next job (Next after a ranking), which shows it again
+
+        self.cancel_button.text, self.cancel_button.visible = f"Cancel {what}", True
+        self.runner = run_job(name, kwargs, finished=done, **callbacks)
+        return self.runner
+
+    def cancel_job(self, *_) -> None:
+        """Stop the running job: one that cannot stop by itself, or one in a worker that
+        hangs, is ended all the same within seconds (JobRunner.cancel); then the dock is free."""
+        if self.worker is None:
+            return
+        self._after_ranking = None  # a Next or Accept pressed during a ranking does not follow
+        self.runner.cancel()
+        self._set_status(f"{self.cancel_button.text.replace('Cancel', 'cancelling')} ...")
 
     @property
     def folder(self) -> PairFolder:
@@ -308,7 +332,15 @@ class CurateWidget(DockContainer):
 
         ranked: list[bool] = []
 
+        def stopped():
+            n = len([p for p in missing if p in self.predicted])
+            self._set_status(f"ranking cancelled after {n} of {len(missing)} images; Next or "
+                             "worst first ranks the rest")
+
         def done(_n):
+            if any(p not in self.predicted for p in missing):  # it stopped between images
+                stopped()
+                return
             self._set_status(f"ranked {len(missing)} images: worst first")
             ranked.append(True)
 
@@ -317,10 +349,10 @@ class CurateWidget(DockContainer):
             if ranked and after is not None:
                 self._guard(after)()
 
-        self.runner = run_job("review_folder", dict(paths=[str(p) for p in missing],
-                                                    model=SESSION.model.job_arg),
-                              yielded=got, returned=done, finished=finished,
-                              failed=lambda message: self._set_status(f"cannot rank: {message}"))
+        self._run("ranking", "review_folder", dict(paths=[str(p) for p in missing],
+                                                   model=SESSION.model.job_arg),
+                  yielded=got, returned=done, finished=finished, cancelled=stopped,
+                  failed=lambda message: self._set_status(f"cannot rank: {message}"))
         return False
 
     def _estimate(self, path: Path) -> str:
@@ -352,9 +384,11 @@ class CurateWidget(DockContainer):
             self._set_status(message)
             show_info(message)
 
-        self.runner = run_job("accept_as_curated", dict(
+        self._run("accepting", "accept_as_curated", dict(
             paths=[str(p) for p in chosen], curated=str(folder.root), model=SESSION.model.job_arg,
             post=SESSION.post.config), returned=done,
+            cancelled=lambda: self._set_status(f"accepting cancelled ({self.update_count()} "
+                                               "curated pairs)"),
             failed=lambda message: self._set_status(f"cannot accept: {message}"))
 
     def next_image(self) -> Path | None:
@@ -455,10 +489,13 @@ class CurateWidget(DockContainer):
             self._set_status(f"correct '{labels.name}' with clicks or the brush, then Save & next "
                              f"({self._estimate(path)}{left} more to curate)")
 
-        self.runner = run_job("predict", dict(images=[(layer.name, image)],
-                                              model=SESSION.model.job_arg),
-                              yielded=shown,
-                              failed=lambda message: self._set_status(f"cannot segment {path.name}: {message}"))
+        def stopped():
+            self._set_status(f"segmenting {path.name} was cancelled")
+
+        self._run("segmentation", "predict", dict(images=[(layer.name, image)],
+                                                  model=SESSION.model.job_arg),
+                  yielded=shown, returned=lambda n: None if n else stopped(), cancelled=stopped,
+                  failed=lambda message: self._set_status(f"cannot segment {path.name}: {message}"))
         return True
 
     def _free_name(self, stem: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any, Callable
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error
 
-from ..worker_client import Job, WorkerError
+from ..worker_client import Job, JobCancelled, WorkerDied, WorkerError
 from .fields import plain_error
 from .session import SESSION
 
@@ -27,15 +27,25 @@ class _Failure:
         self.message = message
 
 
+_CANCELLED = object()  # the job ended without its result because the person cancelled it
+
+
 class JobRunner:
-    """One running job of a dock: start it, cancel it, know whether it runs."""
+    """One running job of a dock: start it, cancel it, know whether it runs.
+
+    ``patient``: the job stops by itself soon after a cancel and keeps what it did (training,
+    folder runs), so a cancel waits for it as long as the worker answers; any other job is
+    ended for sure (see :meth:`~napari_skinseg.worker_client.Job.stop`). ``cancelled`` is
+    called when a cancelled job ended without its result (instead of ``returned``)."""
 
     def __init__(self, name: str, kwargs: dict, *, yielded: Callable[[Any], None] | None = None,
                  returned: Callable[[Any], None] | None = None,
                  failed: Callable[[str], None] | None = None,
-                 finished: Callable[[], None] | None = None) -> None:
+                 finished: Callable[[], None] | None = None,
+                 cancelled: Callable[[], None] | None = None, patient: bool = False) -> None:
         self.name, self.kwargs = name, kwargs
         self.yielded, self.returned, self.failed, self.finished = yielded, returned, failed, finished
+        self.cancelled, self.patient = cancelled, patient
         self.job: Job | None = None
         self.running = False
         self._cancel_requested = False
@@ -44,16 +54,21 @@ class JobRunner:
         try:
             self.job = SESSION.client.submit(self.name, **self.kwargs)
             if self._cancel_requested:
-                self.job.cancel()
+                self.job.stop(self.patient)
             result = yield from self.job.stream()
         except WorkerError as err:
+            if self._cancel_requested and isinstance(err, (WorkerDied, JobCancelled)):
+                return _CANCELLED  # given up, or its worker ended to stop it
             return _Failure(str(err))
         except Exception as err:  # noqa: BLE001 - e.g. a request that cannot be sent
             return _Failure(plain_error(err))
         return result
 
     def _on_returned(self, value: Any) -> None:
-        if isinstance(value, _Failure):
+        if value is _CANCELLED:
+            if self.cancelled is not None and not SESSION.closing:
+                self.cancelled()
+        elif isinstance(value, _Failure):
             if SESSION.closing:
                 return
             show_error(value.message)
@@ -93,12 +108,10 @@ class JobRunner:
         return self
 
     def cancel(self) -> None:
+        """Stop the job without waiting (the GUI stays live); ``finished`` follows."""
         self._cancel_requested = True
         if self.job is not None:
-            try:
-                self.job.cancel()
-            except WorkerError:
-                pass  # the worker is gone; the job ends by itself
+            self.job.stop(self.patient)
 
 
 _hooked = False

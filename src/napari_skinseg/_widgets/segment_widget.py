@@ -48,6 +48,7 @@ from .session import SESSION
 from .status_label import status_label
 
 FOLDER, CANCEL_FOLDER = "Segment folder", "Cancel folder run"  # the button while a run goes on
+SEGMENT, CANCEL_SEGMENT = "Segment selected images", "Cancel segmentation"  # the same for layers
 
 
 class PostprocessControls(Container):
@@ -86,7 +87,7 @@ class SegmentWidget(DockContainer):
         self.images.native.setMaximumHeight(90)
         self.post = PostprocessControls()
         self.probabilities = CheckBox(label="also show probability layer", value=False)
-        self.segment_button = PushButton(text="Segment selected images")
+        self.segment_button = PushButton(text=SEGMENT)
         self.input_dir = FileEdit(label="input folder", mode="d")
         self.results_dir = FileEdit(label="results folder", mode="d")
         self.overlay = CheckBox(label="write overlays", value=True)
@@ -142,6 +143,11 @@ class SegmentWidget(DockContainer):
         self.status.value = message
 
     def _segment_layers(self, *_):
+        if self.worker is not None and self.segment_button.text == CANCEL_SEGMENT:
+            # one large image is not interrupted, and a worker may hang: the runner ends it
+            self.runner.cancel()
+            self.status.value = "cancelling the segmentation ..."
+            return
         if self._busy():
             return
         try:
@@ -183,18 +189,24 @@ class SegmentWidget(DockContainer):
 
         def returned(n):
             done = n - len(kept) - len(closed)
-            text = f"segmented {done} image(s)" + (f"; kept the hand corrections of {', '.join(kept)}"
-                                                   if kept else "") \
+            text = (f"segmented {done} image(s)" if n == len(arrays) else
+                    f"segmentation cancelled after {done} of {len(arrays)} image(s)") \
+                + (f"; kept the hand corrections of {', '.join(kept)}" if kept else "") \
                 + (f"; not shown (closed meanwhile): {', '.join(closed)}" if closed else "")
             show_info(text)
-            if kept or closed or n > 1:
+            if kept or closed or n != 1:
                 self.status.value = text
 
+        def finished():
+            self.segment_button.text = SEGMENT
+
+        self.segment_button.text = CANCEL_SEGMENT  # before: a synchronous run ends in run_job
         self.runner = run_job("predict", dict(images=arrays, model=SESSION.model.job_arg,
                                               device=self.model.device.value, tta=self.post.tta.value,
                                               engine=self.model.engine.value),
-                              yielded=shown, returned=returned,
-                              failed=lambda message: setattr(self.status, "value", f"segmentation failed: {message}"))
+                              yielded=shown, returned=returned, finished=finished,
+                              failed=lambda message: setattr(self.status, "value", f"segmentation failed: {message}"),
+                              cancelled=lambda: setattr(self.status, "value", "segmentation cancelled"))
 
     def _reapply(self, post: PostprocessConfig):
         edited = []
@@ -248,11 +260,14 @@ class SegmentWidget(DockContainer):
             show_info(f"{summary}; results in {results_dir}")
 
         self.status.value = f"segmenting {input_dir} ..."
+        self.folder_button.text = CANCEL_FOLDER
         self.runner = run_job("segment_folder", dict(
             input_dir=str(input_dir), results_dir=str(results_dir), model=SESSION.model.job_arg,
             device=self.model.device.value, post=SESSION.post.config, tta=self.post.tta.value,
             overwrite=self.overwrite.value, overlay=self.overlay.value,
             engine=self.model.engine.value),
             yielded=step, returned=returned, finished=finished,
-            failed=lambda message: setattr(self.status, "value", f"folder run failed: {message}"))
-        self.folder_button.text = CANCEL_FOLDER
+            failed=lambda message: setattr(self.status, "value", f"folder run failed: {message}"),
+            patient=True,  # it stops after the images in flight and keeps what it wrote
+            cancelled=lambda: setattr(self.status, "value", "folder run cancelled (the model "
+                                      "worker stopped answering); outputs written so far are kept"))

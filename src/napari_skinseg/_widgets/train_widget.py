@@ -28,7 +28,7 @@ from napari.utils.notifications import show_error
 from ..bundled import bundled_model_path, has_bundled_model
 from ..config import TrainConfig
 from ..image_io import pair_arrays, write_image, write_mask
-from ..pairs import PairFolder, pair_folders
+from ..pairs import PairFolder, pair_folders, unique_ids
 from .fields import (
     DockContainer,
     chosen_path,
@@ -228,9 +228,9 @@ class TrainWidget(DockContainer):
         """Save the pairs beside the model, so the run can be repeated from the command line and
         the data is kept with the model."""
         data = PairFolder(out.with_name(out.stem + "_data"))
-        ids = [stem for _, _, stem in pairs]
-        for i, (image, label, stem) in enumerate(pairs):
-            stem = stem if ids.count(stem) == 1 else f"{stem}_{i}"
+        # layers of one name, or names that become one id (a, a?), each get a file of their own
+        ids = unique_ids([stem for _, _, stem in pairs])
+        for (image, label, _), stem in zip(pairs, ids):
             write_image(data.image_path(stem), image)
             write_mask(data.mask_path(stem), label > 0)
         return data

@@ -87,7 +87,10 @@ class TrainingController(Container):
                       compare=True, baseline=SESSION.model.job_arg)
         self.runner = run_job("train", kwargs, yielded=self._on_event, returned=self._on_summary,
                               failed=lambda message: self.on_status(f"training failed: {message}"),
-                              finished=self._finished)
+                              finished=self._finished, patient=True,  # it stops within a batch
+                              cancelled=lambda: self.on_status(
+                                  "training cancelled: the model worker stopped answering, so "
+                                  "it was ended"))
 
     def cancel(self) -> None:
         if self.runner is not None:
