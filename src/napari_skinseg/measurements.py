@@ -306,20 +306,22 @@ def read_measurements_csv(path: str | Path) -> list[dict[str, str]]:
 
 
 def made_with_pixel_size(row: dict[str, Any], pixel_size_mm: float | None) -> bool:
-    """Whether a row (as read from a measurements CSV) was measured with ``pixel_size_mm`` (None:
-    no millimetres). The file does not store the pixel size; the row's area in mm² over its area
-    in pixels gives it back (to the 6 digits written). A row of an empty mask has no lengths to
-    get wrong, so it fits any pixel size."""
+    """Whether a row (as read from a measurements CSV) can stay in a run given ``pixel_size_mm``:
+    it was measured with that pixel size, or the run gives none (a rerun that adds overlays asks
+    nothing of the millimetre columns, so rows made with a pixel size keep theirs). The file does
+    not store the pixel size; the row's area in mm² over its area in pixels gives it back (to the
+    6 digits written). A row of an empty mask has no lengths to get wrong: it fits any size."""
+    if pixel_size_mm is None:
+        return True
     try:
         area_px, area_mm2 = float(row["area_px"]), float(row.get("area_mm2") or "nan")
     except (KeyError, TypeError, ValueError):
         return False  # not a row this module wrote: measure again
     if not area_px > 0:
         return True
-    made_with = math.sqrt(area_mm2 / area_px) if math.isfinite(area_mm2) and area_mm2 > 0 else None
-    if made_with is None or pixel_size_mm is None:
-        return made_with is None and pixel_size_mm is None
-    return math.isclose(made_with, pixel_size_mm, rel_tol=1e-4)
+    if not (math.isfinite(area_mm2) and area_mm2 > 0):
+        return False  # made without millimetres: measured again with them
+    return math.isclose(math.sqrt(area_mm2 / area_px), pixel_size_mm, rel_tol=1e-4)
 
 
 def merge_measurements_csv(rows: Sequence[dict[str, Any]], path: str | Path,
