@@ -137,10 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "processes (needs napari-skinseg[distributed]); the workers read and write "
                         "the shared paths themselves")
     s.add_argument("--engine", choices=ENGINES, default="auto",
-                   help="what runs the network: onnx (ONNX Runtime, the CPU default when "
-                        "installed; exported once per model file and cached), onnx-int8 (its "
-                        "quantised copy: faster on most CPUs, masks within about 0.4 %% Dice of "
-                        "fp32's) or torch")
+                   help="what runs the network: auto (default: on a CPU ONNX Runtime's int8 copy "
+                        "where it measured faster than fp32, else fp32 ONNX Runtime; torch on a "
+                        "GPU), onnx (ONNX Runtime fp32, torch's masks; exported once per model "
+                        "file and cached), onnx-int8 (its quantised copy: masks within about "
+                        "0.4 %% Dice of fp32's) or torch")
     s.add_argument("--overwrite", action="store_true",
                    help="replace existing outputs (without it, a rerun keeps existing masks and "
                         "adds only what is missing)")

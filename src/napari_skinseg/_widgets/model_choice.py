@@ -25,9 +25,10 @@ class ModelChoice(Container):
         self.device = ComboBox(label="device", choices=list(SESSION.devices), value="auto",
                                tooltip="only devices that work on this machine are listed")
         self.engine = ComboBox(label="engine", choices=list(ENGINES), value="auto",
-                               tooltip="what runs the network: onnx (ONNX Runtime; auto on a CPU "
-                                       "when installed), onnx-int8 (its quantised copy: faster, "
-                                       "masks within about 0.4 % Dice of fp32's) or torch")
+                               tooltip="what runs the network: auto (on a CPU the int8 copy where "
+                                       "it is faster here, else onnx), onnx (ONNX Runtime fp32: "
+                                       "torch's masks), onnx-int8 (its quantised copy: masks "
+                                       "within about 0.4 % Dice of fp32's) or torch")
         self.line = model_in_use_line()
         super().__init__(widgets=[self.choice, self.file, self.device, self.engine, self.line],
                          labels=True)
