@@ -354,6 +354,8 @@ def test_segmenting_an_image_can_be_cancelled_when_the_worker_hangs(make_napari_
         widget.images.value = ["photo"]
         widget.segment_button.native.click()
         assert widget.worker is not None
+        # the model's first job in the session: a wait of seconds is announced
+        assert widget.status.value.startswith("segmenting 1 image(s) ... (loading the model")
         widget.segment_button.native.click()  # Cancel
         qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
         assert process.poll() is not None  # the stopped worker was ended
@@ -363,6 +365,9 @@ def test_segmenting_an_image_can_be_cancelled_when_the_worker_hangs(make_napari_
     widget.segment_button.native.click()  # the dock works again, with a new worker
     qtbot.waitUntil(lambda: widget.worker is None and "skin prediction" in viewer.layers,
                     timeout=SLOW)
+    widget.segment_button.native.click()  # the model is loaded now: no note of a wait
+    assert widget.status.value == "segmenting 1 image(s) ..."
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=SLOW)
     assert errors == []
 
 
