@@ -1,4 +1,5 @@
-"""An int8 copy of an exported segmentation network, for the ``onnx-int8`` engine.
+"""An int8 copy of an exported segmentation network, for the ``onnx-int8`` engine and for ``auto``
+on CPUs where it runs faster than fp32 (:func:`napari_skinseg.onnx_engine.int8_preferred`).
 
 ONNX Runtime's static quantisation (QDQ, int8 weights per channel, uint8 activations) needs
 example inputs to fix each activation's range. No user data is at hand when a model file is first
