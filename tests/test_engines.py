@@ -154,6 +154,9 @@ def test_auto_runs_the_int8_copy_where_it_is_clearly_faster(tmp_path, tiny_model
     monkeypatch.setattr(onnx_quantize, "network_ms", lambda *a: (10.0, 12.0))
     assert make_segmenter(tiny_model_path, engine="auto").engine == "onnx"
     assert set(json.loads(record.read_text())) == {"another CPU", cpu}
+    record.write_text(json.dumps({cpu: {"fp32_ms": "fast", "int8_ms": None}}))  # damaged: timed
+    monkeypatch.setattr(onnx_quantize, "network_ms", lambda *a: (10.0, 5.0))
+    assert make_segmenter(tiny_model_path, engine="auto").engine == "onnx-int8"
 
 
 def test_auto_keeps_fp32_when_the_int8_copy_is_refused_or_cannot_be_made(

@@ -244,7 +244,8 @@ def int8_preferred(path: str | os.PathLike | None) -> bool:
     records = _read_json(record_path) or {}
     cpu = _cpu_name()
     record = records.get(cpu)
-    if not (isinstance(record, dict) and {"fp32_ms", "int8_ms"} <= record.keys()):
+    if not (isinstance(record, dict) and all(isinstance(record.get(k), (int, float))
+                                             for k in ("fp32_ms", "int8_ms"))):  # or damaged
         fp32_path = int8_path.parent / f"{int8_path.name.split('.')[0]}.onnx"
         fp32_ms, int8_ms = network_ms(fp32_path, int8_path, int(metadata["size"]))
         record = records[cpu] = {"fp32_ms": fp32_ms, "int8_ms": int8_ms}
