@@ -791,6 +791,36 @@ def test_clicks_and_a_box_can_be_cancelled_when_the_worker_hangs(make_napari_vie
     assert len(errors) == 1  # the refused undo only: a cancel shows no error
 
 
+def test_a_cancelled_click_answered_late_changes_nothing(make_napari_viewer, monkeypatch, errors):
+    viewer, _, damaged, labels, curate, (cy, cx) = _a_mask_to_fix(make_napari_viewer, hole=True)
+    started = []
+
+    def held_job(name, kwargs, **callbacks):  # a job whose answer the test gives, when it likes
+        runner = SimpleNamespace(name=name, kwargs=kwargs, running=True, cancel_requested=False,
+                                  **callbacks)
+        runner.cancel = lambda: setattr(runner, "cancel_requested", True)
+        started.append(runner)
+        return runner
+    monkeypatch.setattr(click_fix, "run_job", held_job)
+    panel = curate.click_fix
+    panel.start_button.native.click()
+    points = viewer.layers["skin mask clicks"]
+    points.add([cy, cx])
+    panel.cancel_button.native.click()
+    assert [(r.name, r.cancel_requested) for r in started] == [("prepare_clicks", True),
+                                                                ("click_refine", True)]
+    points.add([cy + 2, cx + 2])  # a new click while the cancelled one ends: it waits its turn
+    assert panel.cancel_button.text == "Cancel click" and len(started) == 2
+    started[1].returned(np.ones_like(damaged))  # the worker answers after all: nothing applied
+    assert np.array_equal(labels.data > 0, damaged) and len(labels._undo_history) == 0
+    assert started[2].name == "click_refine"
+    assert started[2].kwargs["clicks"] == [(cy + 2, cx + 2, True)]
+    started[2].returned(np.ones_like(damaged))  # the new click's answer is applied
+    assert labels.data[cy, cx] == 1 and len(points.data) == 1
+    panel.undo_button.native.click()
+    assert np.array_equal(labels.data > 0, damaged) and len(points.data) == 0 and errors == []
+
+
 def test_a_click_after_its_labels_layer_was_closed_is_a_message(make_napari_viewer, monkeypatch):
     from napari_skinseg._widgets import click_fix
 
