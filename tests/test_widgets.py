@@ -16,6 +16,7 @@ import pytest
 
 from napari_skinseg import cli
 from napari_skinseg._widgets import (
+    click_fix,
     curate_widget,
     fields,
     jobs,
@@ -47,7 +48,8 @@ def fresh_session(qtbot):
 def errors(monkeypatch):
     """Error notifications the widgets show, collected instead of popping up."""
     shown: list[str] = []
-    for module in (train_widget, segment_widget, curate_widget, jobs, measurements_panel):
+    for module in (train_widget, segment_widget, curate_widget, jobs, measurements_panel,
+                   click_fix):
         monkeypatch.setattr(module, "show_error", shown.append)
     return shown
 
@@ -752,6 +754,76 @@ def test_a_click_the_worker_cannot_answer_is_fixed_in_napari(make_napari_viewer,
     assert not curate.click_fix._running and not curate.click_fix._pending
     curate.click_fix.undo_button.native.click()
     assert np.array_equal(labels.data > 0, damaged)
+
+
+def test_clicks_and_a_box_can_be_cancelled_when_the_worker_hangs(make_napari_viewer, qtbot,
+                                                                    errors):
+    # Clicks and a box sent to a worker that stops without dying waited for ever: the click-fix
+    # controls stayed busy ("a click is still being fixed") and nothing let the person out.
+    viewer, _, damaged, labels, curate, (cy, cx) = _a_mask_to_fix(make_napari_viewer, hole=True)
+    panel = curate.click_fix
+    history = len(labels._undo_history)
+    with a_stopped_worker(qtbot) as process:
+        panel.start_button.native.click()  # its loading of the click network hangs too
+        points = viewer.layers["skin mask clicks"]
+        panel.box_button.native.click()
+        viewer.layers["skin mask box"].add_rectangles(np.array([[cy - 20, cx - 20],
+                                                                [cy + 20, cx + 20]]))
+        panel.box_button.native.click()
+        assert shown(panel.cancel_button) and panel.cancel_button.text == "Cancel box"
+        points.add([cy, cx])
+        points.add([cy + 3, cx + 3])  # waits its turn
+        assert panel.cancel_button.text == "Cancel 2 clicks and box"
+        panel.undo_button.native.click()  # refused while the clicks wait; the message says why
+        assert errors == ["a click is still being fixed: undo once its mask is shown, or press "
+                          "\"Cancel 2 clicks and box\""]
+        panel.cancel_button.native.click()
+        assert len(points.data) == 0 and not shown(panel.cancel_button)  # taken back at once
+        assert curate.status.value.startswith("2 clicks and box cancelled: the mask is as it was")
+        qtbot.waitUntil(lambda: not panel.busy, timeout=30_000)
+        assert process.poll() is not None  # the stopped worker was ended
+    # nothing half-applied: the mask, its undo history and the clicks are as before
+    assert np.array_equal(labels.data > 0, damaged) and len(labels._undo_history) == history
+    [(_, session, _)] = panel.sessions.values()
+    assert session.clicks == [] and not session.can_undo
+    assert len(viewer.layers["skin mask box"].data) == 1  # the box stays, to be pressed again
+    points.add([cy, cx])  # works again, with a new worker
+    qtbot.waitUntil(lambda: not panel.busy, timeout=SLOW)
+    assert SESSION.client.pid != process.pid and labels.data[cy, cx] == 1
+    assert len(points.data) == 1 and not shown(panel.cancel_button)
+    panel.undo_button.native.click()
+    assert np.array_equal(labels.data > 0, damaged) and len(points.data) == 0
+    assert len(errors) == 1  # the refused undo only: a cancel shows no error
+
+
+def test_a_cancelled_click_answered_late_changes_nothing(make_napari_viewer, monkeypatch, errors):
+    viewer, _, damaged, labels, curate, (cy, cx) = _a_mask_to_fix(make_napari_viewer, hole=True)
+    started = []
+
+    def held_job(name, kwargs, **callbacks):  # a job whose answer the test gives, when it likes
+        runner = SimpleNamespace(name=name, kwargs=kwargs, running=True, cancel_requested=False,
+                                  **callbacks)
+        runner.cancel = lambda: setattr(runner, "cancel_requested", True)
+        started.append(runner)
+        return runner
+    monkeypatch.setattr(click_fix, "run_job", held_job)
+    panel = curate.click_fix
+    panel.start_button.native.click()
+    points = viewer.layers["skin mask clicks"]
+    points.add([cy, cx])
+    panel.cancel_button.native.click()
+    assert [(r.name, r.cancel_requested) for r in started] == [("prepare_clicks", True),
+                                                                ("click_refine", True)]
+    points.add([cy + 2, cx + 2])  # a new click while the cancelled one ends: it waits its turn
+    assert panel.cancel_button.text == "Cancel click" and len(started) == 2
+    started[1].returned(np.ones_like(damaged))  # the worker answers after all: nothing applied
+    assert np.array_equal(labels.data > 0, damaged) and len(labels._undo_history) == 0
+    assert started[2].name == "click_refine"
+    assert started[2].kwargs["clicks"] == [(cy + 2, cx + 2, True)]
+    started[2].returned(np.ones_like(damaged))  # the new click's answer is applied
+    assert labels.data[cy, cx] == 1 and len(points.data) == 1
+    panel.undo_button.native.click()
+    assert np.array_equal(labels.data > 0, damaged) and len(points.data) == 0 and errors == []
 
 
 def test_a_click_after_its_labels_layer_was_closed_is_a_message(make_napari_viewer, monkeypatch):

@@ -7,6 +7,10 @@ reach the click are taken; clicks made meanwhile wait their turn. Without that n
 worker fails) a click is fixed here, in napari's process, by the random walker of
 :mod:`napari_skinseg.click_refine` from the probabilities stored with the prediction layer. The
 box needs the segmentation network, so its crop goes to the model worker too.
+
+While a click or box waits for the worker, a *Cancel click* / *Cancel box* button takes it back:
+the mask and undo history stay as they were, and the worker, if it hangs or was stopped, is ended
+within seconds (:meth:`JobRunner.cancel`); the next click starts a new one.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from napari.utils.notifications import show_error
 
 from ..bundled import bundled_click_model_path
 from ..interactive import ClickSession
-from .jobs import run_job
+from .jobs import JobRunner, run_job
 from .layers import PROBABILITY_KEY, image_array, image_for_labels, labels_array, placement_of
 from .session import SESSION
 
@@ -54,17 +58,21 @@ class ClickFixPanel(Container):
         self.kind = ComboBox(label="a click marks", choices=[LESION, SKIN], value=LESION)
         self.undo_button = PushButton(text="Undo click")
         self.box_button = PushButton(text="Re-segment inside box")
-        super().__init__(widgets=[self.start_button, self.kind, self.undo_button, self.box_button],
-                         labels=True)
+        self.cancel_button = PushButton(text="Cancel click", visible=False)  # while one waits
+        super().__init__(widgets=[self.start_button, self.kind, self.undo_button, self.box_button,
+                                  self.cancel_button], labels=True)
         self.sessions: dict[int, tuple[Labels, ClickSession, Points]] = {}
         self._pending: list[tuple] = []  # clicks waiting for the worker, oldest first
         self._made: dict[int, list[np.ndarray]] = {}  # per session: the mask each click/box made
         self._placed: dict[int, np.ndarray] = {}  # per points layer: the points of its clicks
-        self._running = False
+        self._running = False  # a click's job runs (the one given up by a cancel too)
+        self._jobs: dict[str, JobRunner | None] = {}  # the last "prepare", "click", "box" job
+        self._cancels = 0  # how many cancels so far: a job started before one is not applied
         self.start_button.changed.connect(self._guard(self.start))
         self.undo_button.changed.connect(self._guard(self.undo))
         self.box_button.changed.connect(self._guard(self.resegment_box))
         self.kind.changed.connect(self._set_click_colour)
+        self.cancel_button.changed.connect(self.cancel)
         viewer.layers.events.removed.connect(self._forget_removed)
 
     def _forget_removed(self, *_) -> None:
@@ -111,8 +119,9 @@ class ClickFixPanel(Container):
         if bundled_click_model_path() is not None:
             # load the click network now, while the person moves to the lesion: else the
             # first click waits for it (0.5 s instead of 0.1 s)
-            run_job("prepare_clicks", dict(image=session.image, mask=session.mask),
-                    failed=lambda message: None)
+            self._jobs["prepare"] = run_job("prepare_clicks", dict(image=session.image,
+                                                                   mask=session.mask),
+                                            failed=lambda message: None)
         points.events.data.connect(lambda event: self._on_points(event, points))
         self._set_click_colour()
         points.mode = "add"
@@ -169,6 +178,7 @@ class ClickFixPanel(Container):
             return
         self._pending.append((labels, session, points, y, x, lesion))
         self._send_next()
+        self._show_waiting()
 
     def _keep_points(self, points: Points) -> None:
         """A point deleted by hand would leave its click in force, unseen, and make the next
@@ -193,29 +203,25 @@ class ClickFixPanel(Container):
         if labels not in self.viewer.layers:
             self._pending.clear()  # the image was closed: its clicks go with it
             return
-        self._running = True
+        self._running, cancels = True, self._cancels
         follow_layer(labels, session)
 
-        def done(proposal) -> None:
+        def ended(fix: Callable[[], np.ndarray] | None, note: str = "") -> None:
             self._running = False
-            if labels in self.viewer.layers:
+            if fix and cancels == self._cancels and labels in self.viewer.layers:  # not taken back
                 follow_layer(labels, session)  # strokes painted while the worker answered
-                mask = session.apply_proposal(y, x, lesion, proposal)
-                self._show(labels, session, points, y, x, lesion, mask)
+                self._show(labels, session, points, y, x, lesion, fix(), note)
             self._send_next()
+            self._show_waiting()
 
-        def failed(message: str) -> None:
-            self._running = False
-            if labels in self.viewer.layers:  # fix this click here, without the network
-                follow_layer(labels, session)
-                mask = session.click(y, x, lesion)
-                self._show(labels, session, points, y, x, lesion, mask,
-                           note=f" (fixed without the click network: {message})")
-            self._send_next()
-
-        run_job("click_refine", dict(image=session.image, mask=session.mask,
-                                     clicks=session.clicks_with(y, x, lesion)),
-                returned=done, failed=failed)
+        self._jobs["click"] = run_job(
+            "click_refine", dict(image=session.image, mask=session.mask,
+                                 clicks=session.clicks_with(y, x, lesion)),
+            returned=lambda proposal: ended(lambda: session.apply_proposal(y, x, lesion, proposal)),
+            # the worker failed: fix this click here, without the network
+            failed=lambda message: ended(lambda: session.click(y, x, lesion),
+                                         f" (fixed without the click network: {message})"),
+            cancelled=lambda: ended(None))  # taken back (its point already gone)
 
     def _show(self, labels, session, points, y, x, lesion, mask, note: str = "") -> None:
         self._made.setdefault(id(session), []).append(mask.copy())
@@ -225,10 +231,19 @@ class ClickFixPanel(Container):
         self.on_status(f"{'lesion' if lesion else 'skin'} click at ({y}, {x}): "
                        f"{int(mask.sum()):,} lesion pixels" + note)
 
+    def _trim_points(self, points: Points, session: ClickSession) -> None:
+        """Keep the points of the clicks in force only (after an undo or a cancel)."""
+        if len(points.data) > len(session.clicks):
+            with points.events.data.blocker():
+                points.data = points.data[: len(session.clicks)]
+        self._placed[id(points)] = np.array(points.data)
+        self._colour_points(points, session)
+
     def undo(self) -> None:
         labels, session, points = self._current()
         if self._running or self._pending:
-            raise ValueError("a click is still being fixed: undo once its mask is shown")
+            raise ValueError("a click is still being fixed: undo once its mask is shown, or "
+                             f"press \"{self.cancel_button.text}\"")
         if not session.can_undo:
             raise ValueError("nothing to undo")
         made = self._made.get(id(session)) or [session.mask]
@@ -236,20 +251,54 @@ class ClickFixPanel(Container):
         before = session.undo()
         # only the pixels that click changed go back: strokes painted since then stay
         set_mask(labels, np.where(before != after, before, labels.data > 0))
-        n = len(session.clicks)
-        if len(points.data) > n:
-            with points.events.data.blocker():
-                points.data = points.data[:n]
-        self._placed[id(points)] = np.array(points.data)
-        self._colour_points(points, session)
+        self._trim_points(points, session)
         self.on_change()
-        self.on_status(f"undone: {n} click(s) left")
+        self.on_status(f"undone: {len(session.clicks)} click(s) left")
+
+    # -- waiting on the worker ---------------------------------------------------------------
+    def _waits(self, name: str) -> bool:
+        """Whether job ``name`` runs and was not cancelled."""
+        runner = self._jobs.get(name)
+        return runner is not None and runner.running and not runner.cancel_requested
+
+    @property
+    def busy(self) -> bool:
+        """A click or box still waits for the worker (or for the end of its cancelled job)."""
+        box = self._jobs.get("box")
+        return bool(self._running or self._pending or (box is not None and box.running))
+
+    def _show_waiting(self) -> None:
+        """The cancel button, shown while a click or box waits for the worker."""
+        clicks = len(self._pending) + (self._running and self._waits("click"))
+        what = ([f"{clicks} clicks" if clicks > 1 else "click"] if clicks else []) + \
+            (["box"] if self._waits("box") else [])
+        self.cancel_button.text = f"Cancel {' and '.join(what)}"
+        self.cancel_button.visible = bool(what)
+
+    def cancel(self, *_) -> None:
+        """Take back the clicks and the box still waiting for the worker: no mask they bring
+        later is applied, their points go, and their jobs are stopped (a worker that hangs or
+        was stopped is ended within seconds; the next click or box starts a new one)."""
+        what = self.cancel_button.text.removeprefix("Cancel ")
+        self._cancels += 1
+        self._pending.clear()
+        for runner in self._jobs.values():  # the loading of the click network too
+            if runner is not None and runner.running:
+                runner.cancel()
+        for _labels, session, points in self.sessions.values():
+            self._trim_points(points, session)
+        self._show_waiting()
+        self.on_status(f"{what} cancelled: the mask is as it was (a model worker that does not "
+                       "answer is ended, and the next click or box starts a new one)")
 
     # -- box ---------------------------------------------------------------------------------
     def resegment_box(self) -> None:
         """Draw a rectangle (a Shapes layer named '<labels> box' is made for it), then press
         again: the network segments the lesion inside it."""
         labels, session, _points = self._current()
+        if self._waits("box"):
+            raise ValueError("the box is still being segmented: wait for it, or press "
+                             f"\"{self.cancel_button.text}\"")
         name = labels.name + BOX_SUFFIX
         shapes = self.viewer.layers[name] if name in self.viewer.layers else None
         if not isinstance(shapes, Shapes) or len(shapes.data) == 0:
@@ -267,10 +316,11 @@ class ClickFixPanel(Container):
         crop, box = session.box_regions(int(y0), int(x0), int(y1), int(x1))
         cy0, cy1, cx0, cx1 = crop
         self.on_status("segmenting inside the box ...")
+        cancels = self._cancels
 
         def shown(item):
             name_, probability = item
-            if name_ != "box" or labels not in self.viewer.layers:
+            if name_ != "box" or labels not in self.viewer.layers or cancels != self._cancels:
                 return
             follow_layer(labels, session)
             mask = session.apply_box(crop, box, probability)
@@ -280,6 +330,9 @@ class ClickFixPanel(Container):
             shapes.data = []
             self.on_status(f"re-segmented inside the box: {int(labels.data.sum()):,} lesion pixels")
 
-        run_job("predict", dict(images=[("box", session.image[cy0:cy1, cx0:cx1])],
-                                model=SESSION.model.job_arg),
-                yielded=shown, failed=lambda message: self.on_status(f"box failed: {message}"))
+        self._jobs["box"] = run_job(
+            "predict", dict(images=[("box", session.image[cy0:cy1, cx0:cx1])],
+                            model=SESSION.model.job_arg),
+            yielded=shown, finished=self._show_waiting,
+            failed=lambda message: self.on_status(f"box failed: {message}"))
+        self._show_waiting()

@@ -107,6 +107,11 @@ class JobRunner:
         worker.start()
         return self
 
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether :meth:`cancel` was called (a late result is then the caller's to drop)."""
+        return self._cancel_requested
+
     def cancel(self) -> None:
         """Stop the job without waiting (the GUI stays live); ``finished`` follows."""
         self._cancel_requested = True
