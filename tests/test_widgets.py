@@ -1000,6 +1000,31 @@ def test_clicks_and_undo_keep_what_was_painted_between_clicks(make_napari_viewer
     assert np.array_equal(labels.data[20:] > 0, damaged[20:])
 
 
+def test_undo_acts_on_the_clicks_layer_selected_among_two(make_napari_viewer, monkeypatch):
+    """napari hands the plugin a new proxy of a layer on every access, so the dock never knew
+    which clicks layer was selected: with two images being fixed, Undo took back a click on the
+    last one started, whichever was selected."""
+    from napari_skinseg._widgets import click_fix
+
+    viewer, _, damaged, labels, curate, (cy, cx) = _a_mask_to_fix(make_napari_viewer, hole=True)
+    image, truth = make_synthetic_lesion((100, 100), seed=63)
+    viewer.add_image(image, name="other", rgb=True)
+    other = viewer.add_labels(truth.astype(np.uint8), name="other mask")
+    monkeypatch.setattr(click_fix, "run_job", lambda name, kwargs, failed=None, **_:
+                        failed("no worker") if failed else None)  # clicks fixed in napari
+    panel = curate.click_fix
+    viewer.layers.selection.active = labels
+    panel.start_button.native.click()
+    viewer.layers["skin mask clicks"].add([cy, cx])  # fills the hole of the first mask
+    assert labels.data[cy, cx] == 1
+    viewer.layers.selection.active = other
+    panel.start_button.native.click()  # a second session, started last
+    viewer.layers.selection.active = viewer.layers["skin mask clicks"]
+    panel.undo_button.native.click()
+    assert np.array_equal(labels.data > 0, damaged)  # the selected layer's click was undone
+    assert np.array_equal(other.data > 0, truth)
+
+
 def test_segment_asks_before_replacing_a_labels_layer_it_did_not_make(make_napari_viewer, qtbot, errors):
     viewer = make_napari_viewer()
     image, truth = make_synthetic_lesion((64, 64), seed=67)

@@ -25,7 +25,14 @@ from napari.utils.notifications import show_error
 from ..bundled import bundled_click_model_path
 from ..interactive import ClickSession
 from .jobs import JobRunner, run_job
-from .layers import PROBABILITY_KEY, image_array, image_for_labels, labels_array, placement_of
+from .layers import (
+    PROBABILITY_KEY,
+    image_array,
+    image_for_labels,
+    labels_array,
+    layer_key,
+    placement_of,
+)
 from .session import SESSION
 
 LESION, SKIN = "lesion (missed here)", "skin (wrongly taken)"
@@ -113,9 +120,9 @@ class ClickFixPanel(Container):
         side = max(labels.data.shape)
         points = self.viewer.add_points(ndim=2, name=name, size=max(4, side // 60),
                                         border_color="white", **placement_of(labels))
-        self.sessions[id(points)] = (labels, session, points)
+        self.sessions[layer_key(points)] = (labels, session, points)
         self._made[id(session)] = []
-        self._placed[id(points)] = np.empty((0, 2))
+        self._placed[layer_key(points)] = np.empty((0, 2))
         if bundled_click_model_path() is not None:
             # load the click network now, while the person moves to the lesion: else the
             # first click waits for it (0.5 s instead of 0.1 s)
@@ -142,8 +149,8 @@ class ClickFixPanel(Container):
 
     def _current(self) -> tuple[Labels, ClickSession, Points]:
         active = self.viewer.layers.selection.active
-        if isinstance(active, Points) and id(active) in self.sessions:
-            return self.sessions[id(active)]
+        if isinstance(active, Points) and layer_key(active) in self.sessions:
+            return self.sessions[layer_key(active)]
         for labels, session, points in reversed(list(self.sessions.values())):
             if points in self.viewer.layers and labels in self.viewer.layers:
                 return labels, session, points
@@ -151,15 +158,15 @@ class ClickFixPanel(Container):
 
     def _on_points(self, event, points: Points) -> None:
         action = getattr(event, "action", "added")
-        if action in ("removed", "changed") and id(points) in self._placed:
+        if action in ("removed", "changed") and layer_key(points) in self._placed:
             self._keep_points(points)
         if action != "added" or len(points.data) == 0:
             return
-        if id(points) not in self.sessions:  # its Labels layer was closed: the session ended
+        if layer_key(points) not in self.sessions:  # its Labels layer was closed: the session ended
             self.on_status(f"'{points.name}' no longer fixes a Labels layer (it was closed): "
                            "select a Labels layer and press \"Fix with clicks\" again")
             return
-        labels, session, _ = self.sessions[id(points)]
+        labels, session, _ = self.sessions[layer_key(points)]
         if len(points.data) <= len(session.clicks):
             return  # a point was removed (undo), not added
         y, x = (int(v) for v in np.round(points.data[-1]))
@@ -171,7 +178,7 @@ class ClickFixPanel(Container):
             with points.events.data.blocker():
                 points.data = points.data[:-1]
             return
-        self._placed[id(points)] = np.array(points.data)
+        self._placed[layer_key(points)] = np.array(points.data)
         if bundled_click_model_path() is None:
             follow_layer(labels, session)
             self._show(labels, session, points, y, x, lesion, session.click(y, x, lesion))
@@ -184,14 +191,14 @@ class ClickFixPanel(Container):
         """A point deleted by hand would leave its click in force, unseen, and make the next
         point look like a deletion (ignored); a point dragged elsewhere would show a click where
         none was made. The points are put back, and the person told how a click is taken back."""
-        placed = self._placed[id(points)]
+        placed = self._placed[layer_key(points)]
         deleted = len(points.data) < len(placed)
         moved = len(points.data) == len(placed) and not np.allclose(points.data, placed)
         if deleted or moved:
             with points.events.data.blocker():
                 points.data = placed
-            if id(points) in self.sessions:
-                self._colour_points(points, self.sessions[id(points)][1])
+            if layer_key(points) in self.sessions:
+                self._colour_points(points, self.sessions[layer_key(points)][1])
             self.on_status(f"a click's point cannot be {'deleted' if deleted else 'moved'}: "
                            "\"Undo click\" takes back the last click")
 
@@ -236,7 +243,7 @@ class ClickFixPanel(Container):
         if len(points.data) > len(session.clicks):
             with points.events.data.blocker():
                 points.data = points.data[: len(session.clicks)]
-        self._placed[id(points)] = np.array(points.data)
+        self._placed[layer_key(points)] = np.array(points.data)
         self._colour_points(points, session)
 
     def undo(self) -> None:

@@ -28,6 +28,14 @@ SAVED_HASH_KEY = "skinseg_saved_hash"
 PREDICTION_COLOURS = {None: "transparent", 0: "transparent", 1: "magenta"}
 
 
+def layer_key(layer) -> int:
+    """The identity of the layer itself. napari hands a plugin a new proxy object each time it
+    asks for a layer (``viewer.layers.selection.active``, ``viewer.layers[name]``), so ``id()``
+    of what the plugin holds differs from one access to the next; the proxy's ``__wrapped__``
+    is the layer."""
+    return id(getattr(layer, "__wrapped__", layer))
+
+
 def image_array(layer: Image) -> np.ndarray:
     """A 2D image layer as H x W x 3 uint8; a clear error for stacks and multiscale data."""
     data = layer.data[0] if layer.multiscale else layer.data

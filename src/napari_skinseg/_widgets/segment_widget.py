@@ -39,6 +39,7 @@ from .layers import (
     PROBABILITY_SUFFIX,
     image_array,
     image_for_labels,
+    layer_key,
     reapply_postprocess,
     show_prediction,
 )
@@ -187,8 +188,8 @@ class SegmentWidget(DockContainer):
                 return
             self.measurements.watch(layer)
             self.status.value = f"{layer.name}: {int((layer.data > 0).sum()):,} lesion pixels"
-            if id(layer) not in self._status_watched:  # the line must not go stale after edits
-                self._status_watched.add(id(layer))
+            if layer_key(layer) not in self._status_watched:  # the line must not go stale after edits
+                self._status_watched.add(layer_key(layer))
                 layer.events.paint.connect(lambda *_: setattr(
                     self.status, "value", f"{layer.name}: corrected by hand"))
 
