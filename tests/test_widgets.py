@@ -544,7 +544,7 @@ def test_curate_uses_the_segment_settings(make_napari_viewer, qtbot, tmp_path, t
     assert "threshold 0.95" in curate.post_line.value
     curate.ask_unsaved = lambda message: DISCARD
     viewer.layers.clear()
-    curate._opened, curate.visited, curate.position = [], [], -1
+    curate._opened, curate.visited, curate.position = None, [], -1
     curate.next_button.native.click()
     qtbot.waitUntil(lambda: curate.worker is None and len(viewer.layers) == 2, timeout=60_000)
     assert viewer.layers[-1].data.sum() < default_area and errors == []
@@ -1114,3 +1114,64 @@ def test_training_docks_show_which_pairs_were_skipped(qtbot, monkeypatch):
     assert len(shown) == 1 and shown[0].startswith("7 of 10 pairs skipped:")
     assert "p0.jpg: mask is 32x32" in shown[0] and "... and 2 more" in shown[0]
     assert "p9_segmentation.png: mask holds 2 distinct values" in shown[0]
+
+
+def test_a_renamed_prediction_is_asked_about_and_saved_as_its_own_image(make_napari_viewer, qtbot,
+                                                                        tmp_path, errors):
+    # Curate knew its layers by name: after "synth_0 prediction" was renamed, Next neither asked
+    # about its corrections nor closed it, and saving it then filed it under the next image
+    # (the only other image of its size).
+    source, _ = write_synthetic_dataset(tmp_path / "todo", 2, (64, 64), seed=18)
+    first, second = sorted(p.stem for p in source.iterdir())
+    viewer = make_napari_viewer()
+    widget = dock(viewer, "Curate")
+    widget.curated_dir.value, widget.source_dir.value = tmp_path / "curated", source
+    asked = []
+    widget.ask_unsaved = lambda message: asked.append(message) or STAY
+    widget.next_button.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None and f"{first} prediction" in viewer.layers,
+                    timeout=60_000)
+    labels = viewer.layers[f"{first} prediction"]
+    labels.paint((5, 5), 1)
+    corrected = labels.data > 0
+    labels.name = "my fix"
+    assert widget.target.value.startswith(f"saving: 'my fix' as {first} (unsaved")
+    widget.next_button.native.click()
+    assert len(asked) == 1 and "'my fix'" in asked[0]  # stayed: nothing closed
+    assert [layer.name for layer in viewer.layers] == [first, "my fix"]
+    widget.ask_unsaved = lambda message: curate_widget.SAVE
+    widget.next_button.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None and f"{second} prediction" in viewer.layers,
+                    timeout=60_000)
+    masks = tmp_path / "curated" / "masks"
+    assert [p.name for p in masks.iterdir()] == [f"{first}_segmentation.png"]
+    assert np.array_equal(read_mask(masks / f"{first}_segmentation.png"), corrected)
+    assert [layer.name for layer in viewer.layers] == [second, f"{second} prediction"]
+    assert errors == []
+
+
+def test_a_mask_whose_image_was_closed_is_never_saved_with_another_image(make_napari_viewer,
+                                                                         tmp_path, errors):
+    # Its image closed, a prediction was paired with the only other image of its size: saving
+    # filed the mask of one lesion with the photograph of another.
+    from napari_skinseg._widgets.layers import show_prediction
+    from napari_skinseg.config import PostprocessConfig
+
+    viewer = make_napari_viewer()
+    image, truth = make_synthetic_lesion((64, 64), seed=19)
+    viewer.add_image(image, name="a", rgb=True)
+    labels = show_prediction(viewer, "a", truth.astype(np.float32), PostprocessConfig())
+    labels.name = "a corrected"
+    widget = dock(viewer, "Curate")
+    widget.curated_dir.value = tmp_path / "curated"
+    viewer.add_image(make_synthetic_lesion((64, 64), seed=20)[0], name="b", rgb=True)
+    viewer.layers.selection.active = labels
+    assert widget.target.value == "saving: 'a corrected' as a"  # renamed: still a's mask
+    viewer.layers.remove("a")
+    viewer.layers.selection.active = labels
+    widget.save_button.native.click()
+    assert not (tmp_path / "curated").exists()
+    assert errors and "'a corrected' was made for is closed" in errors[-1]
+    labels.name = "b mask"  # the person says which image it is: then it is saved with that one
+    widget.save_button.native.click()
+    assert (tmp_path / "curated" / "masks" / "b_segmentation.png").exists()

@@ -26,6 +26,7 @@ from ..bundled import bundled_click_model_path
 from ..interactive import ClickSession
 from .jobs import JobRunner, run_job
 from .layers import (
+    IMAGE_KEY,
     PROBABILITY_KEY,
     image_array,
     image_for_labels,
@@ -46,6 +47,11 @@ def set_mask(labels: Labels, mask: np.ndarray) -> None:
     changed = np.nonzero((labels.data > 0) != mask)
     if changed[0].size:
         labels.data_setitem(changed, mask[changed].astype(labels.data.dtype))
+
+
+def _tie(labels: Labels) -> dict:
+    """Clicks and boxes belong to the image their labels were made for (closed with it)."""
+    return {IMAGE_KEY: labels.metadata[IMAGE_KEY]} if IMAGE_KEY in labels.metadata else {}
 
 
 def follow_layer(labels: Labels, session: ClickSession) -> None:
@@ -119,7 +125,8 @@ class ClickFixPanel(Container):
             self.viewer.layers.remove(name)
         side = max(labels.data.shape)
         points = self.viewer.add_points(ndim=2, name=name, size=max(4, side // 60),
-                                        border_color="white", **placement_of(labels))
+                                        border_color="white", metadata=_tie(labels),
+                                        **placement_of(labels))
         self.sessions[layer_key(points)] = (labels, session, points)
         self._made[id(session)] = []
         self._placed[layer_key(points)] = np.empty((0, 2))
@@ -312,7 +319,7 @@ class ClickFixPanel(Container):
             if shapes is None:
                 shapes = self.viewer.add_shapes(ndim=2, name=name, edge_color="yellow",
                                                 face_color="transparent", edge_width=3,
-                                                **placement_of(labels))
+                                                metadata=_tie(labels), **placement_of(labels))
             shapes.mode = "add_rectangle"
             self.viewer.layers.selection.active = shapes
             self.on_status("draw a box around the missed lesion, then press "

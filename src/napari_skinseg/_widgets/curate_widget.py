@@ -56,6 +56,8 @@ from .layers import (
     image_id,
     labels_array,
     labels_for_image,
+    layers_made_for,
+    made_for,
     mark_saved,
     mask_hash,
     show_prediction,
@@ -120,7 +122,7 @@ class CurateWidget(DockContainer):
         self.visited: list[Path] = []  # images opened here, in order; Previous walks back
         self.position = -1
         self.predicted: dict[Path, float | None] = {}  # review queue: predicted Dice per image
-        self._opened: list[str] = []  # names of the layers Curate opened for the current image
+        self._opened: str | None = None  # unique id of the image Curate opened (and is open)
         self._clashes_shown: set[Path] = set()  # images skipped for sharing an id (warned once)
         self._preparing: JobRunner | None = None  # reading the starting model before a retraining
         self.previous_button.changed.connect(self._guard(self.previous_image))
@@ -206,6 +208,7 @@ class CurateWidget(DockContainer):
         layer = event.value
         if isinstance(layer, Labels):
             layer.events.set_data.connect(lambda *_: self.update_target())  # paint, undo, .data = ...
+            layer.events.name.connect(lambda *_: self.update_target())
 
     def target_labels(self) -> Labels:
         """The Labels layer the person is working on: the selected one, or the one over the
@@ -221,10 +224,9 @@ class CurateWidget(DockContainer):
             labels = labels_for_image(self.viewer, active)
             if labels is not None:
                 return labels
-        if self._opened:
-            name = self._opened[0] + PREDICTION_SUFFIX
-            if name in self.viewer.layers:
-                return self.viewer.layers[name]
+        labels = self._opened_labels()
+        if labels:
+            return labels[0]
         raise ValueError("select the Labels layer you corrected (or its image) first")
 
     def update_target(self, *_) -> None:
@@ -277,20 +279,24 @@ class CurateWidget(DockContainer):
     def _leave_current(self) -> bool:
         """Close the current image's layers; unsaved corrections are saved or dropped only as
         the person says. False: stay on this image."""
-        labels = next((self.viewer.layers[n] for n in self._opened[1:2] if n in self.viewer.layers), None)
-        if labels is not None and unsaved_corrections(labels):
+        for labels in [layer for layer in self._opened_labels() if unsaved_corrections(layer)]:
             answer = self.ask_unsaved(f"'{labels.name}' has corrections that are not saved. "
                                       "Save them as a training mask before moving on?")
             if answer == STAY:
-                self._set_status(f"stayed on {self._opened[0]}: its corrections are not saved yet")
+                self._set_status(f"stayed on '{labels.name}': its corrections are not saved yet")
                 return False
             if answer == SAVE and self.save_training_mask_for(labels) is None:
                 return False
-        for name in self._opened:
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
-        self._opened = []
+        # by identity: a layer renamed since is closed (and asked about) all the same
+        for layer in layers_made_for(self.viewer, self._opened) if self._opened else []:
+            self.viewer.layers.remove(layer.name)
+        self._opened = None
         return True
+
+    def _opened_labels(self) -> list[Labels]:
+        """The Labels layers made for the image Curate opened (its prediction or saved mask)."""
+        return [layer for layer in layers_made_for(self.viewer, self._opened)
+                if isinstance(layer, Labels)] if self._opened else []
 
     def save_training_mask_for(self, labels: Labels) -> Path | None:
         self.viewer.layers.selection.active = labels
@@ -466,9 +472,7 @@ class CurateWidget(DockContainer):
             return False
         layer = self.viewer.add_image(image, name=self._free_name(path.stem), rgb=True,
                                       metadata={"source_path": str(path)})
-        prediction = layer.name + PREDICTION_SUFFIX
-        self._opened = [layer.name, prediction, layer.name + PROBABILITY_SUFFIX,
-                        prediction + CLICKS_SUFFIX, prediction + BOX_SUFFIX]
+        self._opened = str(layer.unique_id)
         saved = self.folder.mask_path(image_id(layer))
         left = len(self._todo()) - (0 if saved.exists() else 1)
         if saved.exists():
@@ -513,7 +517,8 @@ class CurateWidget(DockContainer):
         digest = mask_hash(data)
         labels = self.viewer.add_labels(data, name=image_layer.name + PREDICTION_SUFFIX, opacity=0.5,
                                         colormap=PREDICTION_COLOURS,
-                                        metadata={AUTO_HASH_KEY: digest, SAVED_HASH_KEY: digest})
+                                        metadata={AUTO_HASH_KEY: digest, SAVED_HASH_KEY: digest,
+                                                  **made_for(image_layer)})
         bring_to_top(self.viewer, labels)
         labels.mode = "paint"
         self.update_target()

@@ -24,6 +24,9 @@ LABEL_SUFFIXES = (PREDICTION_SUFFIX, " mask", " labels", "_segmentation", " segm
 PROBABILITY_KEY = "skinseg_probability"
 AUTO_HASH_KEY = "skinseg_auto_hash"
 SAVED_HASH_KEY = "skinseg_saved_hash"
+# The image layer a layer was made for (its napari unique_id, as text): renaming either layer,
+# or closing the image while another of its size is open, never pairs a mask with another image.
+IMAGE_KEY = "skinseg_image"
 # Prediction and ground truth in different colours, so both can be shown at once.
 PREDICTION_COLOURS = {None: "transparent", 0: "transparent", 1: "magenta"}
 
@@ -53,16 +56,36 @@ def labels_array(layer: Labels) -> np.ndarray:
     return data
 
 
+def made_for(image: Image) -> dict:
+    """The metadata that ties a layer made for ``image`` (prediction, probability, clicks) to it."""
+    return {IMAGE_KEY: str(image.unique_id)}
+
+
+def layers_made_for(viewer, image_uid: str) -> list:
+    """The image whose unique id is ``image_uid`` and every layer made for it, whatever their
+    names are now."""
+    return [layer for layer in viewer.layers if str(layer.unique_id) == image_uid
+            or layer.metadata.get(IMAGE_KEY) == image_uid]
+
+
 def image_for_labels(viewer, labels: Labels) -> Image:
-    """The image a labels layer belongs to: by name (`<image> prediction`, `<image> mask`, ...),
-    else the only 2D image of the same height and width."""
+    """The image a labels layer belongs to: the one it was made for, else by name
+    (`<image> prediction`, `<image> mask`, ...), else the only 2D image of the same height and
+    width (never for a layer made for an image that is closed: that would be a guess)."""
     images = [layer for layer in viewer.layers if isinstance(layer, Image)
               and not layer.name.endswith(PROBABILITY_SUFFIX)]
+    image_uid = labels.metadata.get(IMAGE_KEY)
+    match = [im for im in images if image_uid is not None and str(im.unique_id) == image_uid]
+    if match:
+        return match[0]
     for suffix in LABEL_SUFFIXES:
         if labels.name.endswith(suffix):
             match = [im for im in images if im.name == labels.name[: -len(suffix)]]
             if match:
                 return match[0]
+    if image_uid is not None:
+        raise ValueError(f"the image '{labels.name}' was made for is closed: open it again under "
+                         "its name, or name this layer '<image name> mask'")
     shape = np.shape(labels.data)[-2:]
     same = [im for im in images if (im.data.shape[:2] if im.rgb else im.data.shape[-2:]) == shape]
     if len(same) == 1:
@@ -72,12 +95,16 @@ def image_for_labels(viewer, labels: Labels) -> Image:
 
 
 def labels_for_image(viewer, image: Image) -> Labels | None:
-    """The prediction (else mask/labels) layer drawn over ``image``, if any."""
+    """The prediction (else mask/labels) layer drawn over ``image``, if any: by name, else the
+    one made for it (renamed since)."""
+    image_uid = str(image.unique_id)
     for suffix in LABEL_SUFFIXES:
         name = image.name + suffix
-        if name in viewer.layers and isinstance(viewer.layers[name], Labels):
+        if name in viewer.layers and isinstance(viewer.layers[name], Labels) \
+                and viewer.layers[name].metadata.get(IMAGE_KEY, image_uid) == image_uid:
             return viewer.layers[name]
-    return None
+    return next((layer for layer in viewer.layers if isinstance(layer, Labels)
+                 and layer.metadata.get(IMAGE_KEY) == image_uid), None)
 
 
 def image_id(layer: Image) -> str:
@@ -131,6 +158,8 @@ def show_prediction(viewer, image_name: str, probability: np.ndarray, post: Post
     image = viewer.layers[image_name] if image_name in viewer.layers else None
     # New layers sit where the image is (a pixel size, an offset, a rotation, ...)
     placement = {} if image is None else placement_of(image)
+    tie = {} if image is None else made_for(image)
+    metadata.update(tie)
     if with_probability:
         prob_name = image_name + PROBABILITY_SUFFIX
         if prob_name in viewer.layers:
@@ -138,7 +167,8 @@ def show_prediction(viewer, image_name: str, probability: np.ndarray, post: Post
             viewer.layers[prob_name].visible = True
         else:
             viewer.add_image(probability, name=prob_name, colormap="magma", opacity=0.5,
-                             contrast_limits=(0, 1), blending="additive", **placement)
+                             contrast_limits=(0, 1), blending="additive", metadata=tie,
+                             **placement)
     if isinstance(existing, Labels):
         layer = existing
         layer.metadata.pop(SAVED_HASH_KEY, None)
