@@ -1175,3 +1175,22 @@ def test_a_mask_whose_image_was_closed_is_never_saved_with_another_image(make_na
     labels.name = "b mask"  # the person says which image it is: then it is saved with that one
     widget.save_button.native.click()
     assert (tmp_path / "curated" / "masks" / "b_segmentation.png").exists()
+
+
+def test_curate_never_hides_an_image_whose_name_is_saved_like_another(make_napari_viewer, tmp_path,
+                                                                      monkeypatch):
+    # "Müller.png" and "Möller.png" are both saved as the curated pair "M_ller": once the first
+    # was saved, the second counted as curated and was never offered, without a word.
+    warnings = []
+    monkeypatch.setattr(curate_widget, "show_warning", warnings.append)
+    source = tmp_path / "todo"
+    source.mkdir()
+    for i, name in enumerate(("Möller.png", "Müller.png", "c d.png", "c_d.png")):
+        write_image(source / name, make_synthetic_lesion((64, 64), seed=85 + i)[0])
+    widget = dock(make_napari_viewer(), "Curate")
+    widget.curated_dir.value, widget.source_dir.value = tmp_path / "curated", source
+    assert [p.name for p in widget._todo()] == ["Möller.png", "c d.png"]
+    assert len(warnings) == 2
+    assert "Müller.png" in warnings[0] and "Möller.png" in warnings[0] \
+        and "M_ller_segmentation.png" in warnings[0]
+    assert "c_d.png" in warnings[1] and "c d.png" in warnings[1]

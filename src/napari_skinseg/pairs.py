@@ -173,21 +173,30 @@ def list_images(folder: str | Path, what: str = "folder") -> tuple[list[Path], l
     return images, skipped
 
 
-def split_same_ids(images: list[Path]) -> tuple[list[Path], list[Skipped]]:
+def split_same_ids(images: list[Path], id_of=None) -> tuple[list[Path], list[Skipped]]:
     """The images whose id (stem) no earlier image of the list has, and the others as skipped:
     ``a.jpg`` and ``a.png`` would write the same ``a_segmentation.png`` (one overwriting or
-    silently taking the other's) and pair with the same mask, so only the first is used."""
+    silently taking the other's) and pair with the same mask, so only the first is used.
+    ``id_of`` gives the id another way: ``curated_id`` for curated pairs, where ``c d.png`` and
+    ``c_d.png`` (or two names that differ only in letters outside ASCII) are one pair too."""
+    id_of = id_of or (lambda p: p.stem)
     first: dict[str, Path] = {}
     kept, clashes = [], []
     for path in images:
-        other = first.setdefault(path.stem, path)
+        other = first.setdefault(id_of(path), path)
         if other is path:
             kept.append(path)
         else:
-            clashes.append(Skipped(path, f"has the same name as {other.name}; both would use "
-                                         f"{mask_filename(path.stem)}, so only {other.name} is "
+            same = "the same name as" if path.stem == other.stem else "a name that is saved as"
+            clashes.append(Skipped(path, f"has {same} {other.name}; both would use "
+                                         f"{mask_filename(id_of(path))}, so only {other.name} is "
                                          "used (rename one of them)"))
     return kept, clashes
+
+
+def curated_id(path: Path) -> str:
+    """The id a curated pair of the image file ``path`` is saved under (its stem, made safe)."""
+    return safe_id(path.stem)
 
 
 def find_mask(image: Path, masks_dir: Path) -> Path | None:

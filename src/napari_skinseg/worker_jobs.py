@@ -28,7 +28,7 @@ from .errors import ModelFileError, check_model_file
 from .folder_segmentation import default_workers, segment_folder
 from .image_io import ImageReadError, read_image, write_image, write_mask
 from .model import load_model
-from .pairs import PairFolder, list_images, safe_id
+from .pairs import PairFolder, curated_id, list_images
 from .prediction import Segmenter, mean_dice
 from .reports import PairNotes, TrainingSummary
 from .review import estimate_quality
@@ -270,7 +270,7 @@ def job_accept_as_curated(cancel: Cancel, paths: list[str], curated: str, model:
     for path in map(Path, paths):
         if cancel():
             break
-        stem = safe_id(path.stem)  # the id Curate saves this image under
+        stem = curated_id(path)  # the id Curate saves this image under
         image_path, mask_path = folder.image_path(stem), folder.mask_path(stem)
         if image_path.exists() or mask_path.exists():
             yield {"path": str(path), "status": "exists"}

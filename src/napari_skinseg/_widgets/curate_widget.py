@@ -28,7 +28,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from ..bundled import bundled_model_path, has_bundled_model
 from ..config import FINE_TUNE_LEARNING_RATE, TrainConfig
 from ..image_io import ImageReadError, read_image, read_mask, write_image, write_mask
-from ..pairs import (PairFolder, is_mask_name, is_result_extra, list_images, safe_id,
+from ..pairs import (PairFolder, curated_id, is_mask_name, is_result_extra, list_images,
                      split_same_ids)
 from .click_fix import BOX_SUFFIX, CLICKS_SUFFIX, ClickFixPanel
 from .fields import (
@@ -307,13 +307,14 @@ class CurateWidget(DockContainer):
         images, _ = list_images(source)
         # a.jpg and a.png would be saved as the same pair: only the first is curated
         images, clashes = split_same_ids([p for p in images  # not masks, overlays, maps
-                                          if not (is_mask_name(p) or is_result_extra(p))])
+                                          if not (is_mask_name(p) or is_result_extra(p))],
+                                         curated_id)
         for clash in clashes:
             if clash.path not in self._clashes_shown:
                 self._clashes_shown.add(clash.path)
                 show_warning(f"skipped: {clash}")
         done = self.folder.ids()
-        todo = [p for p in images if safe_id(p.stem) not in done]  # saved under that id
+        todo = [p for p in images if curated_id(p) not in done]  # saved under that id
         if self.order.value == WORST_FIRST:  # unknown estimates (unreadable files) go last
             todo.sort(key=lambda p: (self.predicted.get(p) is None, self.predicted.get(p) or 0.0))
         return todo
