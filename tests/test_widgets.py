@@ -1194,3 +1194,28 @@ def test_curate_never_hides_an_image_whose_name_is_saved_like_another(make_napar
     assert "Müller.png" in warnings[0] and "Möller.png" in warnings[0] \
         and "M_ller_segmentation.png" in warnings[0]
     assert "c_d.png" in warnings[1] and "c d.png" in warnings[1]
+
+
+def test_a_save_that_fails_half_way_leaves_no_pair_behind(make_napari_viewer, tmp_path, errors):
+    # The image was written, the mask not (a full disk): the image stayed alone, so the next
+    # save asked "A curated pair 'first' exists. Replace it?", and "No" said the curated pair
+    # "was kept as it was" - there was none.
+    viewer = make_napari_viewer()
+    _open_two_images(viewer)
+    widget = dock(viewer, "Curate")
+    curated = tmp_path / "curated"
+    widget.curated_dir.value = curated
+    asked = []
+    widget.confirm_overwrite = lambda message: asked.append(message) or False
+    labels = viewer.layers["first mask"]
+    labels.data[10:30, 10:30] = 1
+    curated.mkdir()
+    (curated / "masks").write_text("not a folder")  # the mask cannot be written
+    viewer.layers.selection.active = labels
+    widget.save_button.native.click()
+    assert len(errors) == 1 and "masks" in errors[0]
+    assert not (curated / "images" / "first.png").exists()  # no image without its mask
+    (curated / "masks").unlink()
+    widget.save_button.native.click()
+    assert asked == [] and widget.status.value.startswith("saved first")
+    assert read_mask(curated / "masks" / "first_segmentation.png").sum() == 400

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .destinations import require_folder
-from .image_io import is_image_file
+from .image_io import is_image_file, write_image, write_mask
 
 # The pair-folder convention (ISIC's): <root>/images/<id>.<ext> + <root>/masks/<id>_segmentation.png.
 # Every module that reads or writes pairs or masks takes the names from here.
@@ -93,6 +93,21 @@ class PairFolder:
 
     def mask_path(self, image_id: str) -> Path:
         return self.masks / mask_filename(image_id)
+
+    def write(self, image_id: str, image, mask, overwrite: bool = False) -> Path:
+        """Write the pair ``image_id`` (the image, then its mask) and return the mask's path. When
+        the mask cannot be written (a full disk), an image written here is removed again: no
+        image is left without its mask, which would read as a curated pair that exists."""
+        image_path, mask_path = self.image_path(image_id), self.mask_path(image_id)
+        new_image = not image_path.exists()
+        write_image(image_path, image, overwrite=overwrite)
+        try:
+            write_mask(mask_path, mask, overwrite=overwrite)
+        except BaseException:
+            if new_image:
+                image_path.unlink(missing_ok=True)
+            raise
+        return mask_path
 
     def ids(self) -> set[str]:
         """Ids that have a mask file (a curated pair)."""

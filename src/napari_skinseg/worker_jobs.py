@@ -26,7 +26,7 @@ from .engines import (click_model_path, make_click_refiner, make_reviewer, make_
                       resolve_engine)
 from .errors import ModelFileError, check_model_file
 from .folder_segmentation import default_workers, segment_folder
-from .image_io import ImageReadError, read_image, write_image, write_mask
+from .image_io import ImageReadError, read_image
 from .model import load_model
 from .pairs import PairFolder, curated_id, list_images
 from .prediction import Segmenter, mean_dice
@@ -281,8 +281,7 @@ def job_accept_as_curated(cancel: Cancel, paths: list[str], curated: str, model:
             yield {"path": str(path), "status": "failed", "message": str(err)}
             continue
         mask = segmenter.segment(image, post).mask
-        write_image(image_path, image)
-        write_mask(mask_path, mask)
+        folder.write(stem, image, mask)
         accepted += 1
         yield {"path": str(path), "status": "accepted"}
     return accepted

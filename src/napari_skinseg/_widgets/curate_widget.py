@@ -27,7 +27,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..bundled import bundled_model_path, has_bundled_model
 from ..config import FINE_TUNE_LEARNING_RATE, TrainConfig
-from ..image_io import ImageReadError, read_image, read_mask, write_image, write_mask
+from ..image_io import ImageReadError, read_image, read_mask
 from ..pairs import (PairFolder, curated_id, is_mask_name, is_result_extra, list_images,
                      split_same_ids)
 from .click_fix import BOX_SUFFIX, CLICKS_SUFFIX, ClickFixPanel
@@ -253,14 +253,13 @@ class CurateWidget(DockContainer):
                              f"{image.shape[1::-1]}")
         stem = image_id(image_layer)
         folder = self.folder
-        image_path, mask_path = folder.image_path(stem), folder.mask_path(stem)
-        exists = image_path.exists() or mask_path.exists()
-        if exists and not self._same_as_saved(mask_path, mask) and \
+        mask_path = folder.mask_path(stem)  # a pair exists when its mask does
+        if mask_path.exists() and not self._same_as_saved(mask_path, mask) and \
                 not self.confirm_overwrite(f"A curated pair '{stem}' exists. Replace it?"):
             self._set_status(f"not saved: the curated '{stem}' was kept as it was")
             return None
-        write_image(image_path, image, overwrite=exists)
-        write_mask(mask_path, mask > 0, overwrite=exists)
+        folder.write(stem, image, mask > 0,
+                     overwrite=mask_path.exists() or folder.image_path(stem).exists())
         mark_saved(labels)
         n = self.update_count()
         self.update_target()
