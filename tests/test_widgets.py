@@ -1219,3 +1219,45 @@ def test_a_save_that_fails_half_way_leaves_no_pair_behind(make_napari_viewer, tm
     widget.save_button.native.click()
     assert asked == [] and widget.status.value.startswith("saved first")
     assert read_mask(curated / "masks" / "first_segmentation.png").sum() == 400
+
+
+def test_curate_status_lines_stay_true_while_an_image_is_segmented(make_napari_viewer, qtbot,
+                                                                   tmp_path, errors):
+    # The image closed before its prediction came: the line said "segmenting ..." for good.
+    # Save pressed again while the next image was segmented (Save & next twice): "select the
+    # Labels layer you corrected (or its image) first".
+    source, _ = write_synthetic_dataset(tmp_path / "todo", 2, (64, 64), seed=21)
+    first, second = sorted(source.iterdir())
+    viewer = make_napari_viewer()
+    widget = dock(viewer, "Curate")
+    widget.curated_dir.value, widget.source_dir.value = tmp_path / "curated", source
+    widget.next_button.native.click()
+    viewer.layers.remove(first.stem)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert widget.status.value == f"{first.name} was closed while it was segmented"
+    assert [layer.name for layer in viewer.layers] == []
+    widget.next_button.native.click()
+    widget.save_next_button.native.click()  # before its prediction is shown
+    assert errors == ["the image is still being segmented: correct and save its prediction "
+                      "once it is shown"]
+    qtbot.waitUntil(lambda: widget.worker is None and f"{second.stem} prediction" in viewer.layers,
+                    timeout=60_000)
+    assert not (tmp_path / "curated").exists()
+
+
+def test_next_while_accepting_says_it_is_accepting(make_napari_viewer, tmp_path, monkeypatch):
+    # "still segmenting the previous image; one moment" while the dock was accepting images.
+    warnings = []
+    monkeypatch.setattr(curate_widget, "show_warning", warnings.append)
+    source, _ = write_synthetic_dataset(tmp_path / "todo", 2, (64, 64), seed=22)
+    widget = dock(make_napari_viewer(), "Curate")
+    widget.curated_dir.value, widget.source_dir.value = tmp_path / "curated", source
+    widget.predicted = {path: 0.95 for path in source.iterdir()}  # ranked already
+    started = []
+    monkeypatch.setattr(curate_widget, "run_job", lambda name, kwargs, **_: started.append(name)
+                        or SimpleNamespace(running=True, cancel=lambda: None))
+    widget.accept_button.native.click()
+    assert started == ["accept_as_curated"] and widget.cancel_button.text == "Cancel accepting"
+    widget.next_button.native.click()
+    assert started == ["accept_as_curated"]
+    assert warnings == ["still accepting images as curated; one moment (or Cancel accepting)"]

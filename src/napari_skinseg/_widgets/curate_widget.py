@@ -125,6 +125,7 @@ class CurateWidget(DockContainer):
         self._opened: str | None = None  # unique id of the image Curate opened (and is open)
         self._clashes_shown: set[Path] = set()  # images skipped for sharing an id (warned once)
         self._preparing: JobRunner | None = None  # reading the starting model before a retraining
+        self._running_what = ""  # what the dock's job does: "ranking", "segmentation", "accepting"
         self.previous_button.changed.connect(self._guard(self.previous_image))
         self.next_button.changed.connect(self._guard(self.next_image))
         self.save_next_button.changed.connect(self._guard(self.save_and_next))
@@ -171,6 +172,7 @@ class CurateWidget(DockContainer):
                 finished()  # may start the next job (Next after a ranking), which shows it again
 
         self.cancel_button.text, self.cancel_button.visible = f"Cancel {what}", True
+        self._running_what = what
         self.runner = run_job(name, kwargs, finished=done, **callbacks)
         return self.runner
 
@@ -227,6 +229,9 @@ class CurateWidget(DockContainer):
         labels = self._opened_labels()
         if labels:
             return labels[0]
+        if self.worker is not None and self._running_what == "segmentation":
+            raise ValueError("the image is still being segmented: correct and save its "
+                             "prediction once it is shown")
         raise ValueError("select the Labels layer you corrected (or its image) first")
 
     def update_target(self, *_) -> None:
@@ -462,8 +467,10 @@ class CurateWidget(DockContainer):
             self._after_ranking = then
             show_info("ranking the images by predicted Dice; that follows when it is done")
         else:
-            show_warning("ranking the images by predicted Dice; one moment" if self._ranking
-                         else "still segmenting the previous image; one moment")
+            show_warning({"ranking": "ranking the images by predicted Dice; one moment",
+                          "accepting": "still accepting images as curated; one moment (or "
+                                       "Cancel accepting)"}.get(
+                self._running_what, "still segmenting the image; one moment"))
         return True
 
     def _open(self, path: Path) -> bool:
@@ -483,7 +490,10 @@ class CurateWidget(DockContainer):
 
         def shown(item):
             name, value = item
-            if name == "model" or layer not in self.viewer.layers:
+            if name == "model":
+                return
+            if layer not in self.viewer.layers:
+                self._set_status(f"{path.name} was closed while it was segmented")
                 return
             labels = show_prediction(self.viewer, layer.name, value, SESSION.post.config)
             if labels is None:  # a layer made meanwhile under its name was kept
