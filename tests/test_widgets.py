@@ -1261,3 +1261,29 @@ def test_next_while_accepting_says_it_is_accepting(make_napari_viewer, tmp_path,
     widget.next_button.native.click()
     assert started == ["accept_as_curated"]
     assert warnings == ["still accepting images as curated; one moment (or Cancel accepting)"]
+
+
+def test_back_to_an_image_whose_saved_mask_is_unreadable_changes_nothing(make_napari_viewer,
+                                                                         tmp_path, errors):
+    # The saved mask was read after the current image was closed: the error came with the
+    # image on screen gone and the earlier one open without any mask.
+    from napari_skinseg.pairs import PairFolder
+
+    source, _ = write_synthetic_dataset(tmp_path / "todo", 2, (64, 64), seed=23)
+    first, second = sorted(source.iterdir())
+    curated = PairFolder(tmp_path / "curated")
+    curated.write(first.stem, np.zeros((64, 64, 3), np.uint8), np.zeros((10, 12), bool))  # edited
+    curated.write(second.stem, np.zeros((64, 64, 3), np.uint8), np.ones((64, 64), bool))
+    viewer = make_napari_viewer()
+    widget = dock(viewer, "Curate")
+    widget.curated_dir.value, widget.source_dir.value = curated.root, source
+    widget.visited, widget.position = [first], 0
+    assert widget._open(second)  # its saved mask: no worker needed
+    widget.visited, widget.position = [first, second], 1
+    viewer.layers[f"{second.stem} prediction"].paint((5, 5), 0)  # a correction
+    asked = []
+    widget.ask_unsaved = lambda message: asked.append(message) or DISCARD
+    widget.previous_button.native.click()
+    assert errors == [f"{first.stem}_segmentation.png: mask is 12x10 but its image is 64x64"]
+    assert [layer.name for layer in viewer.layers] == [second.stem, f"{second.stem} prediction"]
+    assert widget.current == second and asked == []

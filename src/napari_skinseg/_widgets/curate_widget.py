@@ -474,16 +474,17 @@ class CurateWidget(DockContainer):
         return True
 
     def _open(self, path: Path) -> bool:
-        image = read_image(path)  # a bad file is reported before anything is closed
+        image = read_image(path)  # a bad file (or saved mask) is reported before anything is closed
+        saved = self.folder.mask_path(curated_id(path))
+        saved_mask = read_mask(saved, shape=image.shape[:2]) if saved.exists() else None
         if not self._leave_current():
             return False
         layer = self.viewer.add_image(image, name=self._free_name(path.stem), rgb=True,
                                       metadata={"source_path": str(path)})
         self._opened = str(layer.unique_id)
-        saved = self.folder.mask_path(image_id(layer))
-        left = len(self._todo()) - (0 if saved.exists() else 1)
-        if saved.exists():
-            self._show_saved_mask(layer, read_mask(saved, shape=image.shape[:2]))
+        left = len(self._todo()) - (0 if saved_mask is not None else 1)
+        if saved_mask is not None:
+            self._show_saved_mask(layer, saved_mask)
             self._set_status(f"{path.name}: its saved training mask ({left} more to curate)")
             return True
         self._set_status(f"segmenting {path.name} ({self._estimate(path)}{left} more to curate) ...")
