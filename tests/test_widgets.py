@@ -1287,3 +1287,29 @@ def test_back_to_an_image_whose_saved_mask_is_unreadable_changes_nothing(make_na
     assert errors == [f"{first.stem}_segmentation.png: mask is 12x10 but its image is 64x64"]
     assert [layer.name for layer in viewer.layers] == [second.stem, f"{second.stem} prediction"]
     assert widget.current == second and asked == []
+
+
+def test_save_or_next_while_a_click_is_being_fixed_waits_for_it(make_napari_viewer, monkeypatch,
+                                                                tmp_path, errors):
+    # Save (& next) pressed while a click waited for the worker saved the mask without it, and
+    # the click's answer was dropped: a correction the person made, lost without a word.
+    viewer, truth, damaged, labels, curate, (cy, cx) = _a_mask_to_fix(make_napari_viewer, hole=True)
+    curate.curated_dir.value = tmp_path / "curated"
+    started = []
+
+    def held_job(name, kwargs, **callbacks):  # a job whose answer the test gives, when it likes
+        runner = SimpleNamespace(name=name, running=True, cancel_requested=False, **callbacks)
+        started.append(runner)
+        return runner
+    monkeypatch.setattr(click_fix, "run_job", held_job)
+    curate.click_fix.start_button.native.click()
+    viewer.layers["skin mask clicks"].add([cy, cx])
+    viewer.layers.selection.active = labels
+    curate.save_button.native.click()
+    assert errors == ["the click is still being fixed: save once the mask is shown, or press "
+                      "\"Cancel click\""]
+    assert not (tmp_path / "curated").exists()
+    started[1].returned(truth)  # the worker answers: the hole is filled
+    curate.save_button.native.click()
+    saved = read_mask(tmp_path / "curated" / "masks" / "skin_segmentation.png")
+    assert saved[cy, cx] and not np.array_equal(saved, damaged) and len(errors) == 1

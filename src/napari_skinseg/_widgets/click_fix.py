@@ -281,13 +281,26 @@ class ClickFixPanel(Container):
         box = self._jobs.get("box")
         return bool(self._running or self._pending or (box is not None and box.running))
 
-    def _show_waiting(self) -> None:
-        """The cancel button, shown while a click or box waits for the worker."""
+    @property
+    def waiting(self) -> str:
+        """What waits for the worker and will still change a mask ("2 clicks and box"), or ""."""
         clicks = len(self._pending) + (self._running and self._waits("click"))
         what = ([f"{clicks} clicks" if clicks > 1 else "click"] if clicks else []) + \
             (["box"] if self._waits("box") else [])
-        self.cancel_button.text = f"Cancel {' and '.join(what)}"
-        self.cancel_button.visible = bool(what)
+        return " and ".join(what)
+
+    def check_nothing_waits(self, doing: str) -> None:
+        """Raise (a message saying what to do) while a click or box will still change a mask:
+        saving or closing it now would drop that change without a word."""
+        if self.waiting:
+            are = "is" if self.waiting in ("click", "box") else "are"
+            raise ValueError(f"the {self.waiting} {are} still being fixed: {doing} once the mask "
+                             f"is shown, or press \"Cancel {self.waiting}\"")
+
+    def _show_waiting(self) -> None:
+        """The cancel button, shown while a click or box waits for the worker."""
+        self.cancel_button.text = f"Cancel {self.waiting}"
+        self.cancel_button.visible = bool(self.waiting)
 
     def cancel(self, *_) -> None:
         """Take back the clicks and the box still waiting for the worker: no mask they bring

@@ -250,6 +250,7 @@ class CurateWidget(DockContainer):
     # -- saving ------------------------------------------------------------------------------
     def save_training_mask(self) -> Path | None:
         """Write the image and the mask being worked on into the curated folder."""
+        self.click_fix.check_nothing_waits("save")
         labels = self.target_labels()
         image_layer = image_for_labels(self.viewer, labels)
         image, mask = image_array(image_layer), labels_array(labels)
@@ -283,6 +284,7 @@ class CurateWidget(DockContainer):
     def _leave_current(self) -> bool:
         """Close the current image's layers; unsaved corrections are saved or dropped only as
         the person says. False: stay on this image."""
+        self.click_fix.check_nothing_waits("move on")
         for labels in [layer for layer in self._opened_labels() if unsaved_corrections(layer)]:
             answer = self.ask_unsaved(f"'{labels.name}' has corrections that are not saved. "
                                       "Save them as a training mask before moving on?")
