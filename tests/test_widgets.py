@@ -1313,3 +1313,33 @@ def test_save_or_next_while_a_click_is_being_fixed_waits_for_it(make_napari_view
     curate.save_button.native.click()
     saved = read_mask(tmp_path / "curated" / "masks" / "skin_segmentation.png")
     assert saved[cy, cx] and not np.array_equal(saved, damaged) and len(errors) == 1
+
+
+def test_a_model_chosen_while_training_is_not_replaced_by_the_new_one(make_napari_viewer,
+                                                                      tmp_path, monkeypatch):
+    # The new model was compared with the model in use when training started; the person then
+    # chose another model in Segment, and the finished training replaced their choice anyway.
+    from napari_skinseg._widgets import training_controller
+    from napari_skinseg.reports import TrainingSummary
+
+    viewer = make_napari_viewer()
+    add_pairs(viewer)
+    widget = dock(viewer, "Train")
+    widget.labels_layers.value = ["lesion0 mask", "lesion1 mask", "lesion2 mask"]
+    widget.start_from.value, widget.output.value = "scratch", tmp_path / "new.pt"
+    runs = []
+    monkeypatch.setattr(training_controller, "run_job", lambda name, kwargs, **callbacks:
+                        runs.append(callbacks) or SimpleNamespace(running=True))
+    widget.start_button.native.click()
+    chosen = tmp_path / "chosen.pt"
+    SESSION.model.use(chosen, {"name": "chosen.pt", "val_dice": 0.5})  # picked in Segment
+    runs[0]["returned"](TrainingSummary(
+        model_path=str(tmp_path / "new.pt"), history=[], best_epoch=2, cancelled=False,
+        status="complete", val_names=["lesion1"], val_dice=0.9, baseline_dice=0.8,
+        baseline_name=BUNDLED_MODEL_NAME))
+    assert SESSION.model.path == chosen
+    assert "chosen.pt, put in use while it trained, stays in use" in \
+        widget.controller.result_line.value
+    assert shown(widget.controller.use_new)
+    widget.controller.use_new.native.click()  # the person's call
+    assert SESSION.model.path == tmp_path / "new.pt"

@@ -29,18 +29,25 @@ def _clock(seconds: float) -> str:
         else f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def adoption(summary: TrainingSummary) -> tuple[bool, str]:
-    """Whether the new model should replace the model in use, and the sentence that says why."""
+def adoption(summary: TrainingSummary, chosen_meanwhile: str | None = None) -> tuple[bool, str]:
+    """Whether the new model should replace the model in use, and the sentence that says why.
+    ``chosen_meanwhile``: the model put in use while it trained (by the person, or another
+    training), which it was not compared with and does not replace by itself."""
     name = Path(summary.model_path).name
     if not summary.validated:
         return False, (f"{name} stopped before its first validation, so it was never measured: "
                        "kept on disk, not used")
     how = "cancelled; " if summary.cancelled else ""
     new = f"{name}: val Dice {summary.val_dice:.3f}"
+    pairs = f"on the same {len(summary.val_names)} validation pair(s)"
+    old = f"{summary.baseline_name}: {summary.baseline_dice:.3f}" \
+        if summary.baseline_dice is not None else ""
+    if chosen_meanwhile is not None:
+        return False, (f"{how}{new}{f' vs {old} {pairs}' if old else ''}; {chosen_meanwhile}, "
+                       "put in use while it trained, stays in use (\"Use the new model\" "
+                       "switches anyway)")
     if summary.baseline_dice is None:
         return True, f"{how}{new}; now in use"
-    pairs = f"on the same {len(summary.val_names)} validation pair(s)"
-    old = f"{summary.baseline_name}: {summary.baseline_dice:.3f}"
     if summary.val_dice >= summary.baseline_dice:
         return True, f"{how}{new} vs {old} {pairs}; the new model is now in use"
     return False, (f"{how}{new} vs {old} {pairs}; {summary.baseline_name} stays in use "
@@ -63,6 +70,7 @@ class TrainingController(Container):
         self._bar: progress | None = None
         self._history: list[EpochReport] = []
         self._epochs = 0
+        self._in_use_at_start: Path | None = None
         self.use_new.changed.connect(self.use_new_model)
 
     @property
@@ -72,6 +80,7 @@ class TrainingController(Container):
     def start(self, images_dir: Path, masks_dir: Path, config: TrainConfig, out: Path,
               init: Path | None = None, sources: list[str] | None = None) -> None:
         self._epochs = config.epochs
+        self._in_use_at_start = SESSION.model.path  # what the new model is compared with
         self._history = []
         self.summary = None
         self.plot.draw_history([])
@@ -123,7 +132,9 @@ class TrainingController(Container):
     def _on_summary(self, summary: TrainingSummary) -> None:
         self.summary = summary
         SESSION.model.trained.append(Path(summary.model_path))
-        adopt, message = adoption(summary)
+        model = SESSION.model
+        adopt, message = adoption(summary, None if model.path == self._in_use_at_start else
+                                  model.path.name if model.path else "the bundled model")
         if adopt:
             self.use_new_model()
         else:
