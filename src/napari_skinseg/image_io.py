@@ -139,7 +139,8 @@ def _read_array(path: Path) -> np.ndarray:
             high_byte_only = _reads_high_byte_only(img)
             img.load()  # truncated files fail here, not later
             orientation = img.getexif().get(EXIF_ORIENTATION, 1)
-            if orientation in range(2, 9):  # show it as every viewer (and napari) does
+            if orientation in range(2, 9):  # upright, as photo viewers show it (napari's
+                # own reader, imageio, does not: a layer opened there is segmented as it shows)
                 img = ImageOps.exif_transpose(img)
             if img.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
                 img = img.convert("RGBA" if "transparency" in img.info or "A" in img.mode else "RGB")
