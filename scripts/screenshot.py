@@ -76,7 +76,7 @@ def main():
 
     # The review queue and click-to-fix: the worst image first (by predicted Dice), two clicks.
     viewer.layers.clear()
-    curate._opened, curate.visited, curate.position = [], [], -1
+    curate._opened, curate.visited, curate.position = None, [], -1
     curate.order.value = "worst first (predicted Dice)"
     wait(lambda: curate.worker is None and len(curate.predicted) > 0)
     curate.next_button.native.click()
