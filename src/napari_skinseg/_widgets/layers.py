@@ -98,10 +98,17 @@ def labels_for_image(viewer, image: Image) -> Labels | None:
     """The prediction (else mask/labels) layer drawn over ``image``, if any: by name, else the
     one made for it (renamed since)."""
     image_uid = str(image.unique_id)
+
+    def belongs(labels) -> bool:  # not a layer made for another image that is open
+        try:
+            return str(image_for_labels(viewer, labels).unique_id) == image_uid
+        except ValueError:
+            return False
+
     for suffix in LABEL_SUFFIXES:
         name = image.name + suffix
         if name in viewer.layers and isinstance(viewer.layers[name], Labels) \
-                and viewer.layers[name].metadata.get(IMAGE_KEY, image_uid) == image_uid:
+                and belongs(viewer.layers[name]):
             return viewer.layers[name]
     return next((layer for layer in viewer.layers if isinstance(layer, Labels)
                  and layer.metadata.get(IMAGE_KEY) == image_uid), None)
