@@ -63,15 +63,12 @@ def _onnx_unless_it_fails(engine: str, make_onnx, name: str):
 
 def _int8_pays(model) -> bool:
     """``auto``'s choice between the int8 and fp32 ONNX networks (after the fp32 export is
-    cached): int8 where it is faster here; fp32 when the copy is refused (masks drift) or cannot
-    be made (no quantiser, a full disk), with a warning in the second case, for fp32 works."""
+    cached): :func:`onnx_engine.int8_preferred` (False for a refused copy); fp32 with a warning
+    when the copy cannot be made (no quantiser, a full disk), for fp32 works."""
     from .onnx_engine import int8_preferred
-    from .onnx_quantize import QuantisationRefused
 
     try:
         return int8_preferred(model)
-    except QuantisationRefused:
-        return False
     except Exception as err:  # noqa: BLE001 - auto never fails for want of the faster copy
         warnings.warn(f"the int8 copy of the model was not used ({err}); fp32 ONNX Runtime runs "
                       "it", EngineFallbackWarning, stacklevel=3)

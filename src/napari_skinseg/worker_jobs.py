@@ -22,8 +22,7 @@ from .config import PostprocessConfig, TrainConfig
 from .dataset import samples_from_folders
 from .destinations import check_output_file, describe_os_error
 from .devices import DeviceError, available_devices
-from .engines import (click_model_path, make_click_refiner, make_reviewer, make_segmenter,
-                      resolve_engine)
+from .engines import click_model_path, make_click_refiner, make_reviewer, make_segmenter
 from .errors import ModelFileError, check_model_file
 from .folder_segmentation import default_workers, segment_folder
 from .image_io import ImageReadError, read_image
@@ -56,8 +55,8 @@ def _file_key(path: Path, *settings) -> tuple:
 def _segmenter(model: str | None, device: str = "auto", engine: str = "auto") -> Segmenter:
     """A loaded segmenter; ``engine`` as in :mod:`napari_skinseg.engines`."""
     path = check_model_file(_model_path(model))
-    # the engine as asked and as resolved: auto (int8 or fp32 ONNX) and onnx (fp32) differ
-    key = _file_key(path, device, resolve_engine(engine, device), (engine or "auto").lower())
+    # the engine as asked: auto (int8 or fp32 ONNX, or torch) and onnx (fp32) load differently
+    key = _file_key(path, device, (engine or "auto").lower())
     if key not in _SEGMENTERS:
         while len(_SEGMENTERS) >= _KEEP_LOADED:
             _SEGMENTERS.pop(next(iter(_SEGMENTERS)))

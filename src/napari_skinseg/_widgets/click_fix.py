@@ -292,15 +292,16 @@ class ClickFixPanel(Container):
     def check_nothing_waits(self, doing: str) -> None:
         """Raise (a message saying what to do) while a click or box will still change a mask:
         saving or closing it now would drop that change without a word."""
-        if self.waiting:
-            are = "is" if self.waiting in ("click", "box") else "are"
-            raise ValueError(f"the {self.waiting} {are} still being fixed: {doing} once the mask "
-                             f"is shown, or press \"Cancel {self.waiting}\"")
+        waiting = self.waiting
+        if waiting:
+            are = "is" if waiting in ("click", "box") else "are"
+            raise ValueError(f"the {waiting} {are} still being fixed: {doing} once the mask "
+                             f"is shown, or press \"Cancel {waiting}\"")
 
     def _show_waiting(self) -> None:
         """The cancel button, shown while a click or box waits for the worker."""
-        self.cancel_button.text = f"Cancel {self.waiting}"
-        self.cancel_button.visible = bool(self.waiting)
+        waiting = self.waiting
+        self.cancel_button.text, self.cancel_button.visible = f"Cancel {waiting}", bool(waiting)
 
     def cancel(self, *_) -> None:
         """Take back the clicks and the box still waiting for the worker: no mask they bring
