@@ -189,12 +189,17 @@ def test_sample_command(tmp_path):
     assert len(masks) == 2 and read_mask(masks[0]).any()
 
 
-def test_sample_names_a_bad_seed(tmp_path, capsys):
+@pytest.mark.parametrize("option, value, message", [
     # "--seed -5" ended with numpy's "error: expected non-negative integer", naming no option
+    ("--seed", "-5", "argument --seed: must be zero or more, got '-5'"),
+    # --size 100000 was killed by the system for want of memory, with no message
+    ("--size", "100000", "argument --size: must be from 8 to 8192, got '100000'"),
+])
+def test_sample_refuses_a_bad_number_naming_its_option(tmp_path, capsys, option, value, message):
     with pytest.raises(SystemExit) as exit_:
-        main(["sample", str(tmp_path / "s"), "--seed", "-5"])
+        main(["sample", str(tmp_path / "s"), option, value])
     assert exit_.value.code == 2
-    assert "argument --seed: must be zero or more, got '-5'" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
 
 
@@ -208,15 +213,6 @@ def test_a_folder_given_as_the_model_is_called_a_folder(tmp_path, inputs, capsys
                  "--engine", engine])
     assert code != 0
     assert "runs is a folder; choose the .pt file inside it" in capsys.readouterr().err
-
-
-def test_sample_refuses_a_size_no_machine_can_hold(tmp_path, capsys):
-    # --size 100000 was killed by the system for want of memory, with no message
-    with pytest.raises(SystemExit) as exit_:
-        main(["sample", str(tmp_path / "s"), "--size", "100000"])
-    assert exit_.value.code == 2
-    assert "argument --size: must be from 8 to 8192, got '100000'" in capsys.readouterr().err
-    assert not (tmp_path / "s").exists()
 
 
 def test_sample_never_replaces_existing_files(tmp_path, capsys):
