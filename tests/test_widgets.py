@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import signal
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,6 +26,7 @@ from napari_skinseg._widgets import (
     train_widget,
 )
 from napari_skinseg._widgets.fields import DISCARD, STAY
+from napari_skinseg._widgets.layers import AUTO_HASH_KEY, mask_hash
 from napari_skinseg._widgets.session import SESSION
 from napari_skinseg.image_io import read_mask, write_image
 from napari_skinseg.bundled import BUNDLED_MODEL_NAME
@@ -278,6 +280,44 @@ def test_segment_rethreshold_measure_and_keep_hand_corrections(make_napari_viewe
     assert "skin," in (tmp_path / "m.csv").read_text() and errors == []
 
 
+def test_measuring_never_holds_up_painting(make_napari_viewer, qtbot, monkeypatch, errors, tmp_path):
+    """A huge mask takes seconds to measure: painting goes on meanwhile, the newest mask is
+    measured when that ends (not one measurement per stroke), and a new pixel size re-measures
+    every layer, so an export never mixes units."""
+    viewer = make_napari_viewer()
+    release, measured = threading.Event(), []
+    real = measurements_panel.measure_lesion
+
+    def slow(mask, image, pixel):
+        measured.append((int(mask.sum()), pixel))
+        release.wait(20)
+        return real(mask, image, pixel)
+
+    monkeypatch.setattr(measurements_panel, "measure_lesion", slow)
+    panel = measurements_panel.MeasurementsPanel(viewer)
+    masks = []
+    for name, seed in (("a", 1), ("b", 2)):
+        image, truth = make_synthetic_lesion((64, 64), seed=seed)
+        viewer.add_image(image, name=name, rgb=True)
+        masks.append(viewer.add_labels(truth.astype(np.uint8), name=f"{name} prediction",
+                                       metadata={AUTO_HASH_KEY: mask_hash(truth)}))
+    a, b = masks
+    qtbot.waitUntil(lambda: len(measured) == 2)  # both started, both held up
+    for y in range(3):  # three strokes while 'a' is being measured
+        a.paint((y, 0), 1)
+        qtbot.wait(250)
+    panel.csv_path.value = tmp_path / "m.csv"
+    assert panel.export() is None and "still measuring 2 layer(s)" in errors[-1]
+    panel.pixel_size.value = 0.02
+    release.set()
+    qtbot.waitUntil(lambda: all("area_mm2" in m.features and m.features["area_mm2"][0] > 0
+                                for m in masks) and not panel._running, timeout=20_000)
+    assert a.features["area_px"][0] == a.data.sum() and b.features["area_px"][0] == b.data.sum()
+    # a and b once each at first, then each once more with the newest mask and pixel size
+    assert sorted(measured[2:]) == sorted([(int(a.data.sum()), 0.02), (int(b.data.sum()), 0.02)])
+    assert panel.export() == tmp_path / "m.csv"
+
+
 def folder_dock(make_napari_viewer, tmp_path, n: int, seed: int, shape=(64, 64)):
     """The Segment dock with a folder of ``n`` synthetic images and a results folder chosen."""
     images_dir, _ = write_synthetic_dataset(tmp_path / "data", n, shape, seed=seed)
@@ -384,6 +424,8 @@ def test_ranking_worst_first_can_be_cancelled_when_the_worker_hangs(make_napari_
         widget.order.value = "worst first (predicted Dice)"  # starts ranking the folder
         assert widget.worker is not None and shown(widget.cancel_button)
         assert widget.cancel_button.text == "Cancel ranking"
+        # the model's first job in the session: Curate announces the wait too
+        assert widget.status.value.startswith("ranking 3 images by predicted Dice ... (loading")
         widget.cancel_button.native.click()
         qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
         assert process.poll() is not None
@@ -393,7 +435,7 @@ def test_ranking_worst_first_can_be_cancelled_when_the_worker_hangs(make_napari_
     qtbot.waitUntil(lambda: widget.worker is None and len(widget.predicted) == 3
                     and len(viewer.layers) == 2, timeout=SLOW)
     assert viewer.layers[0].name == min(widget.predicted, key=widget.predicted.get).stem
-    assert errors == []
+    assert SESSION.model.first_use_note() == "" and errors == []  # loaded: no more notes
 
 
 def test_model_choice_checks_files_and_errors_read_plainly(make_napari_viewer, qtbot, tmp_path, errors):
@@ -898,7 +940,7 @@ def test_next_in_worst_first_order_opens_an_image_once_ranked(make_napari_viewer
     qtbot.waitUntil(lambda: widget.worker is None and len(widget.predicted) == 2
                     and len(viewer.layers) == 2, timeout=SLOW)
     assert viewer.layers[0].name == min(widget.predicted, key=widget.predicted.get).stem
-    assert errors == []
+    assert SESSION.model.first_use_note() == "" and errors == []  # loaded: no more notes
 
 
 def test_next_pressed_while_the_folder_is_ranked_opens_the_worst_image_after(

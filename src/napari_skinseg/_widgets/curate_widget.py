@@ -335,7 +335,8 @@ class CurateWidget(DockContainer):
             return True
         if self._busy(then):
             return False
-        self._set_status(f"ranking {len(missing)} images by predicted Dice ...")
+        self._set_status(f"ranking {len(missing)} images by predicted Dice ..."
+                         + SESSION.model.first_use_note())
         self._ranking, self._after_ranking = True, then
 
         def got(item):
@@ -388,7 +389,8 @@ class CurateWidget(DockContainer):
             self._set_status(f"no remaining image has a predicted Dice of {limit:.2f} or more")
             return
         folder = self.folder
-        self._set_status(f"accepting {len(chosen)} images (predicted Dice ≥ {limit:.2f}) ...")
+        self._set_status(f"accepting {len(chosen)} images (predicted Dice ≥ {limit:.2f}) ..."
+                         + SESSION.model.first_use_note())
 
         def done(n):
             left = self.update_count()
@@ -489,7 +491,8 @@ class CurateWidget(DockContainer):
             self._show_saved_mask(layer, saved_mask)
             self._set_status(f"{path.name}: its saved training mask ({left} more to curate)")
             return True
-        self._set_status(f"segmenting {path.name} ({self._estimate(path)}{left} more to curate) ...")
+        self._set_status(f"segmenting {path.name} ({self._estimate(path)}{left} more to curate) ..."
+                         + SESSION.model.first_use_note())
 
         def shown(item):
             name, value = item

@@ -74,8 +74,11 @@ class JobRunner:
             show_error(value.message)
             if self.failed is not None:
                 self.failed(value.message)
-        elif self.returned is not None:
-            self.returned(value)
+        else:
+            if "model" in self.kwargs:
+                SESSION.model.mark_loaded(self.kwargs["model"], self.kwargs.get("engine"))
+            if self.returned is not None:
+                self.returned(value)
 
     def _on_finished(self) -> None:
         self.running = False

@@ -122,7 +122,10 @@ def image_id(layer: Image) -> str:
 
 
 def mask_hash(mask: np.ndarray) -> int:
-    return zlib.crc32(np.ascontiguousarray(np.asarray(mask) > 0, dtype=np.uint8).tobytes())
+    """Which pixels are lesion, as a checksum (bits, not bytes: 20 ms for 48 megapixels, not
+    180, on napari's main thread after every brush stroke)."""
+    mask = np.asarray(mask)
+    return zlib.crc32(np.packbits(mask != 0), zlib.crc32(repr(mask.shape).encode()))
 
 
 def edited_by_hand(layer: Labels) -> bool:

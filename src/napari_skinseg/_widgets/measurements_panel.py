@@ -1,7 +1,9 @@
 """Lesion descriptors of a prediction/corrected Labels layer: its `features`, a table, a CSV.
 
 Every prediction layer is measured when it appears (from Segment or from Curate's Next image) and
-again after every change of its data: paint, erase, fill, undo and redo.
+again after every change of its data: paint, erase, fill, undo and redo. Measuring runs on a thread
+(a 6000 x 8000 mask takes seconds), so painting never waits for it; one measurement per layer runs
+at a time, and a mask changed meanwhile is measured again when it ends.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from magicgui.widgets import (
     Table,
 )
 from napari.layers import Labels
+from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QStyledItemDelegate
@@ -64,8 +67,10 @@ class MeasurementsPanel(Container):
                                   self.export_button, self.note], labels=True)
         # Keyed by the layer itself (weakly): an id() can be reused by a later layer.
         self._timers: WeakKeyDictionary = WeakKeyDictionary()
+        self._running: WeakKeyDictionary = WeakKeyDictionary()  # layer -> its measuring thread
+        self._again: WeakKeyDictionary = WeakKeyDictionary()  # layer -> forced, asked meanwhile
         self.layer.changed.connect(lambda *_: self.refresh())
-        self.pixel_size.changed.connect(lambda *_: self.refresh(force=True))
+        self.pixel_size.changed.connect(lambda *_: self._remeasure_all())
         self.export_button.changed.connect(self.export)
         viewer.layers.events.inserted.connect(self._on_inserted)
         viewer.layers.events.removed.connect(lambda *_: self.reset_choices())
@@ -97,25 +102,53 @@ class MeasurementsPanel(Container):
         layer.metadata.pop(MEASURED_HASH_KEY, None)
         self._timers[layer].start()  # right after the layer is shown, not before
 
-    def measure(self, layer: Labels, force: bool = False) -> dict | None:
+    def measure(self, layer: Labels, force: bool = False) -> None:
+        """Measure ``layer``'s mask on a thread; its features and the table follow."""
         if layer not in self.viewer.layers:
-            return None
+            return
+        if layer in self._running:  # measured again, with the newest mask, when this one ends
+            self._again[layer] = self._again.get(layer, False) or force
+            return
         current = mask_hash(layer.data)
         if not force and layer.metadata.get(MEASURED_HASH_KEY) == current:
-            return None  # set_data also fires when nothing changed (redraws)
+            return  # set_data also fires when nothing changed (redraws)
         try:
             image = image_array(image_for_labels(self.viewer, layer))
-            mask = labels_array(layer) > 0
-            pixel = self.pixel_size.value or None
-            row = measure_lesion(mask, image if image.shape[:2] == mask.shape else None, pixel)
+            mask = labels_array(layer) > 0  # a copy: the brush changes layer.data in place
         except Exception as err:  # noqa: BLE001 - measuring must never break painting
             self.note.value = f"cannot measure '{layer.name}': {err}"
-            return None
-        layer.metadata[MEASURED_HASH_KEY] = current
+            return
+        pixel = self.pixel_size.value or None
+        worker = create_worker(measure_lesion, mask,
+                               image if image.shape[:2] == mask.shape else None, pixel,
+                               _start_thread=False)
+        worker.returned.connect(lambda row: self._measured(layer, current, pixel, row))
+        worker.errored.connect(lambda err: self._failed(layer, err))
+        worker.finished.connect(lambda: self._ended(layer))
+        self._running[layer] = worker
+        worker.start()
+
+    def _measured(self, layer: Labels, mask_hash_: int, pixel: float | None, row: dict) -> None:
+        if layer not in self.viewer.layers or pixel != (self.pixel_size.value or None):
+            return  # closed, or the pixel size changed meanwhile (a forced measurement follows)
+        layer.metadata[MEASURED_HASH_KEY] = mask_hash_
         layer.features = pd.DataFrame([{"index": 1, **row}])
         if self.layer.value == layer.name:
             self._fill_table(row)
-        return row
+
+    def _failed(self, layer: Labels, err: Exception) -> None:
+        self.note.value = f"cannot measure '{layer.name}': {err}"
+
+    def _ended(self, layer: Labels) -> None:
+        self._running.pop(layer, None)
+        if layer in self._again:
+            self.measure(layer, force=self._again.pop(layer))
+
+    def _remeasure_all(self) -> None:
+        """A new pixel size: every measured layer again, so an export never mixes units."""
+        for layer in list(self._timers):
+            self.measure(layer, force=True)
+        self.refresh()
 
     def refresh(self, force: bool = False) -> None:
         name = self.layer.value
@@ -138,6 +171,9 @@ class MeasurementsPanel(Container):
         path = chosen_path(self.csv_path)
         if path is None or path.is_dir():
             show_error("choose a CSV file to export to")
+            return None
+        if self._running:
+            show_error(f"still measuring {len(self._running)} layer(s); export again in a moment")
             return None
         rows = []
         for layer in self.viewer.layers:

@@ -50,10 +50,6 @@ from .status_label import status_label
 
 FOLDER, CANCEL_FOLDER = "Segment folder", "Cancel folder run"  # the button while a run goes on
 SEGMENT, CANCEL_SEGMENT = "Segment selected images", "Cancel segmentation"  # the same for layers
-# The model's first job in a session loads it; the first use of a model file on a computer also
-# exports it for ONNX Runtime and, where it pays, quantises and times an int8 copy (engines.py)
-FIRST_LOAD = (" (loading the model; the first use of a model file on this computer prepares it,"
-              " about 10 s more, once)")
 
 
 class PostprocessControls(Container):
@@ -165,8 +161,8 @@ class SegmentWidget(DockContainer):
             self._fail(f"cannot segment: {plain_error(err)}")
             return
         with_prob = self.probabilities.value
-        self.status.value = f"segmenting {len(arrays)} image(s) ..." + (
-            FIRST_LOAD if SESSION.model.info is None else "")
+        self.status.value = (f"segmenting {len(arrays)} image(s) ..."
+                             + SESSION.model.first_use_note(self.model.engine.value))
         kept: list[str] = []
         closed: list[str] = []
 

@@ -16,6 +16,12 @@ from ..config import PostprocessConfig
 from ..worker_client import WorkerClient
 
 
+# A model's first job in a session loads it; the first use of a model file on a computer also
+# exports it for ONNX Runtime and, where it pays, quantises and times an int8 copy (engines.py)
+FIRST_USE_NOTE = (" (loading the model; the first use of a model file on this computer prepares "
+                  "it, about 10 s more, once)")
+
+
 class ModelInUse:
     """The model Segment and Curate use; ``path`` None means the bundled model."""
 
@@ -25,6 +31,15 @@ class ModelInUse:
         self.path: Path | None = None
         self.info: dict | None = None  # from the worker's model_info / a training summary
         self.trained: list[Path] = []  # models trained in this session, newest last
+        self._loaded: set[tuple[str | None, str]] = set()  # (job_arg, engine) a job has run with
+
+    def mark_loaded(self, job_arg: str | None, engine: str | None) -> None:
+        """A job with this model and engine has finished: the worker holds it, prepared."""
+        self._loaded.add((job_arg, engine or "auto"))
+
+    def first_use_note(self, engine: str | None = None) -> str:
+        """Words for a status line of a job that may have to load (or prepare) the model."""
+        return "" if (self.job_arg, engine or "auto") in self._loaded else FIRST_USE_NOTE
 
     @property
     def is_bundled(self) -> bool:
@@ -54,6 +69,7 @@ class ModelInUse:
 
     def reset(self) -> None:
         self.path, self.info, self.trained = None, None, []
+        self._loaded.clear()
         self.changed.emit(self)
 
 
