@@ -318,6 +318,23 @@ def test_measuring_never_holds_up_painting(make_napari_viewer, qtbot, monkeypatc
     assert panel.export() == tmp_path / "m.csv"
 
 
+def test_renaming_a_layer_keeps_it_chosen_under_its_new_name(make_napari_viewer, qtbot):
+    # The lists kept the old name (no layer has it) or dropped the layer from what was chosen.
+    viewer = make_napari_viewer()
+    add_pairs(viewer, n=2, shape=(48, 48))
+    segment, train = dock(viewer, "Segment"), dock(viewer, "Train")
+    segment.images.value = ["lesion0", "lesion1"]
+    train.labels_layers.value = ["lesion1 mask"]
+    segment.measurements.layer.value = "lesion0 mask"
+    viewer.layers["lesion0"].name = "patient 7"
+    viewer.layers["lesion1 mask"].name = "patient 8 mask"
+    viewer.layers["lesion0 mask"].name = "patient 7 mask"
+    assert "patient 7" in segment.images.choices and "lesion0" not in segment.images.choices
+    assert sorted(segment.images.value) == ["lesion1", "patient 7"]
+    assert list(train.labels_layers.value) == ["patient 8 mask"]
+    assert segment.measurements.layer.value == "patient 7 mask"
+
+
 def folder_dock(make_napari_viewer, tmp_path, n: int, seed: int, shape=(64, 64)):
     """The Segment dock with a folder of ``n`` synthetic images and a results folder chosen."""
     images_dir, _ = write_synthetic_dataset(tmp_path / "data", n, shape, seed=seed)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from magicgui.widgets import Container, FileEdit, Label
+from magicgui.widgets import Container, FileEdit, Label, Select
 
+from .layers import layer_key
 from .session import SESSION
 from .status_label import status_label
 
@@ -50,6 +51,49 @@ def follow(signal, widget, callback: Callable[..., None]) -> None:
 
     signal.connect(relay)
     widget.native.destroyed.connect(lambda *_: signal.disconnect(relay, missing_ok=True))
+
+
+def follow_layer_names(viewer, choice) -> None:
+    """Keep a list of layer names (a Select or ComboBox) true when a layer is renamed: the new
+    name takes the old one's place among the choices and in what is chosen. (napari resets a
+    dock's choices on a rename first, which drops the old name from what is chosen.)"""
+    chosen: dict[int, str] = {}  # the chosen layers (by identity) and the names they had
+
+    def layers() -> dict:
+        return {layer_key(layer): layer for layer in viewer.layers}
+
+    def remember(*_) -> None:
+        now, value = layers(), choice.value
+        names = set(value) if isinstance(value, (list, tuple)) else {value}
+        # dropped by the reset during a rename, not by the person: still chosen
+        renamed = {key: name for key, name in chosen.items()
+                   if key in now and now[key].name != name}
+        chosen.clear()
+        chosen.update({key: layer.name for key, layer in now.items() if layer.name in names})
+        chosen.update(renamed)
+
+    def rename(*_) -> None:
+        try:
+            now = layers()
+            names = [now[key].name for key in chosen if key in now]
+            choice.reset_choices()
+            names = [name for name in names if name in choice.choices]
+            if isinstance(choice, Select):
+                choice.value = names
+            elif names:
+                choice.value = names[0]
+        except RuntimeError as err:  # the dock was closed
+            if "deleted" not in str(err):
+                raise
+
+    def watch(layer) -> None:
+        layer.events.name.connect(rename)
+
+    for layer in viewer.layers:
+        watch(layer)
+    viewer.layers.events.inserted.connect(lambda event: watch(event.value))
+    choice.changed.connect(remember)
+    remember()
 
 
 def model_in_use_line() -> Label:

@@ -32,7 +32,7 @@ from ..measurements import (
     measure_lesion,
     write_measurements_csv,
 )
-from .fields import chosen_path
+from .fields import chosen_path, follow_layer_names
 from .layers import (
     AUTO_HASH_KEY,
     image_array,
@@ -74,6 +74,7 @@ class MeasurementsPanel(Container):
         self.export_button.changed.connect(self.export)
         viewer.layers.events.inserted.connect(self._on_inserted)
         viewer.layers.events.removed.connect(lambda *_: self.reset_choices())
+        follow_layer_names(viewer, self.layer)
         for layer in viewer.layers:
             self._on_inserted(layer=layer)
 

@@ -30,6 +30,7 @@ from .fields import (
     ask_yes_no,
     chosen_path,
     follow,
+    follow_layer_names,
     plain_error,
     required_folder,
 )
@@ -110,6 +111,7 @@ class SegmentWidget(DockContainer):
         follow(SESSION.post.changed, self, self._reapply)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self.reset_choices)
+        follow_layer_names(viewer, self.images)
 
     @property
     def worker(self):

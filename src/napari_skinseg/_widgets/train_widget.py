@@ -33,6 +33,7 @@ from .fields import (
     DockContainer,
     chosen_path,
     follow,
+    follow_layer_names,
     model_in_use_line,
     plain_error,
     required_folder,
@@ -111,6 +112,7 @@ class TrainWidget(DockContainer):
         self.start_button.changed.connect(self._start_or_cancel)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self.reset_choices)
+        follow_layer_names(viewer, self.labels_layers)
         follow(SESSION.model.changed, self, lambda *_: self.reset_choices())
         self._update_visibility()
         fetch_devices(self.device)
