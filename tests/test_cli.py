@@ -174,6 +174,18 @@ def test_empty_folder_and_bad_model(tmp_path, inputs, capsys):
     assert "no image/mask pairs" in capsys.readouterr().err
 
 
+def test_segment_given_a_pair_folder_names_its_images_folder(tmp_path, tiny_model_path, capsys):
+    # `skinseg sample samples` then `skinseg segment samples Results` (train takes a pair
+    # folder) said only "no images found in samples"
+    from napari_skinseg.synthetic import write_synthetic_dataset
+
+    images, _ = write_synthetic_dataset(tmp_path / "samples", 1, (64, 64), seed=0)
+    assert main(["segment", str(tmp_path / "samples"), str(tmp_path / "o"),
+                 "--model", str(tiny_model_path), "--device", "cpu"]) == 2
+    assert f"no images found in {tmp_path / 'samples'}; it is a pair folder: give {images}" \
+        in capsys.readouterr().err
+
+
 def test_segment_without_model_explains_when_nothing_is_bundled(tmp_path, inputs, monkeypatch, capsys):
     def missing():
         raise bundled.BundledModelMissing("this installation of napari-skinseg has no bundled model yet")

@@ -217,6 +217,28 @@ def test_segment_review_writes_a_sorted_queue(tmp_path, synthetic_folder, tiny_m
     assert len(list(csv.DictReader(open(results / "review.csv")))) == 6
 
 
+@pytest.mark.parametrize("name", ["review.csv", "review.html"])
+def test_segment_review_never_replaces_a_file_it_did_not_write(tmp_path, synthetic_folder, name,
+                                                               capsys):
+    # a person's own review.csv in the results folder was silently replaced, while a foreign
+    # measurements.csv was refused
+    from napari_skinseg.cli import main
+    from napari_skinseg.review import check_review_files, write_review
+
+    images, _ = synthetic_folder
+    results = tmp_path / "Results"
+    results.mkdir()
+    (results / name).write_text("my own notes\n")
+    assert main(["segment", str(images), str(results), "--review"]) == 2
+    assert "is not a review queue written by skinseg" in capsys.readouterr().err
+    assert (results / name).read_text() == "my own notes\n"
+    assert not list(results.glob("*_segmentation.png"))  # refused before any work
+    # a queue this package wrote is its own, replaced by every rerun
+    own = tmp_path / "own"
+    write_review([], own)
+    check_review_files(own)
+
+
 def test_a_kept_mask_that_cannot_be_reviewed_is_named_not_dropped(tmp_path, synthetic_folder,
                                                                    tiny_model_path, capsys):
     # a rerun with --review left images whose kept mask was damaged or of another size out of

@@ -344,6 +344,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
     measurements_csv = args.results_dir / MEASUREMENTS_CSV
     if args.measure:
         check_output_file(measurements_csv, overwrite=True, what="measurements file")
+    if args.review and not args.overwrite:
+        from .review import check_review_files
+
+        check_review_files(args.results_dir)  # a person's own review.csv is never replaced
     if note:
         print(note)
 

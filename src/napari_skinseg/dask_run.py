@@ -18,7 +18,7 @@ from typing import Callable
 
 from .config import PostprocessConfig
 from .folder_segmentation import FolderReport, ImageOutcome, _segment_one, check_folders
-from .pairs import list_images, split_same_ids
+from .pairs import images_subfolder_hint, list_images, split_same_ids
 
 # One loaded segmenter per worker process, reused by every chunk it runs.
 _SEGMENTERS: dict[tuple, object] = {}
@@ -85,7 +85,7 @@ def segment_with_dask(input_dir: str | Path, results_dir: str | Path, scheduler:
     resolve_engine(engine, "cpu")  # an unknown or unusable engine fails here, not on a worker
     images, not_images = list_images(input_dir, "input folder")
     if not images:
-        raise ValueError(f"no images found in {input_dir}")
+        raise ValueError(f"no images found in {input_dir}{images_subfolder_hint(input_dir)}")
     images, clashes = split_same_ids(images)
     report = FolderReport()
     for skipped in not_images:

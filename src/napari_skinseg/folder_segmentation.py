@@ -35,6 +35,7 @@ from .measurements import (
     read_measurements_csv,
 )
 from .pairs import (
+    images_subfolder_hint,
     is_mask_name,
     is_result_extra,
     list_images,
@@ -225,7 +226,8 @@ def segment_folder(input_dir: str | Path, results_dir: str | Path, segmenter: Se
     save_rows(failing=False)
     if not images:
         raise ValueError(f"no images found in {input_dir}"
-                         + (f" ({len(not_images)} other files)" if not_images else ""))
+                         + (f" ({len(not_images)} other files)" if not_images else "")
+                         + images_subfolder_hint(input_dir))
     return report
 
 

@@ -170,6 +170,15 @@ def image_id_of_mask(path: str | Path) -> str:
     return stem
 
 
+def images_subfolder_hint(folder: str | Path) -> str:
+    """Advice for a folder without images of its own that is a pair folder (``skinseg sample``
+    writes one; ``train`` takes it, but ``segment`` reads one flat folder), else ""."""
+    images = PairFolder(Path(folder)).images
+    if images.is_dir() and any(is_image_file(p) for p in images.iterdir() if p.is_file()):
+        return f"; it is a pair folder: give {images}"
+    return ""
+
+
 def list_images(folder: str | Path, what: str = "folder") -> tuple[list[Path], list[Skipped]]:
     """Image files directly in ``folder`` (sorted), and the other files, reported as skipped.
 

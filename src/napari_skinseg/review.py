@@ -166,6 +166,27 @@ width:{THUMBNAIL}px;vertical-align:top;font-size:12px}}figure img{{width:{THUMBN
                                                                errors="backslashreplace"))
 
 
+# What every review.csv / review.html this package wrote holds (since the first version): a rerun
+# replaces its own queue, never a person's file that happens to have the same name.
+_OWN_MARKS = {REVIEW_CSV: "rank,id,predicted_dice,", REVIEW_HTML: "most likely to need correction first"}
+
+
+def check_review_files(folder: str | os.PathLike) -> None:
+    """Raise ``ValueError`` when ``folder`` holds a review.csv or review.html that is not a review
+    queue written by this package (checked before any work; ``--overwrite`` skips the check)."""
+    from .destinations import check_output_file
+
+    for name, mark in _OWN_MARKS.items():
+        path = check_output_file(Path(folder) / name, overwrite=True, what="review queue")
+        if not path.exists():
+            continue
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            head = fh.read(1 << 16)
+        if mark not in head:
+            raise ValueError(f"{path} is not a review queue written by skinseg; move it away or "
+                             "pass --overwrite")
+
+
 def write_review(estimates: list[QualityEstimate], folder: str | os.PathLike) -> tuple[Path, Path]:
     """``folder/review.csv`` and ``folder/review.html``, both worst first."""
     folder = Path(folder)
