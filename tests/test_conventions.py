@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import napari_skinseg
 
 PACKAGE = Path(napari_skinseg.__file__).parent
@@ -59,6 +61,15 @@ def test_napari_side_modules_never_import_torch_and_the_core_never_imports_qt():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**__import__("os").environ, "PYTHONPATH": str(PACKAGE.parent)})
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_the_manifest_at_the_repo_root_is_the_one_the_package_ships():
+    # The brief keeps napari.yaml at the repo root; npe2 reads the package's copy. They must
+    # never drift apart (a command named in one and not the other breaks a dock).
+    root = PACKAGE.parents[1] / "napari.yaml"
+    if not root.exists():
+        pytest.skip("an installed package, without its checkout")
+    assert root.read_text() == (PACKAGE / "napari.yaml").read_text()
 
 
 def test_train_takes_a_pair_folder(tmp_path, synthetic_folder, capsys):
