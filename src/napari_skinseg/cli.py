@@ -161,14 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("pred_dir", type=Path)
     e.add_argument("truth_dir", type=Path)
     e.add_argument("--csv", type=Path, default=None, help="per-image CSV (default PRED_DIR/evaluation.csv)")
-    e.add_argument("--overwrite", action="store_true")
+    e.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --csv file (without it, an existing file is kept and "
+                        "the command stops)")
 
     m = sub.add_parser("measure", help="ABCD-style shape and colour descriptors of lesion masks")
     m.add_argument("images_dir", type=Path)
     m.add_argument("masks_dir", type=Path)
     m.add_argument("--out", type=Path, required=True, help="CSV file to write")
     m.add_argument("--pixel-size-mm", type=POSITIVE, default=None, help="pixel size for mm / mm² values")
-    m.add_argument("--overwrite", action="store_true")
+    m.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out file (without it, an existing file is kept and "
+                        "the command stops)")
 
     g = sub.add_parser("sample", help="write synthetic dermoscopy-like image/mask pairs")
     g.add_argument("out_dir", type=Path)
