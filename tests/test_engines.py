@@ -410,3 +410,33 @@ def test_a_read_only_cache_with_the_export_in_it_is_used(tmp_path, tiny_model_pa
         assert segmenter.engine == ("onnx" if engine == "auto" else engine)
         assert np.array_equal(segmenter.segment(image).mask,
                               expected["onnx-int8" if engine == "onnx-int8" else "onnx"])
+
+
+@pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="the XDG folders of Linux")
+def test_a_user_without_a_home_folder_is_asked_for_a_cache_folder(tmp_path, tiny_model_path,
+                                                                  monkeypatch):
+    """A container run as a user the system does not know, HOME unset: auto stopped with
+    pathlib's "Could not determine home directory" traceback, where torch works."""
+    from pathlib import Path
+
+    from napari_skinseg.engines import EngineFallbackWarning
+
+    def no_home(cls):
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.delenv("SKINSEG_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(Path, "home", classmethod(no_home))
+    with pytest.warns(EngineFallbackWarning, match="no home folder.*set SKINSEG_CACHE"):
+        assert make_segmenter(tiny_model_path, device="cpu", engine="auto").engine == "torch"
+    with pytest.raises(OSError, match="no home folder"):
+        make_segmenter(tiny_model_path, device="cpu", engine="onnx")
+    # an absolute XDG_CACHE_HOME needs no home; an empty or relative one is ignored (XDG rule),
+    # not a cache in whatever folder a run starts in
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert onnx_engine.cache_dir() == tmp_path / "xdg" / "napari-skinseg" / "onnx"
+    monkeypatch.setattr(Path, "home", classmethod(lambda cls: tmp_path / "home"))
+    for ignored in ("", "relative/cache"):
+        monkeypatch.setenv("XDG_CACHE_HOME", ignored)
+        assert onnx_engine.cache_dir() == tmp_path / "home" / ".cache" / "napari-skinseg" / "onnx"
+

@@ -55,9 +55,11 @@ def _onnx_unless_it_fails(engine: str, make_onnx, name: str):
     except OSError as err:
         if (engine or "auto").lower() != "auto":
             raise
+        # the cache folder; unless the error asks for CACHE_ENV already (no home folder)
+        advice = "" if CACHE_ENV in str(err) else (f" Set {CACHE_ENV} to a writable folder for "
+                                                   "the faster engine.")
         warnings.warn(f"ONNX Runtime not used for {name}: {err}; torch runs it instead (slower on "
-                      f"the CPU). Set {CACHE_ENV} to a writable folder for the faster engine.",
-                      EngineFallbackWarning, stacklevel=3)
+                      f"the CPU).{advice}", EngineFallbackWarning, stacklevel=3)
         return None
 
 

@@ -12,6 +12,7 @@ no torch). A cache entry that cannot be loaded is made again once (:func:`_from_
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ import numpy as np
 from .atomic import TEMP_SUFFIX, atomic_write_text
 from .click_inputs import ClickRunner
 from .config import PostprocessConfig
+from .destinations import WriteError
 from .errors import ModelFileError, check_model_file
 from .image_io import to_rgb_uint8
 from .postprocess import postprocess
@@ -37,16 +39,34 @@ CACHE_ENTRIES = 20  # exports kept (each retrained model makes one); the least r
 
 
 def cache_dir() -> Path:
-    """``$SKINSEG_CACHE``, else the platform's user cache folder, ``/napari-skinseg/onnx``."""
+    """``$SKINSEG_CACHE``, else the platform's user cache folder, ``/napari-skinseg/onnx``.
+    Without a home folder (a container run as a user the system does not know, HOME unset) a
+    WriteError that asks for ``$SKINSEG_CACHE``: ``auto`` then runs torch instead of failing."""
     if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
+        return Path(os.environ[CACHE_ENV]).expanduser()
     if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+        base = _absolute_env("LOCALAPPDATA") or _home() / "AppData" / "Local"
     elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
+        base = _home() / "Library" / "Caches"
     else:
-        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        # the XDG rule: an empty or relative XDG_CACHE_HOME is ignored (it would put the cache
+        # in whatever folder a run starts in)
+        base = _absolute_env("XDG_CACHE_HOME") or _home() / ".cache"
     return base / "napari-skinseg" / "onnx"
+
+
+def _absolute_env(name: str) -> Path | None:
+    value = os.environ.get(name, "")
+    return Path(value) if value and os.path.isabs(value) else None
+
+
+def _home() -> Path:
+    try:
+        return Path.home()
+    except RuntimeError:  # "Could not determine home directory"
+        raise WriteError(Path("~") / ".cache" / "napari-skinseg", f"there is no home folder "
+                         f"(HOME is not set); set {CACHE_ENV} to a writable folder",
+                         errno.ENOENT) from None
 
 
 def prune_cache(keep: int = CACHE_ENTRIES) -> None:
