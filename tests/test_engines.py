@@ -410,3 +410,119 @@ def test_a_read_only_cache_with_the_export_in_it_is_used(tmp_path, tiny_model_pa
         assert segmenter.engine == ("onnx" if engine == "auto" else engine)
         assert np.array_equal(segmenter.segment(image).mask,
                               expected["onnx-int8" if engine == "onnx-int8" else "onnx"])
+
+
+@pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="the XDG folders of Linux")
+def test_a_user_without_a_home_folder_is_asked_for_a_cache_folder(tmp_path, tiny_model_path,
+                                                                  monkeypatch):
+    """A container run as a user the system does not know, HOME unset: auto stopped with
+    pathlib's "Could not determine home directory" traceback, where torch works."""
+    from pathlib import Path
+
+    from napari_skinseg.engines import EngineFallbackWarning
+
+    def no_home(cls):
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.delenv("SKINSEG_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(Path, "home", classmethod(no_home))
+    with pytest.warns(EngineFallbackWarning, match="no home folder.*set SKINSEG_CACHE"):
+        assert make_segmenter(tiny_model_path, device="cpu", engine="auto").engine == "torch"
+    with pytest.raises(OSError, match="no home folder"):
+        make_segmenter(tiny_model_path, device="cpu", engine="onnx")
+    # an absolute XDG_CACHE_HOME needs no home; an empty or relative one is ignored (XDG rule),
+    # not a cache in whatever folder a run starts in
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert onnx_engine.cache_dir() == tmp_path / "xdg" / "napari-skinseg" / "onnx"
+    monkeypatch.setattr(Path, "home", classmethod(lambda cls: tmp_path / "home"))
+    for ignored in ("", "relative/cache"):
+        monkeypatch.setenv("XDG_CACHE_HOME", ignored)
+        assert onnx_engine.cache_dir() == tmp_path / "home" / ".cache" / "napari-skinseg" / "onnx"
+
+
+def test_damaged_entries_the_int8_path_reads_are_made_again(tmp_path, tiny_model_path,
+                                                            monkeypatch):
+    """Damage that the fp32 repair (_from_cache) did not reach: a damaged int8 copy not yet
+    timed made auto warn and run fp32 on every run; a damaged fp32 export not yet quantised
+    stopped --engine onnx-int8 with a protobuf traceback on every run; metadata without the
+    mean, and a garbled refusal note, stopped or warned on every run too."""
+    import warnings
+
+    from napari_skinseg import onnx_quantize
+
+    monkeypatch.setenv("SKINSEG_CACHE", str(tmp_path / "cache"))
+    timed, real_network_ms = [], onnx_quantize.network_ms
+
+    def network_ms(*args):  # the real timing (it loads both networks), then a clear winner
+        timed.append(real_network_ms(*args))
+        return 10.0, 5.0
+
+    monkeypatch.setattr(onnx_quantize, "network_ms", network_ms)
+    image, _ = make_synthetic_lesion((64, 64), seed=12)
+    expected = make_segmenter(tiny_model_path, engine="onnx-int8").segment(image).mask
+    entry = tmp_path / "cache" / onnx_engine.model_digest(tiny_model_path)
+    int8 = entry.with_suffix(".int8.onnx")
+    int8.write_bytes(int8.read_bytes()[:500])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # made again silently
+        segmenter = make_segmenter(tiny_model_path, device="cpu", engine="auto")
+        assert segmenter.engine == "onnx-int8" and len(timed) == 1
+        assert np.array_equal(segmenter.segment(image).mask, expected)
+
+        for leftover in tmp_path.joinpath("cache").glob("*.int8.*"):
+            leftover.unlink()
+        entry.with_suffix(".onnx").write_bytes(b"not an onnx file")
+        segmenter = make_segmenter(tiny_model_path, device="cpu", engine="onnx-int8")
+        assert np.array_equal(segmenter.segment(image).mask, expected)
+
+        entry.with_suffix(".json").write_text(json.dumps({"size": 64}))  # valid JSON, no mean
+        assert np.array_equal(make_segmenter(tiny_model_path, engine="onnx").segment(image).mask,
+                              make_segmenter(tiny_model_path, engine="torch").segment(image).mask)
+        assert "mean" in json.loads(entry.with_suffix(".json").read_text())
+
+        for leftover in tmp_path.joinpath("cache").glob("*.int8.*"):
+            leftover.unlink()
+        entry.with_suffix(".int8-refused.json").write_text(json.dumps({"agreement": "low"}))
+        assert make_segmenter(tiny_model_path, engine="onnx-int8").engine == "onnx-int8"
+
+
+def test_a_quantiser_or_onnxruntime_that_fails_says_so_in_a_sentence(tmp_path, tiny_model_path,
+                                                                     monkeypatch, capsys):
+    """--engine onnx-int8 where the quantiser itself fails printed its traceback; auto where ONNX
+    Runtime cannot load even a fresh export stopped ("use --engine torch") instead of running
+    torch itself."""
+    import onnxruntime
+    import onnxruntime.quantization
+
+    from napari_skinseg.cli import main
+    from napari_skinseg.engines import EngineFallbackWarning
+    from napari_skinseg.errors import ModelFileError
+
+    monkeypatch.setenv("SKINSEG_CACHE", str(tmp_path / "cache"))
+
+    def crashes(*args, **kwargs):
+        raise RuntimeError("unsupported operator Foo")
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_static", crashes)
+    with pytest.raises(ModelFileError, match=r"could not be made \(unsupported operator Foo\)"):
+        make_segmenter(tiny_model_path, engine="onnx-int8")
+    images, _ = write_synthetic_dataset(tmp_path / "d", 1, (64, 64), seed=13)
+    assert main(["segment", str(images), str(tmp_path / "R"), "--model", str(tiny_model_path),
+                 "--engine", "onnx-int8"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "use the onnx engine" in err
+    with pytest.warns(EngineFallbackWarning, match=r"not used \(unsupported operator Foo\)"):
+        assert make_segmenter(tiny_model_path, device="cpu", engine="auto").engine == "onnx"
+
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+
+    def cannot_load(*args, **kwargs):
+        raise Fail("[ONNXRuntimeError] : 1 : FAIL : broken install")
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", cannot_load)
+    with pytest.warns(EngineFallbackWarning) as said:
+        assert make_segmenter(tiny_model_path, device="cpu", engine="auto").engine == "torch"
+    assert "it cannot load the model's export (" in str(said[-1].message)
+    with pytest.raises(ModelFileError, match="use --engine torch"):
+        make_segmenter(tiny_model_path, device="cpu", engine="onnx")

@@ -46,18 +46,24 @@ class EngineFallbackWarning(UserWarning):
 
 def _onnx_unless_it_fails(engine: str, make_onnx, name: str):
     """``make_onnx()``; when ``engine`` is ``auto`` and the export cannot be written (a read-only
-    or full cache folder), None with a warning, so that torch takes over: the default never
-    fails where torch would work. An explicit ``onnx`` engine raises the error."""
-    from .onnx_engine import CACHE_ENV
+    or full cache folder) or ONNX Runtime cannot load it, None with a warning, so that torch
+    takes over: the default never fails where torch would work. An explicit ``onnx`` engine
+    raises the error."""
+    from .onnx_engine import CACHE_ENV, OnnxRuntimeFailed
 
     try:
         return make_onnx()
-    except OSError as err:
+    except (OSError, OnnxRuntimeFailed) as err:
         if (engine or "auto").lower() != "auto":
             raise
-        warnings.warn(f"ONNX Runtime not used for {name}: {err}; torch runs it instead (slower on "
-                      f"the CPU). Set {CACHE_ENV} to a writable folder for the faster engine.",
-                      EngineFallbackWarning, stacklevel=3)
+        if isinstance(err, OnnxRuntimeFailed):  # a broken install: the cache folder is not it
+            why, advice = f"it cannot load the model's export ({err.cause})", ""
+        else:  # the cache folder; unless the error asks for CACHE_ENV already (no home folder)
+            why = str(err)
+            advice = "" if CACHE_ENV in why else (f" Set {CACHE_ENV} to a writable folder for the "
+                                                  "faster engine.")
+        warnings.warn(f"ONNX Runtime not used for {name}: {why}; torch runs it instead (slower on "
+                      f"the CPU).{advice}", EngineFallbackWarning, stacklevel=3)
         return None
 
 
@@ -70,7 +76,12 @@ def _int8_pays(model) -> bool:
     try:
         return int8_preferred(model)
     except Exception as err:  # noqa: BLE001 - auto never fails for want of the faster copy
-        warnings.warn(f"the int8 copy of the model was not used ({err}); fp32 ONNX Runtime runs "
+        from .onnx_engine import OnnxRuntimeFailed
+        from .onnx_quantize import QuantisationFailed
+
+        # their own sentences end in advice (use the onnx / torch engine) that auto follows
+        cause = err.cause if isinstance(err, (QuantisationFailed, OnnxRuntimeFailed)) else err
+        warnings.warn(f"the int8 copy of the model was not used ({cause}); fp32 ONNX Runtime runs "
                       "it", EngineFallbackWarning, stacklevel=3)
         return False
 

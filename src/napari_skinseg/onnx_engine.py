@@ -12,6 +12,7 @@ no torch). A cache entry that cannot be loaded is made again once (:func:`_from_
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ import numpy as np
 from .atomic import TEMP_SUFFIX, atomic_write_text
 from .click_inputs import ClickRunner
 from .config import PostprocessConfig
+from .destinations import WriteError
 from .errors import ModelFileError, check_model_file
 from .image_io import to_rgb_uint8
 from .postprocess import postprocess
@@ -37,16 +39,34 @@ CACHE_ENTRIES = 20  # exports kept (each retrained model makes one); the least r
 
 
 def cache_dir() -> Path:
-    """``$SKINSEG_CACHE``, else the platform's user cache folder, ``/napari-skinseg/onnx``."""
+    """``$SKINSEG_CACHE``, else the platform's user cache folder, ``/napari-skinseg/onnx``.
+    Without a home folder (a container run as a user the system does not know, HOME unset) a
+    WriteError that asks for ``$SKINSEG_CACHE``: ``auto`` then runs torch instead of failing."""
     if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
+        return Path(os.environ[CACHE_ENV]).expanduser()
     if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+        base = _absolute_env("LOCALAPPDATA") or _home() / "AppData" / "Local"
     elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
+        base = _home() / "Library" / "Caches"
     else:
-        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        # the XDG rule: an empty or relative XDG_CACHE_HOME is ignored (it would put the cache
+        # in whatever folder a run starts in)
+        base = _absolute_env("XDG_CACHE_HOME") or _home() / ".cache"
     return base / "napari-skinseg" / "onnx"
+
+
+def _absolute_env(name: str) -> Path | None:
+    value = os.environ.get(name, "")
+    return Path(value) if value and os.path.isabs(value) else None
+
+
+def _home() -> Path:
+    try:
+        return Path.home()
+    except RuntimeError:  # "Could not determine home directory"
+        raise WriteError(Path("~") / ".cache" / "napari-skinseg", f"there is no home folder "
+                         f"(HOME is not set); set {CACHE_ENV} to a writable folder",
+                         errno.ENOENT) from None
 
 
 def prune_cache(keep: int = CACHE_ENTRIES) -> None:
@@ -151,9 +171,20 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _read_metadata(meta_path: Path) -> dict | None:
-    """A cache entry's metadata; None when it is missing or damaged (then it is made again)."""
+    """A cache entry's metadata; None when it is missing or damaged (then it is made again):
+    valid JSON that lacks what prediction reads (written by hand, or by another version) failed
+    every run with a KeyError's traceback."""
     metadata = _read_json(meta_path)
-    return metadata if metadata is not None and "size" in metadata else None
+    if metadata is None:
+        return None
+    numbers = (int, float)
+    size, mean, std = metadata.get("size"), metadata.get("mean"), metadata.get("std")
+    valid = (isinstance(size, int) and size > 0
+             and all(isinstance(v, list) and v and all(isinstance(x, numbers) for x in v)
+                     for v in (mean, std))
+             and isinstance(metadata.get("config", {}) or {}, dict)
+             and isinstance(metadata.get("quality", {}) or {}, dict))
+    return metadata if valid else None
 
 
 def _drop_entry(onnx_path: Path) -> None:
@@ -165,6 +196,31 @@ def _drop_entry(onnx_path: Path) -> None:
 def _onnxruntime_error(err: BaseException) -> bool:
     """An error raised by ONNX Runtime itself (its load errors share no base class)."""
     return type(err).__module__.startswith("onnxruntime")
+
+
+class OnnxRuntimeFailed(ModelFileError):
+    """ONNX Runtime cannot load a freshly made export (a broken install, an operator it lacks):
+    ``auto`` runs torch instead (:func:`napari_skinseg.engines.make_segmenter`)."""
+
+    def __init__(self, cause: str) -> None:
+        self.cause = cause
+        super().__init__(f"ONNX Runtime cannot load the export of this model even after making "
+                         f"it again ({cause}); use --engine torch")
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).splitlines() or [type(err).__name__])[0][:200]
+
+
+def _loads(onnx_path: Path) -> bool:
+    """Whether ONNX Runtime can load the cached network ``onnx_path``."""
+    try:
+        _session(onnx_path, threads=1)
+    except Exception as err:  # noqa: BLE001 - filtered by _onnxruntime_error
+        if not _onnxruntime_error(err):
+            raise
+        return False
+    return True
 
 
 def _from_cache(export, build):
@@ -179,9 +235,7 @@ def _from_cache(export, build):
             if not _onnxruntime_error(err):
                 raise
             if attempt == 2:
-                raise ModelFileError(f"ONNX Runtime cannot load the export of this model even "
-                                     f"after making it again ({str(err).splitlines()[0][:200]}); "
-                                     "use --engine torch") from None
+                raise OnnxRuntimeFailed(_first_line(err)) from None
             _drop_entry(onnx_path)
 
 
@@ -192,19 +246,29 @@ def cached_int8_export(path: str | os.PathLike | None) -> tuple[Path, dict]:
     onnx_path, metadata = cached_export(path, "rgb")
     int8_path = onnx_path.with_suffix(".int8.onnx")
     if not (int8_path.is_file() and int8_path.with_suffix(".json").is_file()):
-        from .onnx_quantize import MIN_AGREEMENT, QuantisationRefused, quantize_export
+        from .onnx_quantize import (MIN_AGREEMENT, QuantisationFailed, QuantisationRefused,
+                                    quantize_export)
+
+        if not _loads(onnx_path):
+            # a damaged fp32 export failed the quantiser (a protobuf traceback) on every run
+            _drop_entry(onnx_path)
+            onnx_path, metadata = cached_export(path, "rgb")
 
         # a refusal is remembered: quantising again would take seconds to refuse again
         refused = onnx_path.with_suffix(".int8-refused.json")
-        earlier = _read_json(refused)
-        if earlier is not None and earlier.get("agreement", 1.0) < MIN_AGREEMENT:
-            raise QuantisationRefused(earlier["agreement"])
+        agreement = (_read_json(refused) or {}).get("agreement")
+        if isinstance(agreement, (int, float)) and agreement < MIN_AGREEMENT:  # else: damaged
+            raise QuantisationRefused(agreement)
         try:
             quantize_export(onnx_path, int8_path, metadata)
         except QuantisationRefused as err:
             with contextlib.suppress(OSError):
                 atomic_write_text(refused, json.dumps({"agreement": err.agreement}))
             raise
+        except (OSError, MemoryError):  # a full or read-only cache: said as such
+            raise
+        except Exception as err:  # noqa: BLE001 - the quantiser's own failures, of every type
+            raise QuantisationFailed(_first_line(err)) from None
         refused.unlink(missing_ok=True)
     else:
         _touch(int8_path)
@@ -234,24 +298,36 @@ def int8_preferred(path: str | os.PathLike | None) -> bool:
     on this machine: the copy is made (its masks agree with fp32's on the check lesions, else it
     is refused) and its network ran at least INT8_MIN_SPEEDUP times as fast as fp32's here. The
     timing is taken once per model and kind of CPU (about a second) and kept beside the copy."""
-    from .onnx_quantize import QuantisationRefused, network_ms
+    from .onnx_quantize import QuantisationRefused
 
     try:
-        int8_path, metadata = cached_int8_export(path)
+        int8_path, _ = cached_int8_export(path)
+        record_path = int8_path.with_suffix(".speed.json")
+        records = _read_json(record_path) or {}
+        cpu = _cpu_name()
+        record = records.get(cpu)
+        if not (isinstance(record, dict) and all(isinstance(record.get(k), (int, float))
+                                                 for k in ("fp32_ms", "int8_ms"))):  # or damaged
+            record = records[cpu] = _time_networks(path)
+            with contextlib.suppress(OSError):  # a read-only cache: timed again next time
+                atomic_write_text(record_path, json.dumps(records))
     except QuantisationRefused:
         return False
-    record_path = int8_path.with_suffix(".speed.json")
-    records = _read_json(record_path) or {}
-    cpu = _cpu_name()
-    record = records.get(cpu)
-    if not (isinstance(record, dict) and all(isinstance(record.get(k), (int, float))
-                                             for k in ("fp32_ms", "int8_ms"))):  # or damaged
+    return float(record["int8_ms"]) * INT8_MIN_SPEEDUP <= float(record["fp32_ms"])
+
+
+def _time_networks(path: str | os.PathLike | None) -> dict[str, float]:
+    """``{"fp32_ms", "int8_ms"}`` of the model file's two cached networks. A network ONNX Runtime
+    cannot load is made again once (:func:`_from_cache`): a damaged int8 copy failed the timing,
+    and so was passed over with a warning, on every run."""
+    from .onnx_quantize import network_ms
+
+    def timed(int8_path: Path, metadata: dict) -> dict[str, float]:
         fp32_path = int8_path.parent / f"{int8_path.name.split('.')[0]}.onnx"
         fp32_ms, int8_ms = network_ms(fp32_path, int8_path, int(metadata["size"]))
-        record = records[cpu] = {"fp32_ms": fp32_ms, "int8_ms": int8_ms}
-        with contextlib.suppress(OSError):  # a read-only cache: timed again next time
-            atomic_write_text(record_path, json.dumps(records))
-    return float(record["int8_ms"]) * INT8_MIN_SPEEDUP <= float(record["fp32_ms"])
+        return {"fp32_ms": fp32_ms, "int8_ms": int8_ms}
+
+    return _from_cache(lambda: cached_int8_export(path), timed)
 
 
 def _session(onnx_path: Path, threads: int | None, spinning: bool = True):

@@ -45,6 +45,16 @@ class QuantisationRefused(ModelFileError):
             "use the onnx engine")
 
 
+class QuantisationFailed(ModelFileError):
+    """The quantiser itself failed on this model (an operator it cannot handle, a bug of its
+    own): one sentence instead of its traceback."""
+
+    def __init__(self, cause: str) -> None:
+        self.cause = cause
+        super().__init__(f"the int8 copy of this model could not be made ({cause}); "
+                         "use the onnx engine")
+
+
 def _inputs(metadata: dict[str, Any], n: int, seed: int) -> list[np.ndarray]:
     size = int(metadata["size"])
     colour = (metadata.get("config") or {}).get("colour_constancy", "none")
