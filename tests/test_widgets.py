@@ -90,6 +90,19 @@ def test_docks_fit_a_1080_pixel_screen(make_napari_viewer):
         assert widget.native.minimumSizeHint().height() < 300
 
 
+def test_docks_fit_napari_s_dock_width(make_napari_viewer):
+    # Curate was 428 px at least (its click-kind combo as wide as "skin (wrongly taken)", nested
+    # under a second label column) in a 378 px dock: "Save & next" and every status line's end
+    # were cut off. Long layer names must not widen a dock either (the measure-layer combo).
+    viewer = make_napari_viewer()
+    name = "ISIC_0024431_a_long_file_name_from_the_dermoscope [1]"
+    viewer.add_image(np.zeros((50, 50, 3), np.uint8), name=name, rgb=True)
+    viewer.add_labels(np.zeros((50, 50), np.uint8), name=name + " prediction")
+    for dock_name in ("Train", "Segment", "Curate"):
+        widget = dock(viewer, dock_name)
+        assert widget.native.widget().minimumSizeHint().width() <= 360, dock_name
+
+
 def test_sample_data_opens_an_image_and_its_mask_in_truth_colours(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "synthetic_lesion")

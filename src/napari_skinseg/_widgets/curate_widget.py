@@ -42,6 +42,7 @@ from .fields import (
     model_in_use_line,
     plain_error,
     required_folder,
+    shrinkable,
 )
 from .jobs import JobRunner, run_job
 from .layers import (
@@ -96,9 +97,10 @@ class CurateWidget(DockContainer):
         # shown while a job of this dock runs (ranking, segmenting the image, accepting)
         self.cancel_button = PushButton(text="Cancel", visible=False)
         self.count = status_label("")
-        self.order = ComboBox(label="order", choices=[FOLDER_ORDER, WORST_FIRST], value=FOLDER_ORDER,
-                              tooltip="worst first: the images whose masks most likely need "
-                                      "correcting (by predicted Dice) come first")
+        self.order = shrinkable(ComboBox(
+            label="order", choices=[FOLDER_ORDER, WORST_FIRST], value=FOLDER_ORDER,
+            tooltip="worst first: the images whose masks most likely need correcting (by "
+                    "predicted Dice) come first"))
         self.accept_above = FloatSpinBox(label="accept above", value=0.9, min=0.5, max=0.99,
                                          step=0.01, tooltip="predicted Dice")
         self.accept_button = PushButton(text="Accept the rest above it")

@@ -32,7 +32,7 @@ from ..measurements import (
     measure_lesion,
     write_measurements_csv,
 )
-from .fields import chosen_path
+from .fields import chosen_path, shrinkable
 from .layers import (
     AUTO_HASH_KEY,
     image_array,
@@ -52,7 +52,9 @@ class MeasurementsPanel(Container):
 
     def __init__(self, viewer) -> None:
         self.viewer = viewer
-        self.layer = ComboBox(label="measure layer", choices=self._labels_choices, nullable=True)
+        # layer names can be long (file names): elided, so the dock keeps napari's width
+        self.layer = shrinkable(ComboBox(label="measure layer", choices=self._labels_choices,
+                                         nullable=True))
         self.pixel_size = FloatSpinBox(label="pixel size (mm, 0 = unknown)", value=0.0, min=0.0,
                                        max=10.0, step=0.001)
         self.table = Table(value={"descriptor": [], "value": []})
