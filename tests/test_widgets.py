@@ -331,6 +331,27 @@ def test_measuring_never_holds_up_painting(make_napari_viewer, qtbot, monkeypatc
     assert panel.export() == tmp_path / "m.csv"
 
 
+def test_an_export_tells_two_masks_of_one_image_apart(make_napari_viewer, qtbot, tmp_path, errors):
+    # An image opened by hand and segmented, and the same image opened by Curate with its saved
+    # mask: two rows "ISIC_0024431" with different numbers, and no way to tell which was which.
+    from napari_skinseg.measurements import read_measurements_csv
+
+    viewer = make_napari_viewer()
+    panel = measurements_panel.MeasurementsPanel(viewer)
+    image, truth = make_synthetic_lesion((64, 64), seed=1)
+    for name, mask in (("a", truth), ("a [1]", truth & (np.arange(64) < 40)[None, :])):
+        im = viewer.add_image(image, name=name, rgb=True, metadata={"source_path": "/x/a.jpg"})
+        viewer.add_labels(mask.astype(np.uint8), name=f"{name} prediction",
+                          metadata={AUTO_HASH_KEY: mask_hash(mask), "skinseg_image": str(im.unique_id)})
+    qtbot.waitUntil(lambda: all("area_px" in layer.features for layer in viewer.layers
+                                if layer.name.endswith("prediction")) and not panel._running)
+    panel.csv_path.value = tmp_path / "m.csv"
+    assert panel.export() == tmp_path / "m.csv"
+    rows = read_measurements_csv(tmp_path / "m.csv")
+    assert [(r["id"], r["layer"]) for r in rows] == [("a", "a prediction"), ("a", "a [1] prediction")]
+    assert rows[0]["area_px"] != rows[1]["area_px"] and errors == []
+
+
 def folder_dock(make_napari_viewer, tmp_path, n: int, seed: int, shape=(64, 64)):
     """The Segment dock with a folder of ``n`` synthetic images and a results folder chosen."""
     images_dir, _ = write_synthetic_dataset(tmp_path / "data", n, shape, seed=seed)

@@ -186,12 +186,14 @@ class MeasurementsPanel(Container):
                     name = image_id(image_for_labels(self.viewer, layer))
                 except ValueError:
                     name = layer.name
-                rows.append({"id": name, **row})
+                # two layers can belong to one image (a prediction, a mask opened by Curate):
+                # the layer tells their rows apart
+                rows.append({"id": name, "layer": layer.name, **row})
         if not rows:
             show_error("nothing measured yet: segment an image first")
             return None
         try:
-            write_measurements_csv(rows, path, overwrite=False)
+            write_measurements_csv(rows, path, overwrite=False, extra_fields=("layer",))
         except (FileExistsError, OSError) as err:
             show_error(str(err))
             return None
