@@ -56,7 +56,10 @@ class MeasurementsPanel(Container):
         self.layer = shrinkable(ComboBox(label="measure layer", choices=self._labels_choices,
                                          nullable=True))
         self.pixel_size = FloatSpinBox(label="pixel size (mm, 0 = unknown)", value=0.0, min=0.0,
-                                       max=10.0, step=0.001)
+                                       max=10.0, step=0.001,
+                                       tooltip="one pixel size for every measured layer: measure "
+                                               "and export images of another camera or size "
+                                               "separately")
         self.table = Table(value={"descriptor": [], "value": []})
         self.table.native.setMinimumHeight(240)
         self.table.native.verticalHeader().setVisible(False)
