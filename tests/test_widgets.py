@@ -90,6 +90,19 @@ def test_docks_fit_a_1080_pixel_screen(make_napari_viewer):
         assert widget.native.minimumSizeHint().height() < 300
 
 
+def test_docks_fit_napari_s_dock_width(make_napari_viewer):
+    # Curate was 428 px at least (its click-kind combo as wide as "skin (wrongly taken)", nested
+    # under a second label column) in a 378 px dock: "Save & next" and every status line's end
+    # were cut off. Long layer names must not widen a dock either (the measure-layer combo).
+    viewer = make_napari_viewer()
+    name = "ISIC_0024431_a_long_file_name_from_the_dermoscope [1]"
+    viewer.add_image(np.zeros((50, 50, 3), np.uint8), name=name, rgb=True)
+    viewer.add_labels(np.zeros((50, 50), np.uint8), name=name + " prediction")
+    for dock_name in ("Train", "Segment", "Curate"):
+        widget = dock(viewer, dock_name)
+        assert widget.native.widget().minimumSizeHint().width() <= 360, dock_name
+
+
 def test_sample_data_opens_an_image_and_its_mask_in_truth_colours(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "synthetic_lesion")
@@ -335,6 +348,27 @@ def test_renaming_a_layer_keeps_it_chosen_under_its_new_name(make_napari_viewer,
     assert segment.measurements.layer.value == "patient 7 mask"
 
 
+def test_an_export_tells_two_masks_of_one_image_apart(make_napari_viewer, qtbot, tmp_path, errors):
+    # An image opened by hand and segmented, and the same image opened by Curate with its saved
+    # mask: two rows "ISIC_0024431" with different numbers, and no way to tell which was which.
+    from napari_skinseg.measurements import read_measurements_csv
+
+    viewer = make_napari_viewer()
+    panel = measurements_panel.MeasurementsPanel(viewer)
+    image, truth = make_synthetic_lesion((64, 64), seed=1)
+    for name, mask in (("a", truth), ("a [1]", truth & (np.arange(64) < 40)[None, :])):
+        im = viewer.add_image(image, name=name, rgb=True, metadata={"source_path": "/x/a.jpg"})
+        viewer.add_labels(mask.astype(np.uint8), name=f"{name} prediction",
+                          metadata={AUTO_HASH_KEY: mask_hash(mask), "skinseg_image": str(im.unique_id)})
+    qtbot.waitUntil(lambda: all("area_px" in layer.features for layer in viewer.layers
+                                if layer.name.endswith("prediction")) and not panel._running)
+    panel.csv_path.value = tmp_path / "m.csv"
+    assert panel.export() == tmp_path / "m.csv"
+    rows = read_measurements_csv(tmp_path / "m.csv")
+    assert [(r["id"], r["layer"]) for r in rows] == [("a", "a prediction"), ("a", "a [1] prediction")]
+    assert rows[0]["area_px"] != rows[1]["area_px"] and errors == []
+
+
 def folder_dock(make_napari_viewer, tmp_path, n: int, seed: int, shape=(64, 64)):
     """The Segment dock with a folder of ``n`` synthetic images and a results folder chosen."""
     images_dir, _ = write_synthetic_dataset(tmp_path / "data", n, shape, seed=seed)
@@ -550,6 +584,33 @@ def test_curate_loop_never_loses_a_correction(make_napari_viewer, qtbot, tmp_pat
     qtbot.waitUntil(lambda: opened(names[0]), timeout=60_000)
     assert np.array_equal(viewer.layers[f"{names[0]} prediction"].data > 0, saved)
     assert answers == [] and errors == []
+
+
+def test_curate_swaps_images_in_one_scene_graph_update(make_napari_viewer, qtbot, tmp_path,
+                                                      monkeypatch, errors):
+    # napari cleans its scene graph (gc.collect, 0.2-0.3 s with real images open) after each
+    # layer removed: Back (image, prediction, clicks out; image, mask in) froze napari 1.4 s.
+    import gc
+
+    source, _ = write_synthetic_dataset(tmp_path / "todo", 2, (64, 64), seed=17)
+    viewer = make_napari_viewer()
+    widget = dock(viewer, "Curate")
+    widget.curated_dir.value, widget.source_dir.value = tmp_path / "curated", source
+    first, second = (p.stem for p in sorted(source.iterdir()))
+    widget.next_button.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None and f"{first} prediction" in viewer.layers,
+                    timeout=60_000)
+    widget.save_next_button.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None and f"{second} prediction" in viewer.layers,
+                    timeout=60_000)
+    viewer.layers.selection.active = viewer.layers[f"{second} prediction"]
+    widget.click_fix.start_button.native.click()
+    qtbot.waitUntil(lambda: not jobs.RUNNING, timeout=60_000)
+    collections = []
+    monkeypatch.setattr(gc, "collect", lambda *a: collections.append(1) or 0)
+    widget.previous_button.native.click()
+    assert [layer.name for layer in viewer.layers] == [first, f"{first} prediction"]
+    assert len(collections) <= 1 and errors == []
 
 
 def test_save_and_next_without_a_folder_to_curate_says_it_saved(make_napari_viewer, tmp_path,

@@ -250,7 +250,7 @@ def measure_lesion(mask: np.ndarray, image: np.ndarray | None = None,
 
 
 FIELDS = ("id", *COLUMNS)
-TEXT_FIELDS = ("id", "colours")  # escaped for spreadsheets (csv_cells); the others are numbers
+TEXT_FIELDS = ("id", "layer", "colours")  # escaped for spreadsheets (csv_cells); the others are numbers
 
 
 def _cell(field: str, value: Any) -> Any:
@@ -259,9 +259,10 @@ def _cell(field: str, value: Any) -> Any:
     return escape_cell(value) if field in TEXT_FIELDS and isinstance(value, str) else value
 
 
-def _csv_text(rows: Sequence[dict[str, Any]]) -> str:
+def _csv_text(rows: Sequence[dict[str, Any]], extra_fields: Sequence[str] = ()) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(FIELDS), extrasaction="ignore")
+    writer = csv.DictWriter(buffer, fieldnames=["id", *extra_fields, *COLUMNS],
+                            extrasaction="ignore")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: _cell(k, v) for k, v in row.items()})
@@ -269,8 +270,9 @@ def _csv_text(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def write_measurements_csv(rows: Sequence[dict[str, Any]], path: str | Path,
-                           overwrite: bool = False) -> Path:
-    """A plain table: one header line, one row per image (``id`` first), written atomically.
+                           overwrite: bool = False, extra_fields: Sequence[str] = ()) -> Path:
+    """A plain table: one header line, one row per image (``id`` first, then ``extra_fields``,
+    such as napari's ``layer``), written atomically.
 
     The disclaimer (:data:`DISCLAIMER`) is not in the file, so any CSV reader reads it as it is;
     show it wherever the numbers are shown.
@@ -278,7 +280,7 @@ def write_measurements_csv(rows: Sequence[dict[str, Any]], path: str | Path,
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; choose another file or pass --overwrite")
-    return atomic_write_text(path, _csv_text(rows), overwrite=overwrite)
+    return atomic_write_text(path, _csv_text(rows, extra_fields), overwrite=overwrite)
 
 
 def read_measurements_csv(path: str | Path) -> list[dict[str, str]]:

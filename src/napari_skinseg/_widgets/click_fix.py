@@ -24,6 +24,7 @@ from napari.utils.notifications import show_error
 
 from ..bundled import bundled_click_model_path
 from ..interactive import ClickSession
+from .fields import shrinkable
 from .jobs import JobRunner, run_job
 from .layers import (
     IMAGE_KEY,
@@ -68,12 +69,13 @@ class ClickFixPanel(Container):
         self.viewer, self.target, self.on_status = viewer, target, on_status
         self.on_change = on_change  # told after every click, undo and box (not only via events)
         self.start_button = PushButton(text="Fix with clicks")
-        self.kind = ComboBox(label="a click marks", choices=[LESION, SKIN], value=LESION)
+        self.kind = shrinkable(ComboBox(label="click marks", choices=[LESION, SKIN], value=LESION))
         self.undo_button = PushButton(text="Undo click")
         self.box_button = PushButton(text="Re-segment inside box")
         self.cancel_button = PushButton(text="Cancel click", visible=False)  # while one waits
         super().__init__(widgets=[self.start_button, self.kind, self.undo_button, self.box_button,
                                   self.cancel_button], labels=True)
+        self.margins = (0, 0, 0, 0)  # nested in the Curate dock: its margins are enough
         self.sessions: dict[int, tuple[Labels, ClickSession, Points]] = {}
         self._pending: list[tuple] = []  # clicks waiting for the worker, oldest first
         self._made: dict[int, list[np.ndarray]] = {}  # per session: the mask each click/box made

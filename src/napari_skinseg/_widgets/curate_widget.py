@@ -42,6 +42,7 @@ from .fields import (
     model_in_use_line,
     plain_error,
     required_folder,
+    shrinkable,
 )
 from .jobs import JobRunner, run_job
 from .layers import (
@@ -50,6 +51,7 @@ from .layers import (
     PREDICTION_SUFFIX,
     PROBABILITY_SUFFIX,
     SAVED_HASH_KEY,
+    batched,
     bring_to_top,
     image_array,
     image_for_labels,
@@ -96,9 +98,10 @@ class CurateWidget(DockContainer):
         # shown while a job of this dock runs (ranking, segmenting the image, accepting)
         self.cancel_button = PushButton(text="Cancel", visible=False)
         self.count = status_label("")
-        self.order = ComboBox(label="order", choices=[FOLDER_ORDER, WORST_FIRST], value=FOLDER_ORDER,
-                              tooltip="worst first: the images whose masks most likely need "
-                                      "correcting (by predicted Dice) come first")
+        self.order = shrinkable(ComboBox(
+            label="order", choices=[FOLDER_ORDER, WORST_FIRST], value=FOLDER_ORDER,
+            tooltip="worst first: the images whose masks most likely need correcting (by "
+                    "predicted Dice) come first"))
         self.accept_above = FloatSpinBox(label="accept above", value=0.9, min=0.5, max=0.99,
                                          step=0.01, tooltip="predicted Dice")
         self.accept_button = PushButton(text="Accept the rest above it")
@@ -281,9 +284,9 @@ class CurateWidget(DockContainer):
             return False
 
     # -- moving between images ---------------------------------------------------------------
-    def _leave_current(self) -> bool:
-        """Close the current image's layers; unsaved corrections are saved or dropped only as
-        the person says. False: stay on this image."""
+    def _settle_unsaved(self) -> bool:
+        """Ask about the current image's unsaved corrections (save, discard or stay) before
+        anything is closed. False: stay on this image."""
         self.click_fix.check_nothing_waits("move on")
         for labels in [layer for layer in self._opened_labels() if unsaved_corrections(layer)]:
             answer = self.ask_unsaved(f"'{labels.name}' has corrections that are not saved. "
@@ -293,11 +296,13 @@ class CurateWidget(DockContainer):
                 return False
             if answer == SAVE and self.save_training_mask_for(labels) is None:
                 return False
+        return True
+
+    def _close_opened(self) -> None:
         # by identity: a layer renamed since is closed (and asked about) all the same
         for layer in layers_made_for(self.viewer, self._opened) if self._opened else []:
             self.viewer.layers.remove(layer.name)
         self._opened = None
-        return True
 
     def _opened_labels(self) -> list[Labels]:
         """The Labels layers made for the image Curate opened (its prediction or saved mask)."""
@@ -481,14 +486,18 @@ class CurateWidget(DockContainer):
         image = read_image(path)  # a bad file (or saved mask) is reported before anything is closed
         saved = self.folder.mask_path(curated_id(path))
         saved_mask = read_mask(saved, shape=image.shape[:2]) if saved.exists() else None
-        if not self._leave_current():
+        if not self._settle_unsaved():
             return False
-        layer = self.viewer.add_image(image, name=self._free_name(path.stem), rgb=True,
-                                      metadata={"source_path": str(path)})
+        with batched(self.viewer):  # the old image's layers out, the new ones in: one redraw
+            self._close_opened()
+            layer = self.viewer.add_image(image, name=self._free_name(path.stem), rgb=True,
+                                          metadata={"source_path": str(path)})
+            if saved_mask is not None:
+                self._show_saved_mask(layer, saved_mask)
         self._opened = str(layer.unique_id)
         left = len(self._todo()) - (0 if saved_mask is not None else 1)
         if saved_mask is not None:
-            self._show_saved_mask(layer, saved_mask)
+            self.update_target()
             self._set_status(f"{path.name}: its saved training mask ({left} more to curate)")
             return True
         self._set_status(f"segmenting {path.name} ({self._estimate(path)}{left} more to curate) ..."
@@ -537,7 +546,6 @@ class CurateWidget(DockContainer):
                                                   **made_for(image_layer)})
         bring_to_top(self.viewer, labels)
         labels.mode = "paint"
-        self.update_target()
 
     # -- retraining --------------------------------------------------------------------------
     def _retrain_or_cancel(self, *_):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from magicgui.widgets import Container, FileEdit, Label, Select
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, Select
 
 from .layers import layer_key
 from .session import SESSION
@@ -101,6 +101,18 @@ def model_in_use_line() -> Label:
     line = status_label(SESSION.model.describe())
     follow(SESSION.model.changed, line, lambda model: setattr(line, "value", model.describe()))
     return line
+
+
+def shrinkable(combo: ComboBox, chars: int = 8) -> ComboBox:
+    """A combo box as narrow as ``chars`` characters (longer choices are elided, and shown in
+    full in its list): a combo as wide as its longest choice made the Curate dock wider than
+    napari's dock, so its right edge, the Save & next button included, was cut off."""
+    from qtpy.QtWidgets import QComboBox
+
+    combo.native.setSizeAdjustPolicy(
+        QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.native.setMinimumContentsLength(chars)
+    return combo
 
 
 def ask_yes_no(message: str) -> bool:

@@ -7,6 +7,7 @@ tell an untouched prediction from one a person corrected (and one corrected sinc
 
 from __future__ import annotations
 
+import contextlib
 import zlib
 from typing import Callable
 
@@ -200,6 +201,14 @@ def placement_of(layer) -> dict:
     if layer.ndim == 2:
         placed.update(rotate=layer.rotate, shear=layer.shear, affine=layer.affine.affine_matrix)
     return placed
+
+
+def batched(viewer):
+    """One scene-graph update for several layers closed or opened together: otherwise napari
+    cleans its scene graph after each removed layer, with a gc.collect that takes 0.2-0.3 s in
+    a session with a few images open (napari < 0.6 has no batching: then one by one)."""
+    batch = getattr(viewer.layers, "batched_update", None)
+    return batch() if batch is not None else contextlib.nullcontext()
 
 
 def bring_to_top(viewer, layer) -> None:

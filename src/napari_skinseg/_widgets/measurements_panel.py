@@ -32,7 +32,7 @@ from ..measurements import (
     measure_lesion,
     write_measurements_csv,
 )
-from .fields import chosen_path, follow_layer_names
+from .fields import chosen_path, follow_layer_names, shrinkable
 from .layers import (
     AUTO_HASH_KEY,
     image_array,
@@ -52,9 +52,14 @@ class MeasurementsPanel(Container):
 
     def __init__(self, viewer) -> None:
         self.viewer = viewer
-        self.layer = ComboBox(label="measure layer", choices=self._labels_choices, nullable=True)
+        # layer names can be long (file names): elided, so the dock keeps napari's width
+        self.layer = shrinkable(ComboBox(label="measure layer", choices=self._labels_choices,
+                                         nullable=True))
         self.pixel_size = FloatSpinBox(label="pixel size (mm, 0 = unknown)", value=0.0, min=0.0,
-                                       max=10.0, step=0.001)
+                                       max=10.0, step=0.001,
+                                       tooltip="one pixel size for every measured layer: measure "
+                                               "and export images of another camera or size "
+                                               "separately")
         self.table = Table(value={"descriptor": [], "value": []})
         self.table.native.setMinimumHeight(240)
         self.table.native.verticalHeader().setVisible(False)
@@ -185,12 +190,14 @@ class MeasurementsPanel(Container):
                     name = image_id(image_for_labels(self.viewer, layer))
                 except ValueError:
                     name = layer.name
-                rows.append({"id": name, **row})
+                # two layers can belong to one image (a prediction, a mask opened by Curate):
+                # the layer tells their rows apart
+                rows.append({"id": name, "layer": layer.name, **row})
         if not rows:
             show_error("nothing measured yet: segment an image first")
             return None
         try:
-            write_measurements_csv(rows, path, overwrite=False)
+            write_measurements_csv(rows, path, overwrite=False, extra_fields=("layer",))
         except (FileExistsError, OSError) as err:
             show_error(str(err))
             return None
