@@ -2,6 +2,7 @@
 modules napari imports stay free of torch (and every core module free of Qt and napari)."""
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -79,3 +80,24 @@ def test_train_takes_a_pair_folder(tmp_path, synthetic_folder, capsys):
     assert main(["train", str(root), "--out", str(tmp_path / "m.pt"), "--epochs", "1", "--size", "64",
                  "--decoder-channels", "32,16,16,8,8", "--device", "cpu"]) == 0
     assert "reading 6 pairs" in capsys.readouterr().out
+
+
+def test_train_on_a_pair_folder_keeps_pairs_accepted_unseen_out_of_validation(tmp_path,
+                                                                              synthetic_folder, capsys):
+    # The command line splits a curated folder as napari's Retrain on curated does.
+    import shutil
+
+    from napari_skinseg.cli import main
+    from napari_skinseg.model import load_model
+    from napari_skinseg.pairs import UNREVIEWED_FILE
+
+    root = tmp_path / "curated"
+    shutil.copytree(synthetic_folder[0].parent, root)
+    ids = sorted(p.stem for p in (root / "images").iterdir())
+    (root / UNREVIEWED_FILE).write_text(json.dumps(ids[:4]))
+    assert main(["train", str(root), "--out", str(tmp_path / "m.pt"), "--epochs", "1", "--size", "64",
+                 "--decoder-channels", "32,16,16,8,8", "--device", "cpu", "--val-fraction", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "4 of 6 pairs were accepted without review" in out and "4:2 split" in out
+    data = load_model(tmp_path / "m.pt").metadata.data
+    assert sorted(data["val_names"]) == ids[4:] and data["unreviewed_names"] == ids[:4]

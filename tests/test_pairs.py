@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from napari_skinseg.image_io import write_image, write_mask
-from napari_skinseg.pairs import find_pairs, list_images, unique_ids
+from napari_skinseg.pairs import PairFolder, find_pairs, list_images, unique_ids, unreviewed_ids
 
 
 def _img(path):
@@ -87,3 +87,19 @@ def test_unique_ids_never_give_a_repeat_the_name_of_another_id():
     assert unique_ids(["a", "a", "a_2", "a"]) == ["a", "a_3", "a_2", "a_4"]
     assert unique_ids(["b", "B"]) == ["b", "B_2"]  # one file on macOS and Windows
     assert unique_ids(["x", "y"]) == ["x", "y"]
+
+
+def test_pairs_accepted_unseen_are_listed_until_a_person_saves_them(tmp_path):
+    folder = PairFolder(tmp_path / "curated")
+    image, mask = np.zeros((8, 8, 3), np.uint8), np.eye(8, dtype=bool)
+    folder.write("seen", image, mask)
+    assert not folder.unreviewed_path.exists()  # nothing accepted: no list at all
+    folder.write("a", image, mask, reviewed=False)
+    folder.write("b", image, mask, reviewed=False)
+    assert unreviewed_ids(folder.images, folder.masks) == {"a", "b"}
+    folder.write("a", image, ~mask, overwrite=True)  # corrected (or just looked at) and saved
+    assert folder.unreviewed_ids() == {"b"} and folder.ids() == {"seen", "a", "b"}
+    # only a pair folder keeps the list; a damaged list counts every pair as reviewed
+    assert unreviewed_ids(folder.images, tmp_path / "elsewhere") == set()
+    folder.unreviewed_path.write_text("{not json")
+    assert folder.unreviewed_ids() == set()

@@ -3,7 +3,13 @@ import pytest
 
 from napari_skinseg.dataset import samples_from_arrays, samples_from_folders
 from napari_skinseg.model import ModelFileError, load_model
-from napari_skinseg.training import checkpoint_path, run_training, split_indices, train
+from napari_skinseg.training import (
+    checkpoint_path,
+    run_training,
+    split_indices,
+    split_note,
+    train,
+)
 
 
 def test_split_is_four_to_one_seeded_and_never_empty():
@@ -15,6 +21,21 @@ def test_split_is_four_to_one_seeded_and_never_empty():
     with pytest.raises(ValueError, match="at least 2"):
         split_indices(1, 0.2, 0)
 
+
+
+def test_pairs_accepted_unseen_are_never_validation_pairs():
+    # A model scored on its own accepted masks looked better than any retrained model, so
+    # retraining after "Accept the rest" was (almost) never adopted.
+    flags = [i % 3 != 0 for i in range(30)]  # 10 reviewed pairs, 20 accepted unseen
+    tr, va = split_indices(30, 0.2, seed=0, train_only=flags)
+    assert len(va) == 6 and not any(flags[i] for i in va) and sorted(tr + va) == list(range(30))
+    tr, va = split_indices(30, 0.5, seed=0, train_only=flags)
+    assert len(va) == 10 and len(tr) == 20  # validation takes what is reviewed
+    # nothing flagged (or everything): the split it has always been
+    assert split_indices(30, 0.2, 0, [False] * 30) == split_indices(30, 0.2, 0)
+    assert split_indices(30, 0.2, 0, [True] * 30) == split_indices(30, 0.2, 0)
+    assert "never used for validation" in split_note(30, 20)
+    assert "favour the model that made them" in split_note(30, 30) and split_note(30, 0) is None
 
 def test_one_epoch_yields_a_report_and_writes_the_model(tmp_path, tiny_samples, tiny_config):
     gen = train(tiny_samples, tiny_config, tmp_path / "m.pt")

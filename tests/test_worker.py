@@ -98,6 +98,36 @@ def test_the_docks_learn_which_pairs_were_skipped_and_why(tmp_path):
     assert loads(dumps(notes)) == notes  # it crosses into napari's process
 
 
+def test_retraining_never_validates_on_masks_accepted_unseen(tmp_path, tiny_model_path, tiny_config):
+    # Curate's "Accept the rest" saves the model's own masks; as validation pairs they scored the
+    # old model near 1, so a retrained model was (almost) never adopted.
+    from napari_skinseg.image_io import read_image, read_mask
+    from napari_skinseg.pairs import PairFolder
+    from napari_skinseg.reports import PairNotes
+    from napari_skinseg.worker_jobs import job_accept_as_curated, job_train
+
+    source, truth = write_synthetic_dataset(tmp_path / "todo", 8, (64, 64), seed=12)
+    folder = PairFolder(tmp_path / "curated")
+    paths = sorted(source.glob("*.png"))
+    for path in paths[:3]:  # corrected and saved by a person
+        folder.write(path.stem, read_image(path), read_mask(truth / f"{path.stem}_segmentation.png"))
+    accepted = list(job_accept_as_curated(lambda: False, [str(p) for p in paths[3:]],
+                                          str(folder.root), model=str(tiny_model_path)))
+    assert [a["status"] for a in accepted] == ["accepted"] * 5
+    assert folder.unreviewed_ids() == {p.stem for p in paths[3:]}
+    job = job_train(lambda: False, str(folder.images), str(folder.masks), tiny_config,
+                    str(tmp_path / "m.pt"), compare=True, baseline=str(tiny_model_path))
+    items = []
+    try:
+        while True:
+            items.append(next(job))
+    except StopIteration as stop:
+        summary = stop.value
+    notes = next(i for i in items if isinstance(i, PairNotes))
+    assert "5 of 8 pairs were accepted without review" in notes.text()
+    assert summary.val_names and set(summary.val_names) <= {p.stem for p in paths[:3]}
+
+
 def test_training_streams_reports_and_cancels_within_a_batch(client, tmp_path):
     images_dir, masks_dir = write_synthetic_dataset(tmp_path / "d", 6, (64, 64), seed=4)
     config = TrainConfig(size=64, epochs=50, batch_size=1, decoder_channels=(16, 8, 8, 8, 8),

@@ -219,7 +219,7 @@ def _train(args: argparse.Namespace) -> int:
     from .destinations import check_output_file
     from .devices import resolve_device
     from .model import check_encoder, load_model
-    from .training import checkpoint_path, split_sizes
+    from .training import checkpoint_path
 
     # Everything that can be checked without the data is checked first, cheapest first.
     config = TrainConfig(encoder=args.encoder, decoder_channels=args.decoder_channels, size=args.size,
@@ -256,8 +256,8 @@ def _train(args: argparse.Namespace) -> int:
 
     from .dataset import samples_from_pairs
     from .history import plot_history, write_history_csv
-    from .pairs import choose_pairs, find_pairs, pair_folders
-    from .training import train
+    from .pairs import choose_pairs, find_pairs, pair_folders, unreviewed_ids
+    from .training import split_indices, split_note, train
 
     images_dir, masks_dir = ((args.images_dir, args.masks_dir) if args.masks_dir is not None
                              else pair_folders(args.images_dir))
@@ -269,7 +269,11 @@ def _train(args: argparse.Namespace) -> int:
     samples = samples_from_pairs(pairs, config.size)
     for skipped in samples.skipped:
         print(f"skipped {skipped}")
-    n_train, n_val = split_sizes(len(samples), config.val_fraction)
+    unreviewed = unreviewed_ids(images_dir, masks_dir) & set(samples.names)
+    if note := split_note(len(samples), len(unreviewed)):
+        print(note)
+    n_train, n_val = map(len, split_indices(len(samples), config.val_fraction, config.seed,
+                                            [name in unreviewed for name in samples.names]))
 
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: (stop.set(), print(
@@ -287,7 +291,7 @@ def _train(args: argparse.Namespace) -> int:
           f"{config.epochs} epochs, device {config.device}"
           + (f", {processes} processes (DDP)" if processes > 1 else ""), flush=True)
     gen = train(samples, config, out, init=init, cancel=stop.is_set, on_batch=on_batch,
-                resume=args.resume, sources=list(dict.fromkeys(map(str, (images_dir, masks_dir)))))
+                resume=args.resume, train_only=unreviewed, sources=list(dict.fromkeys(map(str, (images_dir, masks_dir)))))
 
     def show(report):
         bar.clear()

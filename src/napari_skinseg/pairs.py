@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic import atomic_write_text, folder_lock
 from .destinations import require_folder
 from .image_io import is_image_file, write_image, write_mask
 
@@ -14,6 +16,9 @@ from .image_io import is_image_file, write_image, write_mask
 IMAGES_DIR = "images"
 MASKS_DIR = "masks"
 MASK_SUFFIX = "_segmentation"
+# Pairs of a pair folder whose masks are the model's own, accepted unseen: training uses them,
+# validation never does (a model scored on its own masks looks better than any retrained one).
+UNREVIEWED_FILE = "accepted_unreviewed.json"
 MASK_SUFFIXES = (MASK_SUFFIX, "_mask", "")
 # The other outputs `skinseg segment` writes beside each mask in a results folder.
 OVERLAY_SUFFIX = "_overlay"
@@ -94,10 +99,14 @@ class PairFolder:
     def mask_path(self, image_id: str) -> Path:
         return self.masks / mask_filename(image_id)
 
-    def write(self, image_id: str, image, mask, overwrite: bool = False) -> Path:
+    def write(self, image_id: str, image, mask, overwrite: bool = False,
+              reviewed: bool = True) -> Path:
         """Write the pair ``image_id`` (the image, then its mask) and return the mask's path. When
         the mask cannot be written (a full disk), an image written here is removed again: no
-        image is left without its mask, which would read as a curated pair that exists."""
+        image is left without its mask, which would read as a curated pair that exists.
+
+        ``reviewed=False``: the mask is the model's, accepted without a look (Curate's *Accept
+        the rest*); it is listed in :data:`UNREVIEWED_FILE` until a person saves the pair."""
         image_path, mask_path = self.image_path(image_id), self.mask_path(image_id)
         new_image = not image_path.exists()
         write_image(image_path, image, overwrite=overwrite)
@@ -107,13 +116,47 @@ class PairFolder:
             if new_image:
                 image_path.unlink(missing_ok=True)
             raise
+        self._mark_unreviewed(image_id, not reviewed)
         return mask_path
+
+    @property
+    def unreviewed_path(self) -> Path:
+        return self.root / UNREVIEWED_FILE
+
+    def unreviewed_ids(self) -> set[str]:
+        """Ids of pairs whose masks were accepted as the model made them (none when the list is
+        missing or damaged: then every pair counts as reviewed, as before the list existed)."""
+        try:
+            ids = json.loads(self.unreviewed_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return set()
+        return {i for i in ids if isinstance(i, str)} if isinstance(ids, list) else set()
+
+    def _mark_unreviewed(self, image_id: str, unreviewed: bool) -> None:
+        if not unreviewed and not self.unreviewed_path.exists():
+            return  # the common case: a person saves, nothing was ever accepted unseen
+        with folder_lock(self.root):  # two docks or runs accepting into one folder take turns
+            ids = self.unreviewed_ids()
+            if (image_id in ids) == unreviewed:
+                return
+            ids = ids | {image_id} if unreviewed else ids - {image_id}
+            atomic_write_text(self.unreviewed_path, json.dumps(sorted(ids), indent=0) + "\n")
 
     def ids(self) -> set[str]:
         """Ids that have a mask file (a curated pair)."""
         if not self.masks.is_dir():
             return set()
         return {i for p in self.masks.glob(f"*{MASK_SUFFIX}.png") if (i := id_of_mask(p))}
+
+
+def unreviewed_ids(images_dir: str | Path, masks_dir: str | Path) -> set[str]:
+    """The pairs accepted without review, when ``images_dir`` and ``masks_dir`` are a pair
+    folder's ``images/`` and ``masks/`` (other folders keep no such list)."""
+    images_dir, masks_dir = Path(images_dir), Path(masks_dir)
+    folder = PairFolder(images_dir.parent)
+    if images_dir.name != IMAGES_DIR or masks_dir.absolute() != folder.masks.absolute():
+        return set()
+    return folder.unreviewed_ids()
 
 
 def masks_folder(folder: str | Path) -> Path:

@@ -20,7 +20,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Generator
+from typing import Callable, Collection, Generator, Sequence
 
 import numpy as np
 import torch
@@ -71,11 +71,32 @@ def split_sizes(n: int, val_fraction: float) -> tuple[int, int]:
     return n - n_val, n_val
 
 
-def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Seeded random split with at least one pair on each side."""
+def split_indices(n: int, val_fraction: float, seed: int,
+                  train_only: Sequence[bool] | None = None) -> tuple[list[int], list[int]]:
+    """Seeded random split with at least one pair on each side.
+
+    Pairs flagged ``train_only`` (masks accepted as a model made them) are never validation
+    pairs: scored on its own masks, the model that made them looks better than any retrained
+    one. Validation then takes the reviewed pairs the split would take, fewer when fewer are
+    reviewed; when none is, the plain split (:func:`split_note` says what that means)."""
     n_val = split_sizes(n, val_fraction)[1]
     order = np.random.default_rng(seed).permutation(n)
+    if train_only is not None and any(train_only) and not all(train_only):
+        reviewed = [int(i) for i in order if not train_only[i]]
+        val = sorted(reviewed[:n_val])
+        return sorted(set(range(n)) - set(val)), val
     return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+
+
+def split_note(n: int, n_unreviewed: int) -> str | None:
+    """A line for the person about pairs accepted without review, or None."""
+    if not n_unreviewed:
+        return None
+    if n_unreviewed >= n:
+        return (f"all {n} pairs were accepted without review: the validation figures score the "
+                "model on masks a model made, and favour the model that made them")
+    return (f"{n_unreviewed} of {n} pairs were accepted without review: they are trained on, "
+            "never used for validation")
 
 
 def checkpoint_path(model_path: str | Path) -> Path:
@@ -173,9 +194,11 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
           on_batch: Callable[[BatchProgress], None] | None = None,
           resume: bool = False,
           val_samples: SampleSet | None = None,
+          train_only: Collection[str] = (),
           sources: list[str] | None = None,
           yield_batches: bool = False) -> Generator[EpochReport | BatchProgress, None, TrainingResult]:
-    """Train on ``samples`` (split by ``config.val_fraction`` unless ``val_samples`` is given).
+    """Train on ``samples`` (split by ``config.val_fraction`` unless ``val_samples`` is given;
+    the names in ``train_only`` are never validation pairs, see :func:`split_indices`).
 
     ``out`` receives the best model so far, replacing a file of that name as ``torch.save`` would
     (``skinseg train`` and the docks refuse an existing model before calling this); ``<out>.checkpoint.pt`` the state after each epoch,
@@ -188,7 +211,8 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
     cancel = cancel or (lambda: False)
     device = distributed.local_device(resolve_device(config.device))
     if val_samples is None:
-        train_idx, val_idx = split_indices(len(samples), config.val_fraction, config.seed)
+        train_idx, val_idx = split_indices(len(samples), config.val_fraction, config.seed,
+                                           [name in train_only for name in samples.names])
         train_set, val_set = samples.subset(train_idx), samples.subset(val_idx)
     else:
         if len(samples) < 1 or len(val_samples) < 1:
@@ -218,7 +242,8 @@ def train(samples: SampleSet, config: TrainConfig, out: str | Path, *,
     meta.started_from = started_from
     meta.data = {"n_train": len(train_set), "n_val": len(val_set), "sources": sources or [],
                  "train_lesion_fraction": train_set.lesion_fraction,
-                 "val_names": val_set.names}
+                 "val_names": val_set.names,
+                 "unreviewed_names": [n for n in samples.names if n in train_only]}
     meta.world_size = distributed.world_size()
     history: list[EpochReport] = []
     best_score, best_epoch, best_state = -math.inf, 0, None

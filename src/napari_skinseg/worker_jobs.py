@@ -27,11 +27,11 @@ from .errors import ModelFileError, check_model_file
 from .folder_segmentation import default_workers, segment_folder
 from .image_io import ImageReadError, read_image
 from .model import load_model
-from .pairs import PairFolder, curated_id, list_images
+from .pairs import PairFolder, curated_id, list_images, unreviewed_ids
 from .prediction import Segmenter, mean_dice
 from .reports import PairNotes, TrainingSummary
 from .review import estimate_quality
-from .training import checkpoint_path, train
+from .training import checkpoint_path, split_note, train
 
 Cancel = Callable[[], bool]
 
@@ -210,15 +210,18 @@ def job_train(cancel: Cancel, images_dir: str, masks_dir: str, config: TrainConf
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         samples = samples_from_folders(images_dir, masks_dir, config.size)
+    unreviewed = unreviewed_ids(images_dir, masks_dir) & set(samples.names)
+    unreviewed_note = split_note(len(samples), len(unreviewed))
     notes = PairNotes(len(samples), [str(s) for s in samples.skipped],
                       list(dict.fromkeys(str(w.message) for w in caught
-                                         if issubclass(w.category, UserWarning))))
+                                         if issubclass(w.category, UserWarning)))
+                      + ([unreviewed_note] if unreviewed_note else []))
     if notes.skipped or notes.warnings:
         yield notes
     skipped = f" ({len(samples.skipped)} skipped)" if samples.skipped else ""
     yield f"training on {len(samples)} pairs{skipped} ..."
     result = yield from train(samples, config, out, init=init, cancel=cancel, yield_batches=True,
-                              sources=sources)
+                              train_only=unreviewed, sources=sources)
     summary = TrainingSummary(model_path=str(result.model_path), history=result.history,
                               best_epoch=result.best_epoch, cancelled=result.cancelled,
                               status=result.model.metadata.status, val_names=result.val_names,
@@ -280,7 +283,7 @@ def job_accept_as_curated(cancel: Cancel, paths: list[str], curated: str, model:
             yield {"path": str(path), "status": "failed", "message": str(err)}
             continue
         mask = segmenter.segment(image, post).mask
-        folder.write(stem, image, mask)
+        folder.write(stem, image, mask, reviewed=False)  # trained on, never validated on
         accepted += 1
         yield {"path": str(path), "status": "accepted"}
     return accepted
