@@ -1,29 +1,44 @@
-"""A matplotlib canvas in the dock: train/validation loss and accuracy/Dice per epoch."""
+"""A matplotlib canvas in the dock: train/validation loss and accuracy/Dice per epoch.
+
+matplotlib is imported when the first epoch is drawn, not when the dock opens: its import alone
+held napari up for about half a second when a person opened the Train dock."""
 
 from __future__ import annotations
 
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
-
-from ..history import draw_history
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 PLACEHOLDER = "loss and accuracy curves appear here\nafter the first epoch"
 
 
-class HistoryPlot(FigureCanvasQTAgg):
+class HistoryPlot(QWidget):
     def __init__(self) -> None:
-        self.figure_ = Figure(figsize=(3.6, 3.6), dpi=90)
-        super().__init__(self.figure_)
+        super().__init__()
         self.setMinimumHeight(300)
         self.history: list = []
-        self.draw_history([])
+        self.canvas = None  # the matplotlib canvas, made for the first epoch
+        self.placeholder = QLabel(PLACEHOLDER)
+        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.placeholder.setStyleSheet("color: grey")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.placeholder)
 
     def draw_history(self, history: list) -> None:
         self.history = list(history)
-        if self.history:
-            draw_history(self.figure_, self.history, stacked=True)
-        else:  # no empty axes before there is anything to plot
-            self.figure_.clear()
-            self.figure_.text(0.5, 0.5, PLACEHOLDER, ha="center", va="center", color="0.5",
-                              fontsize=9)
-        self.draw_idle()
+        if self.history and self.canvas is None:
+            from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+            from matplotlib.figure import Figure
+
+            self.canvas = FigureCanvasQTAgg(Figure(figsize=(3.6, 3.6), dpi=90))
+            self.layout().addWidget(self.canvas)
+        if self.canvas is not None:
+            self.canvas.figure.clear()
+            if self.history:
+                from ..history import draw_history
+
+                draw_history(self.canvas.figure, self.history, stacked=True)
+            self.canvas.draw_idle()
+        self.placeholder.setVisible(not self.history)
+        if self.canvas is not None:
+            self.canvas.setVisible(bool(self.history))
