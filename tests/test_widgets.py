@@ -834,7 +834,12 @@ def test_worst_first_review_queue_and_accepting_the_rest(make_napari_viewer, qtb
     assert widget.update_count() == len(expected)
     assert f"accepted {len(expected)} image(s)" in widget.status.value
     assert not (tmp_path / "curated" / "masks" / f"{ranked[0].stem}_segmentation.png").exists()
-    assert errors == []
+    # accepted unseen: retraining trains on them and never validates on them; the dock says so
+    assert widget.folder.unreviewed_ids() == {p.stem for p in expected}
+    assert f"({len(expected)} accepted unseen" in widget.count.value
+    widget.save_training_mask()  # the image the person looked at counts as reviewed
+    assert widget.folder.unreviewed_ids() == {p.stem for p in expected}
+    assert widget.update_count() == len(expected) + 1 and errors == []
 
 
 def _a_mask_to_fix(make_napari_viewer, shape=(120, 120), seed=62, hole=False):

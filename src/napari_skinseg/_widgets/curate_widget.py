@@ -205,8 +205,11 @@ class CurateWidget(DockContainer):
         except ValueError:
             self.count.value = "no curated folder chosen"
             return 0
-        n = len(folder.ids())
-        self.count.value = f"{n} curated pair{'s' if n != 1 else ''} in {folder.root}"
+        ids = folder.ids()
+        n, unseen = len(ids), len(folder.unreviewed_ids() & ids)
+        self.count.value = (f"{n} curated pair{'s' if n != 1 else ''}"
+                            + (f" ({unseen} accepted unseen: trained on, never validated on)"
+                               if unseen else "") + f" in {folder.root}")
         return n
 
     def _watch_edits(self, event) -> None:
