@@ -583,6 +583,11 @@ def test_curate_loop_never_loses_a_correction(make_napari_viewer, qtbot, tmp_pat
     widget.previous_button.native.click()
     qtbot.waitUntil(lambda: opened(names[0]), timeout=60_000)
     assert np.array_equal(viewer.layers[f"{names[0]} prediction"].data > 0, saved)
+    # the model's predicted Dice is not shown for a training mask saved earlier
+    widget.predicted[Path(viewer.layers[names[0]].metadata["source_path"])] = 0.84
+    widget.update_target()
+    assert "its saved training mask" in widget.target.value
+    assert "predicted Dice" not in widget.target.value
     assert answers == [] and errors == []
 
 

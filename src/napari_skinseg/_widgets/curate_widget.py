@@ -72,6 +72,7 @@ from .training_controller import TrainingController
 
 BASE, IN_USE = "bundled model", "model in use"
 FOLDER_ORDER, WORST_FIRST = "folder order", "worst first (predicted Dice)"
+FROM_SAVED_KEY = "skinseg_from_saved_mask"  # a Labels layer Back/Next opened from the curated folder
 FINE_TUNE_LR = FINE_TUNE_LEARNING_RATE
 
 
@@ -250,7 +251,9 @@ class CurateWidget(DockContainer):
         state = " (unsaved corrections)" if unsaved_corrections(labels) else ""
         source = image_for_labels(self.viewer, labels).metadata.get("source_path")
         value = self.predicted.get(Path(source)) if source else None
-        estimate = f"; predicted Dice {value:.2f}" if value is not None else ""
+        # the estimate is of the model's mask, not of a training mask saved earlier (Back)
+        estimate = ("; its saved training mask" if labels.metadata.get(FROM_SAVED_KEY) else
+                    f"; predicted Dice {value:.2f}" if value is not None else "")
         self.target.value = f"saving: '{labels.name}' as {stem}{state}{estimate}"
 
     # -- saving ------------------------------------------------------------------------------
@@ -546,7 +549,7 @@ class CurateWidget(DockContainer):
         labels = self.viewer.add_labels(data, name=image_layer.name + PREDICTION_SUFFIX, opacity=0.5,
                                         colormap=PREDICTION_COLOURS,
                                         metadata={AUTO_HASH_KEY: digest, SAVED_HASH_KEY: digest,
-                                                  **made_for(image_layer)})
+                                                  FROM_SAVED_KEY: True, **made_for(image_layer)})
         bring_to_top(self.viewer, labels)
         labels.mode = "paint"
 
