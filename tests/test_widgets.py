@@ -629,7 +629,7 @@ def test_save_and_next_without_a_folder_to_curate_says_it_saved(make_napari_view
     viewer.layers.selection.active = viewer.layers["first mask"]
     widget.save_next_button.native.click()
     assert (tmp_path / "curated" / "masks" / "first_segmentation.png").exists()
-    assert widget.status.value.startswith("saved first") and "images to curate" in widget.status.value
+    assert widget.status.value.startswith("saved first") and "image folder" in widget.status.value
     assert errors == []
 
 

@@ -86,7 +86,8 @@ class CurateWidget(DockContainer):
         super().__init__(labels=True)
         self.viewer = viewer
         self.curated_dir = FileEdit(label="curated folder", mode="d", value=DEFAULT_HOME / "curated")
-        self.source_dir = FileEdit(label="images to curate", mode="d")
+        self.source_dir = FileEdit(label="image folder", mode="d",
+                                   tooltip="the folder of images to curate: Next opens them one by one")
         self.model_line = model_in_use_line()
         self.post_line = status_label(SESSION.post.describe())
         self.target = status_label("")
@@ -469,7 +470,7 @@ class CurateWidget(DockContainer):
         if saved is None:
             return None
         if chosen_path(self.source_dir) is None:  # an image opened by hand: nothing comes next
-            self._set_status(f"{self.status.value}; choose the images to curate for Next")
+            self._set_status(f"{self.status.value}; choose the image folder for Next")
             return None
         return self.next_image()
 
