@@ -735,6 +735,44 @@ def test_a_dead_worker_never_takes_napari_down(make_napari_viewer, qtbot, tmp_pa
     assert len(errors) == 1
 
 
+def test_a_training_never_holds_up_the_other_docks(make_napari_viewer, qtbot, tmp_path, errors):
+    # Each running job held a place of napari's thread pool (as many as CPU cores) while it
+    # only waited for the worker: on a 2-core machine a training and a folder run took both,
+    # and a click, a ranking or an image to segment waited behind them without a word.
+    from qtpy.QtCore import QThreadPool
+
+    pool = QThreadPool.globalInstance()
+    places = pool.maxThreadCount()
+    pool.setMaxThreadCount(1)  # a one-core machine: the training alone filled the pool
+    try:
+        viewer, train = start_long_training(make_napari_viewer, qtbot, tmp_path / "long.pt")
+        segment = dock(viewer, "Segment")
+        segment.images.value = ["lesion0"]
+        segment.segment_button.native.click()
+        qtbot.waitUntil(lambda: "lesion0 prediction" in viewer.layers, timeout=60_000)
+        assert train.controller.running  # segmented while the training goes on
+        train.start_button.native.click()
+        qtbot.waitUntil(lambda: not train.controller.running, timeout=60_000)
+        assert pool.maxThreadCount() == 1 and errors == []  # each job gave its place back
+    finally:
+        pool.setMaxThreadCount(places)
+
+
+def test_closing_napari_while_a_dock_trains_stops_the_training(make_napari_viewer, qtbot,
+                                                               tmp_path, errors):
+    # napari's window, closing, aborts the thread workers registered with it: the dock's
+    # runner stopped listening, but the training went on in the model worker, unseen, to its
+    # last epoch; and items already on their way reached the deleted dock (a RuntimeError in
+    # a Qt slot: a traceback per item, and in a plain script an abort of the process).
+    viewer, train = start_long_training(make_napari_viewer, qtbot, tmp_path / "closed.pt")
+    runner = train.controller.runner
+    viewer.close()
+    qtbot.waitUntil(lambda: not runner.running, timeout=60_000)
+    assert runner.cancel_requested  # stopped in the worker too, within a batch
+    qtbot.waitUntil(lambda: runner.job.ended.is_set(), timeout=60_000)
+    assert load_model(tmp_path / "closed.pt").metadata.status == "cancelled" and errors == []
+
+
 def test_jobs_can_run_synchronously(monkeypatch, tmp_path):
     monkeypatch.setattr(jobs, "RUN_SYNCHRONOUSLY", True)
     got = []
