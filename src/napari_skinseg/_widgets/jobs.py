@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from napari.qt.threading import thread_worker
-from qtpy.QtCore import QThreadPool
 from napari.utils.notifications import show_error
+from qtpy.QtCore import QThreadPool
 
 from ..worker_client import Job, JobCancelled, WorkerDied, WorkerError
 from .fields import plain_error
