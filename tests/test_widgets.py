@@ -420,6 +420,61 @@ def test_a_folder_run_can_be_cancelled_from_the_dock(make_napari_viewer, qtbot, 
     assert errors == []
 
 
+def test_a_segmentation_answered_after_cancel_replaces_nothing(make_napari_viewer, qtbot,
+                                                              monkeypatch, errors):
+    # A result that came within the seconds a cancel waits for the job to end was shown all the
+    # same: the prediction the person kept was replaced, and the line said "segmented".
+    from napari_skinseg import worker_client
+    from napari_skinseg._widgets.layers import PROBABILITY_KEY
+
+    viewer = make_napari_viewer()
+    viewer.add_image(make_synthetic_lesion((96, 96), seed=30)[0], name="skin", rgb=True)
+    widget = dock(viewer, "Segment")
+    widget.images.value = ["skin"]
+    widget.segment_button.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None and "skin prediction" in viewer.layers,
+                    timeout=SLOW)
+    kept = viewer.layers["skin prediction"].metadata[PROBABILITY_KEY]
+    monkeypatch.setattr(worker_client, "STOP_GRACE", 60.0)  # the answer comes before the end
+    delivered = jobs.JobRunner._on_yielded
+
+    def cancel_once_computing(runner, item):  # the worker has begun the image: it finishes it
+        delivered(runner, item)
+        if item[0] == "model":
+            widget.segment_button.native.click()  # Cancel
+
+    monkeypatch.setattr(jobs.JobRunner, "_on_yielded", cancel_once_computing)
+    widget.segment_button.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=SLOW)
+    assert viewer.layers["skin prediction"].metadata[PROBABILITY_KEY] is kept
+    assert widget.status.value == "segmentation cancelled after 0 of 1 image(s)" and errors == []
+
+
+def test_segment_says_a_folder_run_keeps_it_busy_and_keeps_its_line(make_napari_viewer, qtbot,
+                                                                    tmp_path, monkeypatch, errors):
+    # Pressed during a folder run, Segment said "segmentation is already running"; and a
+    # click-to-fix (or a stroke) on an earlier prediction replaced the folder run's line.
+    widget = folder_dock(make_napari_viewer, tmp_path, 40, seed=8)
+    viewer = widget.viewer
+    viewer.add_image(make_synthetic_lesion((64, 64), seed=3)[0], name="skin", rgb=True)
+    widget.images.value = ["skin"]
+    widget.segment_button.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None and "skin prediction" in viewer.layers,
+                    timeout=SLOW)
+    warnings: list[str] = []
+    monkeypatch.setattr(segment_widget, "show_warning", warnings.append)
+    widget.folder_button.native.click()
+    widget.segment_button.native.click()
+    assert warnings == ['a folder run is going on: wait for it, or press "Cancel folder run"']
+    layer, pixel = viewer.layers["skin prediction"], (np.array([3]), np.array([3]))
+    layer.data_setitem(pixel, 1)  # as a click-to-fix writes it
+    assert widget.status.value.startswith("segmenting ")
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=SLOW)
+    summary = widget.status.value
+    layer.data_setitem(pixel, 0)
+    assert widget.status.value == summary and summary.startswith("40 segmented") and errors == []
+
+
 @contextlib.contextmanager
 def a_stopped_worker(qtbot):
     """The session's model worker stopped (SIGSTOP) as a hung process is: alive, silent."""
