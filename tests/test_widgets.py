@@ -420,6 +420,61 @@ def test_a_folder_run_can_be_cancelled_from_the_dock(make_napari_viewer, qtbot, 
     assert errors == []
 
 
+def test_a_segmentation_answered_after_cancel_replaces_nothing(make_napari_viewer, qtbot,
+                                                              monkeypatch, errors):
+    # A result that came within the seconds a cancel waits for the job to end was shown all the
+    # same: the prediction the person kept was replaced, and the line said "segmented".
+    from napari_skinseg import worker_client
+    from napari_skinseg._widgets.layers import PROBABILITY_KEY
+
+    viewer = make_napari_viewer()
+    viewer.add_image(make_synthetic_lesion((96, 96), seed=30)[0], name="skin", rgb=True)
+    widget = dock(viewer, "Segment")
+    widget.images.value = ["skin"]
+    widget.segment_button.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None and "skin prediction" in viewer.layers,
+                    timeout=SLOW)
+    kept = viewer.layers["skin prediction"].metadata[PROBABILITY_KEY]
+    monkeypatch.setattr(worker_client, "STOP_GRACE", 60.0)  # the answer comes before the end
+    delivered = jobs.JobRunner._on_yielded
+
+    def cancel_once_computing(runner, item):  # the worker has begun the image: it finishes it
+        delivered(runner, item)
+        if item[0] == "model":
+            widget.segment_button.native.click()  # Cancel
+
+    monkeypatch.setattr(jobs.JobRunner, "_on_yielded", cancel_once_computing)
+    widget.segment_button.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=SLOW)
+    assert viewer.layers["skin prediction"].metadata[PROBABILITY_KEY] is kept
+    assert widget.status.value == "segmentation cancelled after 0 of 1 image(s)" and errors == []
+
+
+def test_segment_says_a_folder_run_keeps_it_busy_and_keeps_its_line(make_napari_viewer, qtbot,
+                                                                    tmp_path, monkeypatch, errors):
+    # Pressed during a folder run, Segment said "segmentation is already running"; and a
+    # click-to-fix (or a stroke) on an earlier prediction replaced the folder run's line.
+    widget = folder_dock(make_napari_viewer, tmp_path, 40, seed=8)
+    viewer = widget.viewer
+    viewer.add_image(make_synthetic_lesion((64, 64), seed=3)[0], name="skin", rgb=True)
+    widget.images.value = ["skin"]
+    widget.segment_button.native.click()
+    qtbot.waitUntil(lambda: widget.worker is None and "skin prediction" in viewer.layers,
+                    timeout=SLOW)
+    warnings: list[str] = []
+    monkeypatch.setattr(segment_widget, "show_warning", warnings.append)
+    widget.folder_button.native.click()
+    widget.segment_button.native.click()
+    assert warnings == ['a folder run is going on: wait for it, or press "Cancel folder run"']
+    layer, pixel = viewer.layers["skin prediction"], (np.array([3]), np.array([3]))
+    layer.data_setitem(pixel, 1)  # as a click-to-fix writes it
+    assert widget.status.value.startswith("segmenting ")
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=SLOW)
+    summary = widget.status.value
+    layer.data_setitem(pixel, 0)
+    assert widget.status.value == summary and summary.startswith("40 segmented") and errors == []
+
+
 @contextlib.contextmanager
 def a_stopped_worker(qtbot):
     """The session's model worker stopped (SIGSTOP) as a hung process is: alive, silent."""
@@ -738,6 +793,44 @@ def test_a_dead_worker_never_takes_napari_down(make_napari_viewer, qtbot, tmp_pa
     segment.segment_button.native.click()
     qtbot.waitUntil(lambda: "lesion0 prediction" in viewer.layers and segment.worker is None, timeout=SLOW)
     assert len(errors) == 1
+
+
+def test_a_training_never_holds_up_the_other_docks(make_napari_viewer, qtbot, tmp_path, errors):
+    # Each running job held a place of napari's thread pool (as many as CPU cores) while it
+    # only waited for the worker: on a 2-core machine a training and a folder run took both,
+    # and a click, a ranking or an image to segment waited behind them without a word.
+    from qtpy.QtCore import QThreadPool
+
+    pool = QThreadPool.globalInstance()
+    places = pool.maxThreadCount()
+    pool.setMaxThreadCount(1)  # a one-core machine: the training alone filled the pool
+    try:
+        viewer, train = start_long_training(make_napari_viewer, qtbot, tmp_path / "long.pt")
+        segment = dock(viewer, "Segment")
+        segment.images.value = ["lesion0"]
+        segment.segment_button.native.click()
+        qtbot.waitUntil(lambda: "lesion0 prediction" in viewer.layers, timeout=60_000)
+        assert train.controller.running  # segmented while the training goes on
+        train.start_button.native.click()
+        qtbot.waitUntil(lambda: not train.controller.running, timeout=60_000)
+        assert pool.maxThreadCount() == 1 and errors == []  # each job gave its place back
+    finally:
+        pool.setMaxThreadCount(places)
+
+
+def test_closing_napari_while_a_dock_trains_stops_the_training(make_napari_viewer, qtbot,
+                                                               tmp_path, errors):
+    # napari's window, closing, aborts the thread workers registered with it: the dock's
+    # runner stopped listening, but the training went on in the model worker, unseen, to its
+    # last epoch; and items already on their way reached the deleted dock (a RuntimeError in
+    # a Qt slot: a traceback per item, and in a plain script an abort of the process).
+    viewer, train = start_long_training(make_napari_viewer, qtbot, tmp_path / "closed.pt")
+    runner = train.controller.runner
+    viewer.close()
+    qtbot.waitUntil(lambda: not runner.running, timeout=60_000)
+    assert runner.cancel_requested  # stopped in the worker too, within a batch
+    qtbot.waitUntil(lambda: runner.job.ended.is_set(), timeout=60_000)
+    assert load_model(tmp_path / "closed.pt").metadata.status == "cancelled" and errors == []
 
 
 def test_jobs_can_run_synchronously(monkeypatch, tmp_path):

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error
+from qtpy.QtCore import QThreadPool
 
 from ..worker_client import Job, JobCancelled, WorkerDied, WorkerError
 from .fields import plain_error
@@ -49,6 +50,21 @@ class JobRunner:
         self.job: Job | None = None
         self.running = False
         self._cancel_requested = False
+        self._orphaned = False  # its dock's widgets were deleted: nothing more is handed to it
+
+    def _deliver(self, callback: Callable | None, *args: Any) -> None:
+        """Hand the dock an item. A dock whose widgets were deleted (napari's window closed while
+        the job ran) gets nothing more and its job is stopped: nobody is left to see it, and a
+        Qt object used after its deletion raises in a slot, which aborts the process."""
+        if callback is None or self._orphaned:
+            return
+        try:
+            callback(*args)
+        except RuntimeError as err:
+            if "has been deleted" not in str(err):
+                raise
+            self._orphaned = True
+            self.cancel()
 
     def _body(self):
         try:
@@ -66,25 +82,38 @@ class JobRunner:
 
     def _on_returned(self, value: Any) -> None:
         if value is _CANCELLED:
-            if self.cancelled is not None and not SESSION.closing:
-                self.cancelled()
+            if not SESSION.closing:
+                self._deliver(self.cancelled)
         elif isinstance(value, _Failure):
-            if SESSION.closing:
+            if SESSION.closing or self._orphaned:
                 return
             show_error(value.message)
-            if self.failed is not None:
-                self.failed(value.message)
+            self._deliver(self.failed, value.message)
         else:
             if "model" in self.kwargs:
                 SESSION.model.mark_loaded(self.kwargs["model"], self.kwargs.get("engine"))
-            if self.returned is not None:
-                self.returned(value)
+            self._deliver(self.returned, value)
+
+    def _on_aborted(self) -> None:
+        """napari's window stopped its thread workers (it closes, and the person agreed to end
+        its running tasks): the job stops in the model worker as on a cancel, and a dock still
+        open hears it (a job started while another viewer's window was napari's current one
+        is that window's task)."""
+        self.cancel()
+        if not SESSION.closing:
+            self._deliver(self.cancelled)
+
+    def _on_yielded(self, item: Any) -> None:
+        self._deliver(self.yielded, item)
 
     def _on_finished(self) -> None:
+        _widen_pool(-1)
+        self._end()
+
+    def _end(self) -> None:
         self.running = False
         RUNNING.discard(self)
-        if self.finished is not None:
-            self.finished()
+        self._deliver(self.finished)
 
     def start(self) -> "JobRunner":
         _hook_quit()
@@ -98,14 +127,14 @@ class JobRunner:
                 except StopIteration as stop:
                     self._on_returned(stop.value)
                     break
-                if self.yielded is not None:
-                    self.yielded(item)
-            self._on_finished()
+                self._on_yielded(item)
+            self._end()
             return self
         worker = self.worker = thread_worker(self._body)()
-        if self.yielded is not None:
-            worker.yielded.connect(self.yielded)
+        worker.yielded.connect(self._on_yielded)
+        _widen_pool(1)
         worker.returned.connect(self._on_returned)
+        worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
         worker.start()
         return self
@@ -122,6 +151,15 @@ class JobRunner:
             self.job.stop(self.patient)
 
 
+def _widen_pool(by: int) -> None:
+    """A runner's thread only waits for the model worker (the computing happens there), so it
+    takes no place of napari's thread pool, which holds as many threads as there are CPU
+    cores: on a 2-core machine a training and a folder run held both, and every other dock's
+    job (a click, a ranking, an image) and each measurement queued behind them, unannounced."""
+    pool = QThreadPool.globalInstance()
+    pool.setMaxThreadCount(pool.maxThreadCount() + by)
+
+
 _hooked = False
 
 
@@ -131,7 +169,6 @@ def _hook_quit() -> None:
     global _hooked
     if _hooked:
         return
-    from qtpy.QtCore import QThreadPool
     from qtpy.QtWidgets import QApplication
 
     app = QApplication.instance()

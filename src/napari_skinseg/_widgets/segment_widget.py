@@ -137,7 +137,9 @@ class SegmentWidget(DockContainer):
 
     def _busy(self) -> bool:
         if self.worker is not None:
-            show_warning("segmentation is already running")
+            show_warning("a folder run is going on: wait for it, or press \"Cancel folder run\""
+                         if self.folder_button.text == CANCEL_FOLDER
+                         else "segmentation is already running")
             return True
         return False
 
@@ -167,12 +169,16 @@ class SegmentWidget(DockContainer):
                              + SESSION.model.first_use_note(self.model.engine.value))
         kept: list[str] = []
         closed: list[str] = []
+        dropped: list[str] = []
 
         def shown(item):
             name, value = item
             if name == "model":  # the worker says which model it used
                 if SESSION.model.info is None:
                     SESSION.model.use(SESSION.model.path, value)
+                return
+            if self.worker is not None and self.worker.cancel_requested:
+                dropped.append(name)  # came after Cancel: it must not replace a layer now
                 return
             image = layers[name]
             if image not in self.viewer.layers:  # closed while it was segmented: nothing to show
@@ -188,17 +194,16 @@ class SegmentWidget(DockContainer):
             self.status.value = f"{layer.name}: {int((layer.data > 0).sum()):,} lesion pixels"
             if layer_key(layer) not in self._status_watched:  # the line must not go stale after edits
                 self._status_watched.add(layer_key(layer))
-                layer.events.paint.connect(lambda *_: setattr(
-                    self.status, "value", f"{layer.name}: corrected by hand"))
+                layer.events.paint.connect(lambda *_: self._corrected(layer))
 
         def returned(n):
-            done = n - len(kept) - len(closed)
-            text = (f"segmented {done} image(s)" if n == len(arrays) else
+            done = n - len(kept) - len(closed) - len(dropped)
+            text = (f"segmented {done} image(s)" if n == len(arrays) and not dropped else
                     f"segmentation cancelled after {done} of {len(arrays)} image(s)") \
                 + (f"; kept the hand corrections of {', '.join(kept)}" if kept else "") \
                 + (f"; not shown (closed meanwhile): {', '.join(closed)}" if closed else "")
             show_info(text)
-            if kept or closed or n != 1:
+            if kept or closed or dropped or n != 1:
                 self.status.value = text
 
         def finished():
@@ -211,6 +216,12 @@ class SegmentWidget(DockContainer):
                               yielded=shown, returned=returned, finished=finished,
                               failed=lambda message: setattr(self.status, "value", f"segmentation failed: {message}"),
                               cancelled=lambda: setattr(self.status, "value", "segmentation cancelled"))
+
+    def _corrected(self, layer: Labels) -> None:
+        """A stroke (or a click-to-fix) on a layer whose lesion pixels the line shows: the line
+        says it was corrected. A line about something else (a folder run) stays."""
+        if self.status.value.startswith(f"{layer.name}:"):
+            self.status.value = f"{layer.name}: corrected by hand"
 
     def _reapply(self, post: PostprocessConfig):
         edited = []
