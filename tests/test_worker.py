@@ -111,9 +111,13 @@ def test_retraining_never_validates_on_masks_accepted_unseen(tmp_path, tiny_mode
     paths = sorted(source.glob("*.png"))
     for path in paths[:3]:  # corrected and saved by a person
         folder.write(path.stem, read_image(path), read_mask(truth / f"{path.stem}_segmentation.png"))
+    # an image without its mask: a write the worker's end cut short; the pair is not there
+    folder.images.mkdir(parents=True, exist_ok=True)
+    (folder.image_path(paths[3].stem)).write_bytes(b"cut short")
     accepted = list(job_accept_as_curated(lambda: False, [str(p) for p in paths[3:]],
                                           str(folder.root), model=str(tiny_model_path)))
     assert [a["status"] for a in accepted] == ["accepted"] * 5
+    assert read_image(folder.image_path(paths[3].stem)).shape == (64, 64, 3)
     assert folder.unreviewed_ids() == {p.stem for p in paths[3:]}
     job = job_train(lambda: False, str(folder.images), str(folder.masks), tiny_config,
                     str(tmp_path / "m.pt"), compare=True, baseline=str(tiny_model_path))

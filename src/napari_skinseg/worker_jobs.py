@@ -274,7 +274,7 @@ def job_accept_as_curated(cancel: Cancel, paths: list[str], curated: str, model:
             break
         stem = curated_id(path)  # the id Curate saves this image under
         image_path, mask_path = folder.image_path(stem), folder.mask_path(stem)
-        if image_path.exists() or mask_path.exists():
+        if mask_path.exists():  # a pair exists when its mask does
             yield {"path": str(path), "status": "exists"}
             continue
         try:
@@ -283,7 +283,10 @@ def job_accept_as_curated(cancel: Cancel, paths: list[str], curated: str, model:
             yield {"path": str(path), "status": "failed", "message": str(err)}
             continue
         mask = segmenter.segment(image, post).mask
-        folder.write(stem, image, mask, reviewed=False)  # trained on, never validated on
+        # an image without its mask is left from a write cut short (the worker ended between
+        # the two files): it is this pair's, and replaced
+        folder.write(stem, image, mask, overwrite=image_path.exists(),
+                     reviewed=False)  # trained on, never validated on
         accepted += 1
         yield {"path": str(path), "status": "accepted"}
     return accepted
