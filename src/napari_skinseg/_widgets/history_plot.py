@@ -20,6 +20,7 @@ class HistoryPlot(QWidget):
         self.placeholder = QLabel(PLACEHOLDER)
         self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.placeholder.setStyleSheet("color: grey")
+        self.placeholder.setWordWrap(True)  # else its text alone widens the dock past napari's
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.placeholder)
