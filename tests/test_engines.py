@@ -187,13 +187,24 @@ def test_auto_keeps_fp32_when_the_int8_copy_is_refused_or_cannot_be_made(
 def test_pruning_removes_temporary_files_of_killed_exports_only_when_old(tmp_path, monkeypatch):
     import time
 
+    from napari_skinseg.atomic import file_lock
+
     monkeypatch.setenv("SKINSEG_CACHE", str(tmp_path))
     old, new = tmp_path / ".a.onnx.0badf00d.tmp", tmp_path / ".b.onnx.1badf00d.tmp"
     for leftover in (old, new):
         leftover.write_bytes(b"half an export")
-    os.utime(old, (time.time() - 2 * 3600,) * 2)
-    onnx_engine.prune_cache()
+    scratch = tmp_path / ".c.int8.onnx.k2x9_q4z.tmp"  # the quantiser's scratch folder
+    (scratch / "ort.quant.x").mkdir(parents=True)
+    (scratch / "ort.quant.x" / "augmented.onnx").write_bytes(b"model-sized")
+    free, held = tmp_path / ".d.lock", tmp_path / ".e.lock"  # of killed / hung preparations
+    free.touch()
+    with file_lock(held, 1):
+        for leftover in (old, scratch, free, held):
+            os.utime(leftover, (time.time() - 2 * 3600,) * 2)
+        onnx_engine.prune_cache()
+        assert held.exists()  # its holder's
     assert not old.exists() and new.exists()  # a young one may be another run's export
+    assert not scratch.exists() and not free.exists()
 
 
 def test_an_unwritable_cache_makes_auto_fall_back_to_torch(tmp_path, tiny_model_path, monkeypatch,
@@ -526,3 +537,216 @@ def test_a_quantiser_or_onnxruntime_that_fails_says_so_in_a_sentence(tmp_path, t
     assert "it cannot load the model's export (" in str(said[-1].message)
     with pytest.raises(ModelFileError, match="use --engine torch"):
         make_segmenter(tiny_model_path, device="cpu", engine="onnx")
+
+
+_PREPARING_RUN = """
+import os, sys, time
+from pathlib import Path
+from napari_skinseg import onnx_export, onnx_quantize
+from napari_skinseg.engines import make_segmenter
+
+model, folder, who = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+
+def counted(module, name, result=None):
+    real = getattr(module, name)
+    def run(*args):
+        with open(folder / "steps.log", "a") as fh:
+            fh.write(name + "\\n")
+        time.sleep(0.5)  # long enough for the other process to start the same step
+        return result if result is not None else real(*args)
+    setattr(module, name, run)
+
+counted(onnx_export, "export_onnx")
+counted(onnx_quantize, "quantize_export")
+# each process would time differently: "a" finds int8 clearly faster, "b" slower
+counted(onnx_quantize, "network_ms", (10.0, 5.0) if who == "a" else (10.0, 12.0))
+(folder / f"ready-{who}").touch()
+while not (folder / "go").exists():
+    time.sleep(0.01)
+print(make_segmenter(model, device="cpu", engine="auto").engine)
+"""
+
+
+def test_two_processes_preparing_one_model_take_turns(tmp_path, tiny_model_path):
+    """Two runs started together on an empty cache (napari's model worker and `skinseg segment`)
+    both exported, quantised and timed the model, each timing while the other kept the CPU
+    busy: they could choose different engines for one model on one machine."""
+    import time
+
+    env = {**os.environ, "SKINSEG_CACHE": str(tmp_path / "cache")}
+    runs = [subprocess.Popen([sys.executable, "-c", _PREPARING_RUN, str(tiny_model_path),
+                              str(tmp_path), who], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env) for who in "ab"]
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / f"ready-{who}").exists() for who in "ab"):
+        assert time.monotonic() < deadline and all(r.poll() is None for r in runs)
+        time.sleep(0.02)
+    (tmp_path / "go").touch()  # both start preparing at once
+    outputs = [r.communicate(timeout=120) for r in runs]
+    engines = [out.strip().splitlines()[-1] if out.strip() else err[-2000:]
+               for out, err in outputs]
+    assert engines[0] == engines[1] in ("onnx", "onnx-int8"), engines
+    steps = (tmp_path / "steps.log").read_text().split()
+    assert sorted(steps) == ["export_onnx", "network_ms", "quantize_export"]  # each done once
+    assert not list((tmp_path / "cache").glob(".*"))  # no lock or temporary file left
+
+
+def test_a_stopped_process_preparing_the_model_is_not_waited_for_forever(
+        tmp_path, tiny_model_path, monkeypatch):
+    """A process holding the preparation lock that is stopped (SIGSTOP) or hung: the others
+    wait PREPARE_WAIT_S, then prepare without the lock; a dead holder's lock is released."""
+    import signal
+    import time
+
+    if not hasattr(signal, "SIGSTOP"):
+        pytest.skip("POSIX signals")
+    monkeypatch.setenv("SKINSEG_CACHE", str(tmp_path / "cache"))
+    entry = tmp_path / "cache" / f"{onnx_engine.model_digest(tiny_model_path)}.onnx"
+    code = ("import os, signal, sys; from pathlib import Path; "
+            "from napari_skinseg.onnx_engine import _preparing\n"
+            f"with _preparing(Path({str(entry)!r})):\n"
+            "    print('held', flush=True); os.kill(os.getpid(), signal.SIGSTOP)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    from napari_skinseg import onnx_quantize
+
+    monkeypatch.setattr(onnx_quantize, "network_ms", lambda *a: (10.0, 5.0))
+    waits, real_lock = [], onnx_engine.file_lock
+
+    def file_lock(path, wait_s):
+        waits.append(wait_s)
+        return real_lock(path, wait_s)
+
+    monkeypatch.setattr(onnx_engine, "file_lock", file_lock)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(onnx_engine, "PREPARE_WAIT_S", 1.0)
+        start = time.monotonic()
+        assert make_segmenter(tiny_model_path, device="cpu", engine="auto").engine == "onnx-int8"
+        assert 1.0 <= time.monotonic() - start < 30
+        # waited once: its int8 copy and timing did not wait for the stopped holder again
+        assert waits == [1.0, 0.0, 0.0]
+    finally:
+        holder.kill()
+        holder.wait()
+    monkeypatch.setattr(onnx_engine, "PREPARE_WAIT_S", 60.0)
+    monkeypatch.setattr(onnx_engine, "_GAVE_UP", set())  # a fresh process would wait 60 s
+    entry.unlink()  # prepared again: the killed holder's lock is not waited for
+    start = time.monotonic()
+    assert make_segmenter(tiny_model_path, engine="onnx").engine == "onnx"
+    assert time.monotonic() - start < 30 and entry.is_file()
+
+
+def test_the_preparation_lock_is_per_model_and_removed_by_its_holder(tmp_path):
+    """Another model's preparation does not wait; a waiter whose lock file was removed by the
+    holder letting go locks the new one (never two holders at once)."""
+    import threading
+
+    from napari_skinseg.atomic import file_lock
+
+    order = []
+    with file_lock(tmp_path / ".a.lock", 5) as held:
+        assert held and (tmp_path / ".a.lock").exists()
+        with file_lock(tmp_path / ".b.lock", 5) as other:
+            assert other  # per model: not blocked by a's
+        with file_lock(tmp_path / ".a.lock", 0.2) as again:
+            assert not again  # held elsewhere (another descriptor): timed out, not held
+
+        def waiter():
+            with file_lock(tmp_path / ".a.lock", 5) as got:
+                order.append(("waiter", got))
+
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        thread.join(0.3)
+        order.append(("holder", True))
+    thread.join(10)
+    assert order == [("holder", True), ("waiter", True)]
+    assert not (tmp_path / ".a.lock").exists() and not (tmp_path / ".b.lock").exists()
+
+
+def test_a_quantiser_failure_is_remembered_until_onnxruntime_changes(tmp_path, tiny_model_path,
+                                                                     monkeypatch):
+    """auto spent seconds on every run quantising a model its quantiser fails on."""
+    import onnxruntime.quantization
+
+    from napari_skinseg.engines import EngineFallbackWarning
+
+    monkeypatch.setenv("SKINSEG_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def crashes(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("unsupported operator Foo")
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_static", crashes)
+    for _ in range(2):
+        with pytest.warns(EngineFallbackWarning, match=r"not used \(unsupported operator Foo\)"):
+            assert make_segmenter(tiny_model_path, device="cpu", engine="auto").engine == "onnx"
+    assert len(calls) == 1  # the second run read the note
+    note, = (tmp_path / "cache").glob("*.int8-failed.json")
+    assert json.loads(note.read_text())["versions"]["onnxruntime"] == onnxruntime.__version__
+    monkeypatch.setattr(onnxruntime, "__version__", "99.0")  # another onnxruntime: tried again
+    with pytest.warns(EngineFallbackWarning):
+        make_segmenter(tiny_model_path, device="cpu", engine="auto")
+    assert len(calls) == 2
+    from napari_skinseg.errors import ModelFileError
+
+    with pytest.raises(ModelFileError, match="unsupported operator Foo"):  # asked for: tried
+        make_segmenter(tiny_model_path, engine="onnx-int8")
+    assert len(calls) == 3
+    monkeypatch.undo()
+    monkeypatch.setenv("SKINSEG_CACHE", str(tmp_path / "cache"))
+    assert make_segmenter(tiny_model_path, engine="onnx-int8").engine == "onnx-int8"
+    assert not note.exists()  # made at last: the note goes
+
+
+_KILLED_QUANTISING = """
+import os, sys, time
+from pathlib import Path
+from napari_skinseg import onnx_engine, onnx_quantize
+
+ready = Path(sys.argv[2])
+real_inputs = onnx_quantize._inputs
+
+def stalls(metadata, n, seed):  # the quantiser's calibration stalls on its second example
+    first, *_ = real_inputs(metadata, 1, seed)
+    yield first
+    ready.touch()
+    time.sleep(600)
+
+onnx_quantize._inputs = stalls
+onnx_engine.cached_int8_export(sys.argv[1])
+"""
+
+
+def test_a_preparation_killed_midway_leaves_nothing_behind_the_next_one(tmp_path,
+                                                                        tiny_model_path,
+                                                                        monkeypatch):
+    """kill -9 while quantising left an int8 .tmp file in the cache (removed after an hour) and
+    the quantiser's model-sized scratch folders in /tmp (never removed)."""
+    import signal
+    import time
+
+    cache, scratch = tmp_path / "cache", tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("SKINSEG_CACHE", str(cache))
+    onnx_engine.cached_export(tiny_model_path)  # the fp32 export: the run below needs no torch
+    ready = tmp_path / "ready"
+    run = subprocess.Popen([sys.executable, "-c", _KILLED_QUANTISING, str(tiny_model_path),
+                            str(ready)], env={**os.environ, "TMPDIR": str(scratch)},
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert run.poll() is None, run.stderr.read()[-2000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+    # the quantiser's scratch folders are in the cache entry's temporary space (onnxruntime's
+    # import writes a 51-byte .ses file here, not the quantiser)
+    assert [p.name for p in scratch.iterdir() if p.is_dir() or p.stat().st_size > 1000] == []
+    assert list(cache.glob(".*.tmp"))
+    assert make_segmenter(tiny_model_path, engine="onnx-int8").engine == "onnx-int8"
+    assert not list(cache.glob(".*"))  # the next preparation removed the leftovers

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -136,3 +137,65 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+LOCK_POLL_S = 0.05
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike, wait_s: float) -> Iterator[bool]:
+    """Hold an exclusive lock on the file ``path`` (POSIX ``flock``; the file is made, and
+    removed on release) for the block, so that processes doing the same work take turns. Yields
+    whether it is held: False where ``fcntl`` is missing (Windows), the folder is not writable,
+    or another process held it for ``wait_s`` seconds (stopped or hung: its work is not waited
+    for forever; a dead process's lock is released by the system)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield False
+        return
+    path = Path(path)
+    fd = _locked_fd(fcntl, path, time.monotonic() + wait_s)
+    if fd is None:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        # removed while still held: a process waiting on this file finds it gone and locks the
+        # next one (_locked_fd), so a lock file never outlives its work
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
+
+
+def _locked_fd(fcntl, path: Path, deadline: float) -> int | None:
+    """A descriptor of ``path`` holding its flock, or None (no lock to be had by ``deadline``)."""
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:  # read-only is enough for flock (a lock file another user made in a shared cache)
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+        except OSError:
+            return None
+        if not _flock_by(fcntl, fd, deadline):
+            os.close(fd)
+            return None
+        with contextlib.suppress(OSError):
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return fd
+        os.close(fd)  # its holder removed it as it let go: lock the file there now
+
+
+def _flock_by(fcntl, fd: int, deadline: float) -> bool:
+    """Take the flock of ``fd``, polling (a blocking flock cannot time out) until ``deadline``."""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(LOCK_POLL_S)
+        except OSError:  # a file system without locks (some network mounts)
+            return False

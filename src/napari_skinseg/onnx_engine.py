@@ -7,6 +7,7 @@ nothing here imports torch, so `skinseg segment --engine onnx` starts quickly. E
 (:mod:`napari_skinseg.onnx_export`) needs torch and happens on first use; the ``onnx-int8``
 engine's quantised copy is made from the cached export (:mod:`napari_skinseg.onnx_quantize`,
 no torch). A cache entry that cannot be loaded is made again once (:func:`_from_cache`).
+Processes preparing one model file take turns (:func:`_preparing`).
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
-from .atomic import TEMP_SUFFIX, atomic_write_text
+from .atomic import TEMP_SUFFIX, atomic_write_text, file_lock
 from .click_inputs import ClickRunner
 from .config import PostprocessConfig
 from .destinations import WriteError
@@ -83,13 +86,72 @@ def prune_cache(keep: int = CACHE_ENTRIES) -> None:
     for digest in sorted(used, key=used.get, reverse=True)[keep:]:
         for stale in cache_dir().glob(f"{digest}.*"):
             stale.unlink(missing_ok=True)
-    # Temporary files of exports killed midway: an export takes seconds, so one older than an
-    # hour is nobody's (a younger one may be another process's export in progress).
+    # Temporary files (and the quantiser's scratch folders) of preparations killed midway: an
+    # export takes seconds, so one older than an hour is nobody's (a younger one may be another
+    # process's export in progress).
     hour_ago = time.time() - 3600
     for leftover in cache_dir().glob(f".*{TEMP_SUFFIX}"):
         with contextlib.suppress(OSError):
-            if leftover.stat().st_mtime < hour_ago:
-                leftover.unlink()
+            if leftover.lstat().st_mtime < hour_ago:
+                _remove(leftover)
+    # lock files of preparations killed midway (of models not prepared since): removed unless held
+    for lock in cache_dir().glob(".*.lock"):
+        with contextlib.suppress(OSError):
+            if lock.stat().st_mtime < hour_ago:
+                with file_lock(lock, wait_s=0):  # its holder removes it when letting go
+                    pass
+
+
+def _remove(path: Path) -> None:
+    """Delete a leftover temporary file or scratch folder, whichever it is."""
+    with contextlib.suppress(OSError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink()
+
+
+# A model file's first use (export, int8 copy, its timing) takes seconds. Two processes doing it
+# at once (napari's model worker and a CLI run) did it all twice, each timing the two networks
+# while the other kept the CPU busy: they could choose different engines for one model.
+PREPARE_WAIT_S = 120.0
+_HELD = threading.local()  # the entries whose lock this thread holds (the steps nest)
+# entries whose holder this process stopped waiting for: its next steps (int8 copy, timing) do
+# not wait PREPARE_WAIT_S each again, only take the lock if it is free by then
+_GAVE_UP: set[str] = set()
+
+
+@contextlib.contextmanager
+def _preparing(onnx_path: Path) -> Iterator[None]:
+    """Make or time the cache entry of ``onnx_path`` (``<digest>.onnx``, the lock per model, not
+    for the whole cache) in turn with other processes and threads: they wait here, then find its
+    files made. A holder stopped or hung for PREPARE_WAIT_S is not waited for any longer (the
+    atomic writes keep two writers safe); without flock (Windows) nobody waits."""
+    digest = onnx_path.name.split(".")[0]
+    held = _HELD.__dict__.setdefault("digests", set())
+    if digest in held:
+        yield
+        return
+    wait_s = 0.0 if digest in _GAVE_UP else PREPARE_WAIT_S
+    with file_lock(onnx_path.parent / f".{digest}.lock", wait_s) as locked:
+        (_GAVE_UP.discard if locked else _GAVE_UP.add)(digest)
+        held.add(digest)
+        try:
+            if locked:
+                _remove_leftovers(onnx_path.parent, digest)
+            yield
+        finally:
+            held.discard(digest)
+
+
+def _remove_leftovers(folder: Path, digest: str) -> None:
+    """Temporary files and quantiser scratch folders of this entry left by a preparation that
+    was killed (kill -9, a power cut): the lock's holder is the entry's only writer, so they are
+    nobody's (a model-sized int8 one waited an hour for pruning). Only a run that stopped
+    waiting for a hung holder writes without the lock; should the holder die during that write,
+    the write fails and auto falls back, as for a full disk."""
+    for leftover in folder.glob(f".{digest}.*{TEMP_SUFFIX}"):
+        _remove(leftover)
 
 
 def model_digest(path: str | os.PathLike) -> str:
@@ -130,20 +192,14 @@ def cached_export(path: str | os.PathLike | None, inputs: str = "rgb") -> tuple[
     path = check_model_file(path)
     digest = model_digest(path)
     onnx_path = cache_dir() / f"{digest}.onnx"
-    meta_path = onnx_path.with_suffix(".json")
-    metadata = _read_metadata(meta_path) if onnx_path.is_file() else None
+    metadata = _cached_metadata(onnx_path)
     if metadata is None:
-        # torch is imported here only: the first time this model file is used
-        from .onnx_export import export_onnx
-
-        export_onnx(path, onnx_path, meta_path)
-        if model_digest(path) != digest:
+        with _preparing(onnx_path):
+            metadata = _cached_metadata(onnx_path) or _export(path, onnx_path)
+        if metadata is None:
             # The file was replaced (retrained, copied over) while it was exported: the entry
             # may hold the new network under the old content's key. Dropped; the new one made.
-            _drop_entry(onnx_path)
             return cached_export(path, inputs)
-        prune_cache(keep=CACHE_ENTRIES)
-        metadata = json.loads(meta_path.read_text())
     else:
         _touch(onnx_path)  # recently used: kept when the cache is pruned
     found = metadata.get("inputs", "rgb")  # exports made before click models were all "rgb"
@@ -152,6 +208,26 @@ def cached_export(path: str | os.PathLike | None, inputs: str = "rgb") -> tuple[
         raise ModelFileError(f"{path.name} is {kind.get(found, found)}, not "
                              f"{kind.get(inputs, inputs)}")
     return onnx_path, metadata
+
+
+def _cached_metadata(onnx_path: Path) -> dict | None:
+    """The metadata of the cached export ``onnx_path``; None when it is not (validly) there."""
+    return _read_metadata(onnx_path.with_suffix(".json")) if onnx_path.is_file() else None
+
+
+def _export(path: Path, onnx_path: Path) -> dict | None:
+    """Export the model file ``path`` to ``onnx_path`` (and its JSON); its metadata, or None
+    (the entry dropped) when the file changed meanwhile."""
+    # torch is imported here only: the first time this model file is used
+    from .onnx_export import export_onnx
+
+    digest = onnx_path.name.split(".")[0]
+    export_onnx(path, onnx_path, onnx_path.with_suffix(".json"))
+    if model_digest(path) != digest:
+        _drop_entry(onnx_path)
+        return None
+    prune_cache(keep=CACHE_ENTRIES)
+    return json.loads(onnx_path.with_suffix(".json").read_text())
 
 
 def _touch(path: Path) -> None:
@@ -239,40 +315,81 @@ def _from_cache(export, build):
             _drop_entry(onnx_path)
 
 
-def cached_int8_export(path: str | os.PathLike | None) -> tuple[Path, dict]:
+def cached_int8_export(path: str | os.PathLike | None,
+                       retry_failed: bool = False) -> tuple[Path, dict]:
     """``(int8 onnx file, metadata)`` for the segmentation model file ``path`` (the bundled one
     when None): the quantised copy of :func:`cached_export`'s network, made now if missing
-    (:mod:`napari_skinseg.onnx_quantize`; refused with ModelFileError if its masks drift)."""
+    (:mod:`napari_skinseg.onnx_quantize`; refused with ModelFileError if its masks drift). A
+    quantiser that failed on this model fails again at once (QuantisationFailed) unless
+    ``retry_failed`` (the onnx-int8 engine asked for by name) or its version changed."""
     onnx_path, metadata = cached_export(path, "rgb")
     int8_path = onnx_path.with_suffix(".int8.onnx")
-    if not (int8_path.is_file() and int8_path.with_suffix(".json").is_file()):
-        from .onnx_quantize import (MIN_AGREEMENT, QuantisationFailed, QuantisationRefused,
-                                    quantize_export)
-
-        if not _loads(onnx_path):
-            # a damaged fp32 export failed the quantiser (a protobuf traceback) on every run
-            _drop_entry(onnx_path)
-            onnx_path, metadata = cached_export(path, "rgb")
-
-        # a refusal is remembered: quantising again would take seconds to refuse again
-        refused = onnx_path.with_suffix(".int8-refused.json")
-        agreement = (_read_json(refused) or {}).get("agreement")
-        if isinstance(agreement, (int, float)) and agreement < MIN_AGREEMENT:  # else: damaged
-            raise QuantisationRefused(agreement)
-        try:
-            quantize_export(onnx_path, int8_path, metadata)
-        except QuantisationRefused as err:
-            with contextlib.suppress(OSError):
-                atomic_write_text(refused, json.dumps({"agreement": err.agreement}))
-            raise
-        except (OSError, MemoryError):  # a full or read-only cache: said as such
-            raise
-        except Exception as err:  # noqa: BLE001 - the quantiser's own failures, of every type
-            raise QuantisationFailed(_first_line(err)) from None
-        refused.unlink(missing_ok=True)
-    else:
+    if _int8_ready(int8_path):
         _touch(int8_path)
+        return int8_path, metadata
+    with _preparing(onnx_path):
+        if not _int8_ready(int8_path):  # else made meanwhile by the process waited for
+            onnx_path, metadata = _quantise(path, onnx_path, metadata, retry_failed)
     return int8_path, metadata
+
+
+def _int8_ready(int8_path: Path) -> bool:
+    return int8_path.is_file() and int8_path.with_suffix(".json").is_file()
+
+
+def _quantise(path, onnx_path: Path, metadata: dict, retry_failed: bool) -> tuple[Path, dict]:
+    """Make the int8 copy of the cached export ``onnx_path``; ``(fp32 export, metadata)``, made
+    again if it was damaged. A refusal or a failure of the quantiser is remembered beside it:
+    quantising again would take seconds to end the same way, on every ``auto`` run."""
+    from .onnx_quantize import QuantisationFailed, QuantisationRefused, quantize_export
+
+    if not _loads(onnx_path):
+        # a damaged fp32 export failed the quantiser (a protobuf traceback) on every run
+        _drop_entry(onnx_path)
+        onnx_path, metadata = cached_export(path, "rgb")
+    refused = onnx_path.with_suffix(".int8-refused.json")
+    failed = onnx_path.with_suffix(".int8-failed.json")
+    _raise_remembered(refused, None if retry_failed else failed)
+    try:
+        quantize_export(onnx_path, onnx_path.with_suffix(".int8.onnx"), metadata)
+    except QuantisationRefused as err:
+        _remember(refused, {"agreement": err.agreement})
+        raise
+    except (OSError, MemoryError):  # a full or read-only cache: said as such
+        raise
+    except Exception as err:  # noqa: BLE001 - the quantiser's own failures, of every type
+        _remember(failed, {"cause": _first_line(err), "versions": _quantiser_versions()})
+        raise QuantisationFailed(_first_line(err)) from None
+    refused.unlink(missing_ok=True)
+    failed.unlink(missing_ok=True)
+    return onnx_path, metadata
+
+
+def _raise_remembered(refused: Path, failed: Path | None) -> None:
+    """Raise the refusal, or the failure (``failed``; None: not looked at), noted for this
+    model's int8 copy; a damaged note is passed over (the copy is made again)."""
+    from .onnx_quantize import MIN_AGREEMENT, QuantisationFailed, QuantisationRefused
+
+    agreement = (_read_json(refused) or {}).get("agreement")
+    if isinstance(agreement, (int, float)) and agreement < MIN_AGREEMENT:
+        raise QuantisationRefused(agreement)
+    note = (_read_json(failed) or {}) if failed is not None else {}
+    # another onnxruntime (or napari-skinseg) may quantise this model: tried again
+    if isinstance(note.get("cause"), str) and note.get("versions") == _quantiser_versions():
+        raise QuantisationFailed(note["cause"])
+
+
+def _remember(note: Path, data: dict) -> None:
+    with contextlib.suppress(OSError):  # a read-only cache: found out again next time
+        atomic_write_text(note, json.dumps(data))
+
+
+def _quantiser_versions() -> dict[str, str]:
+    import onnxruntime
+
+    from . import __version__
+
+    return {"onnxruntime": onnxruntime.__version__, "napari_skinseg": __version__}
 
 
 # ``auto`` runs a model's int8 copy only where its network is clearly faster than fp32's: CPUs
@@ -302,18 +419,33 @@ def int8_preferred(path: str | os.PathLike | None) -> bool:
 
     try:
         int8_path, _ = cached_int8_export(path)
-        record_path = int8_path.with_suffix(".speed.json")
-        records = _read_json(record_path) or {}
-        cpu = _cpu_name()
-        record = records.get(cpu)
-        if not (isinstance(record, dict) and all(isinstance(record.get(k), (int, float))
-                                                 for k in ("fp32_ms", "int8_ms"))):  # or damaged
-            record = records[cpu] = _time_networks(path)
-            with contextlib.suppress(OSError):  # a read-only cache: timed again next time
-                atomic_write_text(record_path, json.dumps(records))
+        record = _speed_record(int8_path)
+        if record is None:
+            # timed while other processes preparing this model wait (idle), not compute
+            with _preparing(int8_path):
+                record = _speed_record(int8_path) or _time_and_keep(path, int8_path)
     except QuantisationRefused:
         return False
     return float(record["int8_ms"]) * INT8_MIN_SPEEDUP <= float(record["fp32_ms"])
+
+
+def _speed_record(int8_path: Path) -> dict | None:
+    """This kind of CPU's timing of the two networks; None when not taken yet (or damaged)."""
+    record = (_read_json(int8_path.with_suffix(".speed.json")) or {}).get(_cpu_name())
+    valid = isinstance(record, dict) and all(isinstance(record.get(k), (int, float))
+                                             for k in ("fp32_ms", "int8_ms"))
+    return record if valid else None
+
+
+def _time_and_keep(path, int8_path: Path) -> dict:
+    """Time the two networks; the record kept beside those of other kinds of CPU."""
+    record_path = int8_path.with_suffix(".speed.json")
+    record = _time_networks(path)
+    records = _read_json(record_path) or {}
+    records[_cpu_name()] = record
+    with contextlib.suppress(OSError):  # a read-only cache: timed again next time
+        atomic_write_text(record_path, json.dumps(records))
+    return record
 
 
 def _time_networks(path: str | os.PathLike | None) -> dict[str, float]:
@@ -365,7 +497,8 @@ class OnnxSegmenter:
         # The file asked for names it: the cache entry is shared by every file of the same
         # content, and its "source" is whichever of them was exported first.
         return _from_cache(
-            lambda: cached_int8_export(path) if int8 else cached_export(path, "rgb"),
+            lambda: (cached_int8_export(path, retry_failed=True) if int8 else
+                     cached_export(path, "rgb")),
             lambda onnx_path, metadata: cls(onnx_path, metadata,
                                             Path(path if path is not None else
                                                  metadata["source"]).name,

@@ -13,14 +13,16 @@ Needs onnx and onnxruntime, not torch (it works from the cached fp32 export).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
-from .atomic import atomic_write, atomic_write_text
+from .atomic import TEMP_SUFFIX, atomic_write, atomic_write_text
 from .errors import ModelFileError
 from .metrics import image_metrics
 from .synthetic import make_synthetic_lesion
@@ -78,6 +80,27 @@ def mask_agreement(fp32_path: Path, int8_path: Path, metadata: dict[str, Any]) -
     return float(np.mean([image_metrics(b, a).dice for a, b in pairs]))
 
 
+_TEMPDIR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _scratch_beside(int8_path: Path) -> Iterator[Path]:
+    """A scratch folder for the quantiser, in the cache beside ``int8_path`` and named as that
+    entry's temporary files (``.<name>.<random>.tmp``), that the quantiser's own temporary
+    folders (``ort.quant.*``, ``pre.quant.*``: copies of the model, bigger than it) go in too.
+    A run killed midway left them model-sized in /tmp for good; here the next preparation of the
+    entry removes them (:func:`napari_skinseg.onnx_engine._preparing`), or pruning after an hour.
+    ``tempfile.tempdir`` is the process's: other threads' temporary files made meanwhile land
+    here too (one thread quantises at a time; nothing else in the model worker makes any)."""
+    with tempfile.TemporaryDirectory(prefix=f".{int8_path.name}.", suffix=TEMP_SUFFIX,
+                                     dir=int8_path.parent) as scratch, _TEMPDIR_LOCK:
+        before, tempfile.tempdir = tempfile.tempdir, scratch
+        try:
+            yield Path(scratch)
+        finally:
+            tempfile.tempdir = before
+
+
 def quantize_export(fp32_path: Path, int8_path: Path, metadata: dict[str, Any]) -> float:
     """Write the int8 copy of ``fp32_path`` (atomically) and a JSON beside it with its agreement;
     raise :class:`QuantisationRefused` (writing nothing) when its masks drift from the fp32 ones."""
@@ -98,9 +121,9 @@ def quantize_export(fp32_path: Path, int8_path: Path, metadata: dict[str, Any]) 
             return None if x is None else {"image": x}
 
     def write(tmp: str) -> None:
-        with tempfile.TemporaryDirectory() as scratch:
+        with _scratch_beside(Path(int8_path)) as scratch:
             # the pre-processing the quantiser asks for (it logs a warning without it)
-            prepared = str(Path(scratch) / "prepared.onnx")
+            prepared = str(scratch / "prepared.onnx")
             quant_pre_process(str(fp32_path), prepared, skip_symbolic_shape=True)
             quantize_static(prepared, tmp, Examples(), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8,
