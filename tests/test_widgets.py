@@ -1323,6 +1323,117 @@ def test_a_deleted_or_moved_click_point_comes_back_and_later_clicks_still_count(
     assert np.array_equal(points.data, placed) and "cannot be moved" in curate.status.value
 
 
+def click_on(layer, yx, button=1, modifiers=()):
+    """A mouse click on the canvas over world position ``yx``, as napari delivers it to the
+    active layer (press, then release, each wrapped read-only), the way napari's own tests of
+    the Points mouse bindings do it."""
+    from napari.utils._proxies import ReadOnlyWrapper
+    from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks
+
+    for kind, deliver in (("mouse_press", mouse_press_callbacks),
+                          ("mouse_release", mouse_release_callbacks)):
+        event = SimpleNamespace(type=kind, button=button, modifiers=list(modifiers),
+                                position=tuple(float(v) for v in yx), pos=np.zeros(2),
+                                is_dragging=False, handled=False, dims_displayed=[0, 1],
+                                view_direction=None, up_direction=None)
+        deliver(layer, ReadOnlyWrapper(event, exceptions=("handled",)))
+
+
+def kinds(session) -> list[tuple[int, int, bool]]:
+    return [(c.y, c.x, c.lesion) for c in session.clicks]
+
+
+def test_a_right_or_shift_click_marks_skin_without_leaving_the_canvas(make_napari_viewer, qtbot,
+                                                                      errors):
+    # The kind of a click was only the dock's combo: a mask too big here and too small there
+    # meant going back to the dock between clicks.
+    viewer, truth, _, labels, curate, (cy, cx) = _a_mask_to_fix(make_napari_viewer, hole=True)
+    assert not truth[:40, :40].any()
+    shown_mask = labels.data.copy()
+    shown_mask[10:30, 10:30] = 1  # skin taken for lesion, far from the lesion
+    labels.data = shown_mask
+    panel = curate.click_fix
+    panel.start_button.native.click()
+    points = viewer.layers["skin mask clicks"]
+    assert panel.kind.value == click_fix.LESION
+    assert points.help.startswith("left click: lesion, right or Shift+click: skin (T swaps them); ")
+    assert viewer.help == points.help and "right or Shift+click" in curate.status.value
+    _, session, _ = next(iter(panel.sessions.values()))
+
+    def settled():
+        qtbot.waitUntil(lambda: not panel.busy, timeout=60_000)
+
+    click_on(points, (20, 20), button=2)  # right click on the wrongly taken skin
+    assert len(points.data) == 1 and tuple(points.face_color[0][:3]) == (0, 1, 1)  # cyan at once
+    settled()
+    assert kinds(session) == [(20, 20, False)] and labels.data[20, 20] == 0
+    assert labels.data[10:30, 10:30].mean() < 0.2  # the skin around it is no longer lesion
+    assert "skin click at (20, 20)" in curate.status.value
+    click_on(points, (cy, cx))  # a left click in the hole: lesion, the combo's kind
+    settled()
+    assert kinds(session)[-1] == (cy, cx, True) and labels.data[cy, cx] == 1
+    panel.kind.value = click_fix.SKIN  # left clicks mark skin now: right and Shift ones lesion
+    click_on(points, (cy + 20, cx), modifiers=["Shift"])
+    click_on(points, (cy - 20, cx), button=2)
+    settled()
+    assert [c.lesion for c in session.clicks] == [False, True, True, True]
+    assert [tuple(c[:3]) for c in points.face_color] == [(0, 1, 1), (1, 0, 1), (1, 0, 1), (1, 0, 1)]
+    assert panel.kind.value == click_fix.SKIN  # the combo stays as it was
+    panel.undo_button.native.click()  # undo, as before, takes back the last click
+    assert len(points.data) == 3 and len(session.clicks) == 3
+    points.mode = "select"  # no clicks outside add mode, whatever the button
+    assert "Shift+click" not in points.help
+    click_on(points, (60, 5), button=2)
+    points.mode = "add"  # napari re-appends its own add callback: the panel's stays after it
+    assert points.mouse_drag_callbacks[-1] == panel._mark_press
+    assert "right or Shift+click: lesion" in points.help and "select points" in viewer.help
+    click_on(points, (60, 5))
+    settled()
+    assert kinds(session)[-1] == (60, 5, False) and len(points.data) == 4 and errors == []
+
+
+def test_a_right_click_is_a_click_also_where_napari_adds_on_left_clicks_only(make_napari_viewer,
+                                                                            monkeypatch):
+    viewer, _, _, _, curate, (cy, cx) = _a_mask_to_fix(make_napari_viewer, hole=True)
+    monkeypatch.setattr(click_fix, "run_job", lambda name, kwargs, failed=None, **_:
+                        failed("no worker") if failed else None)  # clicks fixed in napari
+    panel = curate.click_fix
+    panel.start_button.native.click()
+    points = viewer.layers["skin mask clicks"]
+    napari_add = points.mouse_drag_callbacks[0]
+
+    def left_only(layer, event):  # as napari releases that ignore other buttons would do
+        if event.button == 1:
+            yield from napari_add(layer, event)
+    points.mouse_drag_callbacks[0] = left_only
+    click_on(points, (5, 5), button=2)
+    click_on(points, (cy, cx))
+    _, session, _ = next(iter(panel.sessions.values()))
+    assert kinds(session) == [(5, 5, False), (cy, cx, True)] and len(points.data) == 2
+    points.add([6, 6])  # a point added without the mouse: the combo's kind
+    assert kinds(session)[-1] == (6, 6, True)
+
+
+def test_the_t_key_on_the_clicks_layer_switches_what_a_click_marks(make_napari_viewer):
+    from vispy.util.keys import Key
+
+    viewer, _, _, _, curate, _ = _a_mask_to_fix(make_napari_viewer, (64, 64), seed=63)
+    panel = curate.click_fix
+    panel.start_button.native.click()
+    points = viewer.layers["skin mask clicks"]
+    assert viewer.layers.selection.active is points
+    canvas = viewer.window._qt_viewer.canvas._scene_canvas
+    canvas.events.key_press(key=Key("T"))
+    canvas.events.key_release(key=Key("T"))
+    assert panel.kind.value == click_fix.SKIN and points.current_face_color == "cyan"
+    assert points.help.startswith("left click: skin, right or Shift+click: lesion")
+    assert viewer.help == points.help
+    assert curate.status.value.startswith("left click: skin")
+    canvas.events.key_press(key=Key("T"))
+    canvas.events.key_release(key=Key("T"))
+    assert panel.kind.value == click_fix.LESION and points.current_face_color == "magenta"
+
+
 def test_training_docks_show_which_pairs_were_skipped(qtbot, monkeypatch):
     # Skipped pairs and odd masks were named only in the model worker's log.
     from napari_skinseg._widgets import training_controller

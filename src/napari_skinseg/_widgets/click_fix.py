@@ -8,6 +8,14 @@ worker fails) a click is fixed here, in napari's process, by the random walker o
 :mod:`napari_skinseg.click_refine` from the probabilities stored with the prediction layer. The
 box needs the segmentation network, so its crop goes to the model worker too.
 
+A left click marks the kind chosen in the dock's *click marks*; a right click, or Shift+click (for
+trackpads), marks the other kind, as if the combo had been switched for that one click; ``T`` on
+the clicks layer switches the combo. napari (0.9.2) runs each layer's ``mouse_drag_callbacks``
+with the press, moves and release of any button; its own add-point callback adds a point on the
+release of a click of *any* button (left, right, with or without Shift), and the panel's callback,
+kept after it, says which kind that press marks (and adds the point itself should a napari add
+only on left clicks).
+
 While a click or box waits for the worker, a *Cancel click* / *Cancel box* button takes it back:
 the mask and undo history stay as they were, and the worker, if it hangs or was stopped, is ended
 within seconds (:meth:`JobRunner.cancel`); the next click starts a new one.
@@ -20,6 +28,7 @@ from typing import Callable
 import numpy as np
 from magicgui.widgets import ComboBox, Container, PushButton
 from napari.layers import Labels, Points, Shapes
+from napari.utils.colormaps.standardize_color import transform_color
 from napari.utils.notifications import show_error
 
 from ..bundled import bundled_click_model_path
@@ -40,6 +49,17 @@ from .session import SESSION
 LESION, SKIN = "lesion (missed here)", "skin (wrongly taken)"
 CLICK_COLOURS = {True: "magenta", False: "cyan"}
 CLICKS_SUFFIX, BOX_SUFFIX = " clicks", " box"
+TOGGLE_KEY = "t"  # on the clicks layer: switches "click marks" between the two kinds
+RIGHT = 2  # vispy's number of the right mouse button (left is 1)
+CLICK_DISTANCE = 5  # canvas pixels a press may move and still be a click (napari's add: 5)
+
+
+def short(kind: str) -> str:
+    return "lesion" if kind == LESION else "skin"
+
+
+def other(kind: str) -> str:
+    return SKIN if kind == LESION else LESION
 
 
 def set_mask(labels: Labels, mask: np.ndarray) -> None:
@@ -83,10 +103,14 @@ class ClickFixPanel(Container):
         self._running = False  # a click's job runs (the one given up by a cancel too)
         self._jobs: dict[str, JobRunner | None] = {}  # the last "prepare", "click", "box" job
         self._cancels = 0  # how many cancels so far: a job started before one is not applied
+        # per points layer: the kind (lesion?) the mouse press under way marks, until its point
+        # is added (a right or Shift click marks the kind the combo does not show)
+        self._pressed: dict[int, bool] = {}
+        self._napari_help: dict[int, str] = {}  # per points layer: the help napari gave its mode
         self.start_button.changed.connect(self._guard(self.start))
         self.undo_button.changed.connect(self._guard(self.undo))
         self.box_button.changed.connect(self._guard(self.resegment_box))
-        self.kind.changed.connect(self._set_click_colour)
+        self.kind.changed.connect(self._on_kind)
         self.cancel_button.changed.connect(self.cancel)
         viewer.layers.events.removed.connect(self._forget_removed)
 
@@ -97,6 +121,7 @@ class ClickFixPanel(Container):
                 del self.sessions[key]
                 self._made.pop(id(_session), None)
                 self._placed.pop(key, None)
+                self._napari_help.pop(key, None)
 
     def _guard(self, action):
         def run(*_):
@@ -141,12 +166,83 @@ class ClickFixPanel(Container):
         points.events.data.connect(lambda event: self._on_points(event, points))
         self._set_click_colour()
         points.mode = "add"
+        self._bind_mouse_and_key(points)
         self.viewer.layers.selection.active = points
-        self.on_status(f"click on '{labels.name}': a click marks {self.kind.value}")
+        self.on_status(f"click on '{labels.name}': {self.buttons_help()}")
         return points
+
+    def buttons_help(self) -> str:
+        """What each mouse button (and the key) does, for napari's help line and the dock."""
+        kind = self.kind.value
+        return (f"left click: {short(kind)}, right or Shift+click: {short(other(kind))} "
+                f"({TOGGLE_KEY.upper()} swaps them)")
+
+    def _bind_mouse_and_key(self, points: Points) -> None:
+        """Right/Shift clicks mark the other kind; the key switches the combo; napari's help line
+        (bottom right) says so whenever the layer is in add mode."""
+        mark = self._mark_press
+
+        def keep_last(*_) -> None:
+            # napari re-appends its add callback on every mode change: ours must stay after it,
+            # so that at a release it sees whether napari added the point
+            if mark in points.mouse_drag_callbacks:
+                points.mouse_drag_callbacks.remove(mark)
+            points.mouse_drag_callbacks.append(mark)
+            # the viewer has just written the mode's help ("use <3> for select points, ..."):
+            # the buttons go first, in add mode
+            self._napari_help[layer_key(points)] = points.help
+            self._show_help(points)
+
+        keep_last()
+        points.events.mode.connect(keep_last)
+        points.bind_key(TOGGLE_KEY, lambda _layer: self.toggle_kind(), overwrite=True)
+
+    def _mark_press(self, layer: Points, event):
+        """A drag callback of the clicks layers, run after napari's add-point one: records the
+        kind of click this press makes (right button or Shift: the other kind) for the point
+        napari adds at its release, and adds that point itself if napari did not."""
+        button = getattr(event, "button", 1)
+        if layer.mode != "add" or event.type != "mouse_press" or button not in (1, RIGHT):
+            return
+        key = layer_key(layer)
+        swapped = button == RIGHT or "Shift" in (getattr(event, "modifiers", None) or ())
+        self._pressed[key] = (self.kind.value == LESION) != swapped
+        start = np.asarray(event.pos, dtype=float)
+        yield
+        while event.type == "mouse_move":
+            yield
+        moved = np.linalg.norm(start - np.asarray(event.pos, dtype=float))
+        try:
+            if key in self._pressed and swapped and moved < CLICK_DISTANCE:
+                # no point yet: a napari that adds points on left clicks only
+                layer.add(layer.world_to_data(event.position))
+        finally:
+            self._pressed.pop(key, None)
+
+    def _show_help(self, points: Points) -> None:
+        """napari's help line (bottom right of its window) for the clicks layer."""
+        napari_help = self._napari_help.get(layer_key(points), "")
+        points.help = "; ".join(filter(None, [self.buttons_help(), napari_help])) \
+            if points.mode == "add" else napari_help
+        active = self.viewer.layers.selection.active
+        if active is not None and layer_key(active) == layer_key(points):
+            self.viewer.help = points.help  # the viewer copies it only on its own events
+
+    def toggle_kind(self) -> None:
+        """Switch what a left click marks (the key on the clicks layer)."""
+        self.kind.value = other(self.kind.value)
+        self.on_status(self.buttons_help())
+
+    def _on_kind(self, *_) -> None:
+        self._set_click_colour()
+        for _labels, _session, points in self.sessions.values():
+            self._show_help(points)
 
     def _set_click_colour(self, *_) -> None:
         for _labels, _session, points in self.sessions.values():
+            # napari colours the selected points (the last one added) with the current colour:
+            # unselected, every point keeps its click's colour
+            points.selected_data = set()
             points.current_face_color = CLICK_COLOURS[self.kind.value == LESION]
 
     @staticmethod
@@ -171,6 +267,8 @@ class ClickFixPanel(Container):
             self._keep_points(points)
         if action != "added" or len(points.data) == 0:
             return
+        pressed = self._pressed.pop(layer_key(points), None)  # a right/Shift click's kind
+        lesion = (self.kind.value == LESION) if pressed is None else pressed
         if layer_key(points) not in self.sessions:  # its Labels layer was closed: the session ended
             self.on_status(f"'{points.name}' no longer fixes a Labels layer (it was closed): "
                            "select a Labels layer and press \"Fix with clicks\" again")
@@ -179,7 +277,6 @@ class ClickFixPanel(Container):
         if len(points.data) <= len(session.clicks):
             return  # a point was removed (undo), not added
         y, x = (int(v) for v in np.round(points.data[-1]))
-        lesion = self.kind.value == LESION
         try:
             session.clicks_with(y, x, lesion)  # checks the click is inside the image
         except ValueError as err:
@@ -188,6 +285,8 @@ class ClickFixPanel(Container):
                 points.data = points.data[:-1]
             return
         self._placed[layer_key(points)] = np.array(points.data)
+        if pressed is not None and pressed != (self.kind.value == LESION):
+            self._colour_last(points, pressed)  # added in the combo's colour: the other kind's
         if bundled_click_model_path() is None:
             follow_layer(labels, session)
             self._show(labels, session, points, y, x, lesion, session.click(y, x, lesion))
@@ -195,6 +294,12 @@ class ClickFixPanel(Container):
         self._pending.append((labels, session, points, y, x, lesion))
         self._send_next()
         self._show_waiting()
+
+    @staticmethod
+    def _colour_last(points: Points, lesion: bool) -> None:
+        colours = np.array(points.face_color)
+        colours[-1] = transform_color(CLICK_COLOURS[lesion])[0]
+        points.face_color = colours
 
     def _keep_points(self, points: Points) -> None:
         """A point deleted by hand would leave its click in force, unseen, and make the next
