@@ -8,7 +8,7 @@ from __future__ import annotations
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-PLACEHOLDER = "loss and accuracy curves appear here\nafter the first epoch"
+PLACEHOLDER = "loss and accuracy curves appear here after the first epoch"
 
 
 class HistoryPlot(QWidget):
