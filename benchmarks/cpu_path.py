@@ -2,8 +2,9 @@
 filling by labelling the background once (``postprocess.fill_holes``, instead of scipy's
 ``binary_fill_holes``), Shades of Gray through a lookup table (``transforms.shades_of_gray``,
 instead of float arithmetic on every pixel; the earlier code is kept below as the baseline),
-ONNX Runtime threads that sleep between runs instead of spinning (``onnx_engine._session``), and,
-for runs with ``--overlay``, overlay PNGs written at zlib level 1 instead of Pillow's default 6.
+ONNX Runtime threads that sleep between runs instead of spinning
+(``onnx_sessions.cpu_session``), and, for runs with ``--overlay``, overlay PNGs written at zlib
+level 1 instead of Pillow's default 6.
 
     python benchmarks/cpu_path.py --data ../shared/data/isic2018 --n 100
 
@@ -33,9 +34,10 @@ import napari_skinseg.postprocess as postprocess  # noqa: E402
 import napari_skinseg.transforms as transforms  # noqa: E402
 from napari_skinseg.engines import make_segmenter  # noqa: E402
 from napari_skinseg.folder_segmentation import default_workers, segment_folder  # noqa: E402
-from napari_skinseg.onnx_engine import _session, cached_export  # noqa: E402
 from napari_skinseg.generators import drain  # noqa: E402
 from napari_skinseg.image_io import read_mask  # noqa: E402
+from napari_skinseg.onnx_cache import cached_export  # noqa: E402
+from napari_skinseg.onnx_sessions import cpu_session  # noqa: E402
 
 
 def float_shades_of_gray(images: np.ndarray, p: int = 6) -> np.ndarray:
@@ -60,7 +62,7 @@ def main() -> None:
     pairs = isic_split(args.data)["benchmark"][: args.n]
     segmenter = make_segmenter(None, engine="onnx")  # its threads sleep between runs
     spinning = make_segmenter(None, engine="onnx")
-    spinning.session = _session(cached_export(None)[0], None, spinning=True)  # as before
+    spinning.session = cpu_session(cached_export(None)[0], None, spinning=True)  # as before
     workers = default_workers(segmenter)
     fast_fill, fast_sog = postprocess.fill_holes, transforms.shades_of_gray
     variants = {

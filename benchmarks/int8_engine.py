@@ -39,7 +39,7 @@ from napari_skinseg.generators import drain  # noqa: E402
 from napari_skinseg.image_io import read_image, read_mask  # noqa: E402
 from napari_skinseg.metrics import image_metrics, mean_metrics  # noqa: E402
 from napari_skinseg.model import load_model  # noqa: E402
-from napari_skinseg.onnx_engine import _session  # noqa: E402
+from napari_skinseg.onnx_sessions import cpu_session  # noqa: E402
 from napari_skinseg.transforms import network_input  # noqa: E402
 
 
@@ -111,7 +111,7 @@ def main() -> None:
     network = {}
     for name, seg in (("fp32", fp32), ("int8", int8)):
         for threads in (1, cores):
-            network[f"{name}, {threads} thread(s)"] = bare_ms(_session(seg.onnx_path, threads), x)
+            network[f"{name}, {threads} thread(s)"] = bare_ms(cpu_session(seg.onnx_path, threads), x)
     sgemm = sgemm_gflops()
     gflop = forward_flops(load_model(bundled_model_path()).network.float(), fp32.size) / 1e9
 

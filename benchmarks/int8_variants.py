@@ -30,7 +30,9 @@ from int8_engine import bare_ms  # noqa: E402
 import napari_skinseg.onnx_quantize as onnx_quantize  # noqa: E402
 from napari_skinseg.image_io import read_image  # noqa: E402
 from napari_skinseg.metrics import image_metrics  # noqa: E402
-from napari_skinseg.onnx_engine import OnnxSegmenter, _session, cached_export  # noqa: E402
+from napari_skinseg.onnx_cache import cached_export  # noqa: E402
+from napari_skinseg.onnx_engine import OnnxSegmenter  # noqa: E402
+from napari_skinseg.onnx_sessions import cpu_session  # noqa: E402
 
 
 def quantised(prepared: str, out: Path, metadata: dict, n_calibration: int = 32,
@@ -75,7 +77,7 @@ def main() -> None:
     x = fp32.network_input(images[0])
     result = {"command": " ".join(["python", *sys.argv]), "n_isic": n_isic,
               "n_ham": len(pairs) - n_isic,
-              "fp32_network_ms": {f"{n} thread(s)": bare_ms(_session(fp32_path, n), x) for n in (1, 2)}}
+              "fp32_network_ms": {f"{n} thread(s)": bare_ms(cpu_session(fp32_path, n), x) for n in (1, 2)}}
     with tempfile.TemporaryDirectory() as tmp:
         prepared = str(Path(tmp) / "prepared.onnx")
         quant_pre_process(str(fp32_path), prepared, skip_symbolic_shape=True)
@@ -97,7 +99,7 @@ def main() -> None:
                 "isic_lowest": float(isic.min()), "ham_mean_dice_vs_fp32": float(ham.mean()),
                 "images_below_0.99": int((d < 0.99).sum()),
                 "synthetic_check": onnx_quantize.mask_agreement(fp32_path, path, metadata),
-                "network_ms": {f"{n} thread(s)": bare_ms(_session(path, n), x) for n in (1, 2)}}
+                "network_ms": {f"{n} thread(s)": bare_ms(cpu_session(path, n), x) for n in (1, 2)}}
             print(name, result[name], flush=True)
     save_json(result, args.out)
 

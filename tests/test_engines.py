@@ -10,8 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from napari_skinseg import onnx_engine
+# onnx_cache's names, not the module: tests here take the conftest fixture onnx_cache (a folder)
 from napari_skinseg.engines import make_segmenter, resolve_engine
+from napari_skinseg.onnx_cache import cache_dir, cached_export, model_digest, prune_cache
 from napari_skinseg.synthetic import make_synthetic_lesion, write_synthetic_dataset
 
 
@@ -34,7 +35,7 @@ def test_onnx_and_torch_masks_agree(tiny_model_path):
 
 def test_the_export_is_made_once_per_model_file(tiny_model_path, monkeypatch, onnx_cache):
     make_segmenter(tiny_model_path, engine="onnx")
-    digest = onnx_engine.model_digest(tiny_model_path)
+    digest = model_digest(tiny_model_path)
     assert (onnx_cache / f"{digest}.onnx").is_file() and (onnx_cache / f"{digest}.json").is_file()
     import napari_skinseg.onnx_export as export
 
@@ -84,7 +85,7 @@ def test_the_cache_keeps_the_most_recently_used_exports(tmp_path, monkeypatch):
     # a file another run's pruning deleted between the listing and its stat() (a dangling
     # link reads the same): it failed the export that had just succeeded
     (tmp_path / "gone.onnx").symlink_to(tmp_path / "deleted-meanwhile.onnx")
-    onnx_engine.prune_cache(keep=2)
+    prune_cache(keep=2)
     (tmp_path / "gone.onnx").unlink()
     # an entry is every file of one model: the int8 copy keeps its fp32 export, and goes with it
     assert sorted(p.name for p in tmp_path.iterdir()) == [
@@ -97,7 +98,7 @@ def test_the_int8_engine_is_a_checked_quantised_copy(tiny_model_path, onnx_cache
     fp32 = make_segmenter(tiny_model_path, engine="onnx")
     int8 = make_segmenter(tiny_model_path, engine="onnx-int8")
     assert (fp32.engine, int8.engine) == ("onnx", "onnx-int8")
-    digest = onnx_engine.model_digest(tiny_model_path)
+    digest = model_digest(tiny_model_path)
     note = json.loads((onnx_cache / f"{digest}.int8.json").read_text())
     assert MIN_AGREEMENT <= note["agreement"] <= 1
     # a different network (quantised: QDQ nodes), smaller than the fp32 one
@@ -143,7 +144,9 @@ def test_auto_runs_the_int8_copy_where_it_is_clearly_faster(tmp_path, tiny_model
     assert make_segmenter(tiny_model_path, device="cpu", engine="auto").engine == "onnx-int8"
     assert make_segmenter(tiny_model_path, engine="onnx").engine == "onnx"  # asked: fp32
     record, = (tmp_path / "cache").glob("*.int8.speed.json")
-    cpu = onnx_engine._cpu_name()
+    from napari_skinseg.onnx_cache import _cpu_name
+
+    cpu = _cpu_name()
     assert json.loads(record.read_text()) == {cpu: {"fp32_ms": 10.0, "int8_ms": 5.0}}
     monkeypatch.setattr(onnx_quantize, "network_ms", lambda *a: pytest.fail("timed again"))
     assert make_segmenter(tiny_model_path, engine="auto").engine == "onnx-int8"
@@ -201,7 +204,7 @@ def test_pruning_removes_temporary_files_of_killed_exports_only_when_old(tmp_pat
     with file_lock(held, 1):
         for leftover in (old, scratch, free, held):
             os.utime(leftover, (time.time() - 2 * 3600,) * 2)
-        onnx_engine.prune_cache()
+        prune_cache()
         assert held.exists()  # its holder's
     assert not old.exists() and new.exists()  # a young one may be another run's export
     assert not scratch.exists() and not free.exists()
@@ -305,7 +308,7 @@ def test_a_damaged_cache_entry_is_made_again(tmp_path, tiny_model_path, monkeypa
     image, _ = make_synthetic_lesion((64, 80), seed=31)
     expected = make_segmenter(tiny_model_path, engine="onnx").segment(image).mask
     make_segmenter(tiny_model_path, engine="onnx-int8")
-    digest = onnx_engine.model_digest(tiny_model_path)
+    digest = model_digest(tiny_model_path)
     entry = tmp_path / "cache" / digest
     entry.with_suffix(".onnx").write_bytes(b"not an onnx file")
     entry.with_suffix(".int8.onnx").write_bytes(entry.with_suffix(".int8.onnx").read_bytes()[:500])
@@ -378,7 +381,7 @@ def test_a_model_file_replaced_during_its_export_is_not_cached_under_the_old_con
     old = shutil.copy(tiny_model_path, tmp_path / "old.pt")
     path = shutil.copy(tiny_model_path, tmp_path / "model.pt")
     new = SkinSegModel.new(tiny_config.replace(seed=5)).save(tmp_path / "new.pt")
-    old_digest, new_digest = onnx_engine.model_digest(old), onnx_engine.model_digest(new)
+    old_digest, new_digest = model_digest(old), model_digest(new)
     real_load = onnx_export.load_model
 
     def retrained_meanwhile(p):
@@ -388,7 +391,7 @@ def test_a_model_file_replaced_during_its_export_is_not_cached_under_the_old_con
         return real_load(p)
 
     monkeypatch.setattr(onnx_export, "load_model", retrained_meanwhile)
-    onnx_path, _ = onnx_engine.cached_export(path)
+    onnx_path, _ = cached_export(path)
     assert onnx_path.name == f"{new_digest}.onnx"
     assert not (tmp_path / "cache" / f"{old_digest}.onnx").exists()
     image, _ = make_synthetic_lesion((64, 64), seed=3)
@@ -412,7 +415,7 @@ def test_a_read_only_cache_with_the_export_in_it_is_used(tmp_path, tiny_model_pa
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(onnx_engine.os, "utime", read_only)
+    monkeypatch.setattr("napari_skinseg.onnx_cache.os.utime", read_only)
     from napari_skinseg import onnx_quantize
 
     monkeypatch.setattr(onnx_quantize, "network_ms", lambda *a: (10.0, 20.0))  # fp32 faster
@@ -445,11 +448,11 @@ def test_a_user_without_a_home_folder_is_asked_for_a_cache_folder(tmp_path, tiny
     # an absolute XDG_CACHE_HOME needs no home; an empty or relative one is ignored (XDG rule),
     # not a cache in whatever folder a run starts in
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert onnx_engine.cache_dir() == tmp_path / "xdg" / "napari-skinseg" / "onnx"
+    assert cache_dir() == tmp_path / "xdg" / "napari-skinseg" / "onnx"
     monkeypatch.setattr(Path, "home", classmethod(lambda cls: tmp_path / "home"))
     for ignored in ("", "relative/cache"):
         monkeypatch.setenv("XDG_CACHE_HOME", ignored)
-        assert onnx_engine.cache_dir() == tmp_path / "home" / ".cache" / "napari-skinseg" / "onnx"
+        assert cache_dir() == tmp_path / "home" / ".cache" / "napari-skinseg" / "onnx"
 
 
 def test_damaged_entries_the_int8_path_reads_are_made_again(tmp_path, tiny_model_path,
@@ -472,7 +475,7 @@ def test_damaged_entries_the_int8_path_reads_are_made_again(tmp_path, tiny_model
     monkeypatch.setattr(onnx_quantize, "network_ms", network_ms)
     image, _ = make_synthetic_lesion((64, 64), seed=12)
     expected = make_segmenter(tiny_model_path, engine="onnx-int8").segment(image).mask
-    entry = tmp_path / "cache" / onnx_engine.model_digest(tiny_model_path)
+    entry = tmp_path / "cache" / model_digest(tiny_model_path)
     int8 = entry.with_suffix(".int8.onnx")
     int8.write_bytes(int8.read_bytes()[:500])
     with warnings.catch_warnings():
@@ -601,25 +604,27 @@ def test_a_stopped_process_preparing_the_model_is_not_waited_for_forever(
     if not hasattr(signal, "SIGSTOP"):
         pytest.skip("POSIX signals")
     monkeypatch.setenv("SKINSEG_CACHE", str(tmp_path / "cache"))
-    entry = tmp_path / "cache" / f"{onnx_engine.model_digest(tiny_model_path)}.onnx"
+    entry = tmp_path / "cache" / f"{model_digest(tiny_model_path)}.onnx"
     code = ("import os, signal, sys; from pathlib import Path; "
-            "from napari_skinseg.onnx_engine import _preparing\n"
+            "from napari_skinseg.onnx_cache import _preparing\n"
             f"with _preparing(Path({str(entry)!r})):\n"
             "    print('held', flush=True); os.kill(os.getpid(), signal.SIGSTOP)")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     from napari_skinseg import onnx_quantize
 
     monkeypatch.setattr(onnx_quantize, "network_ms", lambda *a: (10.0, 5.0))
-    waits, real_lock = [], onnx_engine.file_lock
+    from napari_skinseg.onnx_cache import file_lock as real_lock
+
+    waits = []
 
     def file_lock(path, wait_s):
         waits.append(wait_s)
         return real_lock(path, wait_s)
 
-    monkeypatch.setattr(onnx_engine, "file_lock", file_lock)
+    monkeypatch.setattr("napari_skinseg.onnx_cache.file_lock", file_lock)
     try:
         assert holder.stdout.readline().strip() == "held"
-        monkeypatch.setattr(onnx_engine, "PREPARE_WAIT_S", 1.0)
+        monkeypatch.setattr("napari_skinseg.onnx_cache.PREPARE_WAIT_S", 1.0)
         start = time.monotonic()
         assert make_segmenter(tiny_model_path, device="cpu", engine="auto").engine == "onnx-int8"
         assert 1.0 <= time.monotonic() - start < 30
@@ -628,8 +633,9 @@ def test_a_stopped_process_preparing_the_model_is_not_waited_for_forever(
     finally:
         holder.kill()
         holder.wait()
-    monkeypatch.setattr(onnx_engine, "PREPARE_WAIT_S", 60.0)
-    monkeypatch.setattr(onnx_engine, "_GAVE_UP", set())  # a fresh process would wait 60 s
+    monkeypatch.setattr("napari_skinseg.onnx_cache.PREPARE_WAIT_S", 60.0)
+    # a fresh process would wait 60 s
+    monkeypatch.setattr("napari_skinseg.onnx_cache._GAVE_UP", set())
     entry.unlink()  # prepared again: the killed holder's lock is not waited for
     start = time.monotonic()
     assert make_segmenter(tiny_model_path, engine="onnx").engine == "onnx"
@@ -703,7 +709,7 @@ def test_a_quantiser_failure_is_remembered_until_onnxruntime_changes(tmp_path, t
 _KILLED_QUANTISING = """
 import os, sys, time
 from pathlib import Path
-from napari_skinseg import onnx_engine, onnx_quantize
+from napari_skinseg import onnx_cache, onnx_quantize
 
 ready = Path(sys.argv[2])
 real_inputs = onnx_quantize._inputs
@@ -715,7 +721,7 @@ def stalls(metadata, n, seed):  # the quantiser's calibration stalls on its seco
     time.sleep(600)
 
 onnx_quantize._inputs = stalls
-onnx_engine.cached_int8_export(sys.argv[1])
+onnx_cache.cached_int8_export(sys.argv[1])
 """
 
 
@@ -730,7 +736,7 @@ def test_a_preparation_killed_midway_leaves_nothing_behind_the_next_one(tmp_path
     cache, scratch = tmp_path / "cache", tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setenv("SKINSEG_CACHE", str(cache))
-    onnx_engine.cached_export(tiny_model_path)  # the fp32 export: the run below needs no torch
+    cached_export(tiny_model_path)  # the fp32 export: the run below needs no torch
     ready = tmp_path / "ready"
     run = subprocess.Popen([sys.executable, "-c", _KILLED_QUANTISING, str(tiny_model_path),
                             str(ready)], env={**os.environ, "TMPDIR": str(scratch)},

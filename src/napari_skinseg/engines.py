@@ -5,7 +5,7 @@ network about twice as fast as eager torch on 2 cores, BENCHMARKS.md), torch oth
 ``onnx-int8`` is ONNX Runtime on a quantised copy of the network: about 1.4x faster again on a
 CPU with int8 instructions, its masks agreeing with fp32's at mean Dice 0.996 on held-out real
 images (0.9956 ISIC, 0.9965 HAM10000) and as close to the experts'. ``auto`` on a CPU runs it
-where it measured clearly faster than fp32 (:func:`onnx_engine.int8_preferred`), fp32 ONNX
+where it measured clearly faster than fp32 (:func:`onnx_cache.int8_preferred`), fp32 ONNX
 elsewhere; ``onnx`` always runs fp32 (torch's masks). Training always uses torch.
 """
 
@@ -49,7 +49,7 @@ def _onnx_unless_it_fails(engine: str, make_onnx, name: str):
     or full cache folder) or ONNX Runtime cannot load it, None with a warning, so that torch
     takes over: the default never fails where torch would work. An explicit ``onnx`` engine
     raises the error."""
-    from .onnx_engine import CACHE_ENV, OnnxRuntimeFailed
+    from .onnx_cache import CACHE_ENV, OnnxRuntimeFailed
 
     try:
         return make_onnx()
@@ -69,14 +69,14 @@ def _onnx_unless_it_fails(engine: str, make_onnx, name: str):
 
 def _int8_pays(model) -> bool:
     """``auto``'s choice between the int8 and fp32 ONNX networks (after the fp32 export is
-    cached): :func:`onnx_engine.int8_preferred` (False for a refused copy); fp32 with a warning
+    cached): :func:`onnx_cache.int8_preferred` (False for a refused copy); fp32 with a warning
     when the copy cannot be made (no quantiser, a full disk), for fp32 works."""
-    from .onnx_engine import int8_preferred
+    from .onnx_cache import int8_preferred
 
     try:
         return int8_preferred(model)
     except Exception as err:  # noqa: BLE001 - auto never fails for want of the faster copy
-        from .onnx_engine import OnnxRuntimeFailed
+        from .onnx_cache import OnnxRuntimeFailed
         from .onnx_quantize import QuantisationFailed
 
         # their own sentences end in advice (use the onnx / torch engine) that auto follows
@@ -90,7 +90,8 @@ def make_segmenter(model=None, device: str = "auto", engine: str = "auto"):
     """A Segmenter (torch) or OnnxSegmenter for the model file ``model`` (None: bundled)."""
     chosen = resolve_engine(engine, device)
     if chosen.startswith("onnx"):
-        from .onnx_engine import OnnxSegmenter, cached_export
+        from .onnx_cache import cached_export
+        from .onnx_engine import OnnxSegmenter
 
         def make_onnx():
             int8 = chosen == "onnx-int8"

@@ -1,5 +1,5 @@
 """An int8 copy of an exported segmentation network, for the ``onnx-int8`` engine and for ``auto``
-on CPUs where it runs faster than fp32 (:func:`napari_skinseg.onnx_engine.int8_preferred`).
+on CPUs where it runs faster than fp32 (:func:`napari_skinseg.onnx_cache.int8_preferred`).
 
 ONNX Runtime's static quantisation (QDQ, int8 weights per channel, uint8 activations) needs
 example inputs to fix each activation's range. No user data is at hand when a model file is first
@@ -89,7 +89,7 @@ def _scratch_beside(int8_path: Path) -> Iterator[Path]:
     entry's temporary files (``.<name>.<random>.tmp``), that the quantiser's own temporary
     folders (``ort.quant.*``, ``pre.quant.*``: copies of the model, bigger than it) go in too.
     A run killed midway left them model-sized in /tmp for good; here the next preparation of the
-    entry removes them (:func:`napari_skinseg.onnx_engine._preparing`), or pruning after an hour.
+    entry removes them (:func:`napari_skinseg.onnx_cache._preparing`), or pruning after an hour.
     ``tempfile.tempdir`` is the process's: other threads' temporary files made meanwhile land
     here too (one thread quantises at a time; nothing else in the model worker makes any)."""
     with tempfile.TemporaryDirectory(prefix=f".{int8_path.name}.", suffix=TEMP_SUFFIX,
