@@ -18,7 +18,7 @@ TINY = dict(size=64, batch_size=4, epochs=1, decoder_channels=(32, 16, 16, 8, 8)
 
 
 @pytest.fixture(scope="session", autouse=True)
-def onnx_cache(tmp_path_factory):
+def onnx_cache_dir(tmp_path_factory):
     """ONNX exports go to a test folder, not the user's cache (model workers inherit it)."""
     import os
 

@@ -217,7 +217,7 @@ def test_sample_refuses_a_bad_number_naming_its_option(tmp_path, capsys, option,
 
 @pytest.mark.parametrize("engine", ["torch", "onnx"])
 def test_a_folder_given_as_the_model_is_called_a_folder(tmp_path, inputs, capsys, engine,
-                                                        onnx_cache):
+                                                        onnx_cache_dir):
     # "model file runs does not exist" for a folder that plainly exists
     images, _ = inputs
     (tmp_path / "runs").mkdir()

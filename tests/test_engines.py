@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-# onnx_cache's names, not the module: tests here take the conftest fixture onnx_cache (a folder)
+# the cache module's names, imported by name (the folder fixture is onnx_cache_dir)
 from napari_skinseg.engines import make_segmenter, resolve_engine
 from napari_skinseg.onnx_cache import cache_dir, cached_export, model_digest, prune_cache
 from napari_skinseg.synthetic import make_synthetic_lesion, write_synthetic_dataset
@@ -33,15 +33,15 @@ def test_onnx_and_torch_masks_agree(tiny_model_path):
         assert dice(onnx.segment(image).mask, torch_.segment(image).mask) >= 0.995
 
 
-def test_the_export_is_made_once_per_model_file(tiny_model_path, monkeypatch, onnx_cache):
+def test_the_export_is_made_once_per_model_file(tiny_model_path, monkeypatch, onnx_cache_dir):
     make_segmenter(tiny_model_path, engine="onnx")
     digest = model_digest(tiny_model_path)
-    assert (onnx_cache / f"{digest}.onnx").is_file() and (onnx_cache / f"{digest}.json").is_file()
+    assert (onnx_cache_dir / f"{digest}.onnx").is_file() and (onnx_cache_dir / f"{digest}.json").is_file()
     import napari_skinseg.onnx_export as export
 
     monkeypatch.setattr(export, "export_onnx", lambda *a: pytest.fail("exported twice"))
     make_segmenter(tiny_model_path, engine="onnx")  # from the cache
-    assert not [p for p in onnx_cache.iterdir() if p.name.startswith(".")]  # no temp files left
+    assert not [p for p in onnx_cache_dir.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
 def test_engine_choice():
@@ -58,7 +58,7 @@ def test_engine_choice():
 
 
 @pytest.mark.parametrize("engine", ["onnx", "onnx-int8"])
-def test_segmenting_with_onnx_needs_no_torch(tmp_path, tiny_model_path, onnx_cache, engine):
+def test_segmenting_with_onnx_needs_no_torch(tmp_path, tiny_model_path, onnx_cache_dir, engine):
     make_segmenter(tiny_model_path, engine=engine)  # the cached export
     images, _ = write_synthetic_dataset(tmp_path / "d", 2, (64, 64), seed=8)
     code = ("import sys; from napari_skinseg.cli import main; "
@@ -66,7 +66,7 @@ def test_segmenting_with_onnx_needs_no_torch(tmp_path, tiny_model_path, onnx_cac
             f"{str(tiny_model_path)!r}, '--engine', {engine!r}, '--review']); "
             "print(rc, 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "SKINSEG_CACHE": str(onnx_cache)})
+                          env={**os.environ, "SKINSEG_CACHE": str(onnx_cache_dir)})
     assert done.stdout.strip().splitlines()[-1] == "0 False", done.stderr[-2000:]
     assert len(list((tmp_path / "R").glob("*_segmentation.png"))) == 2
     assert (tmp_path / "R" / "review.csv").is_file()  # the review queue, torch-free too
@@ -92,18 +92,18 @@ def test_the_cache_keeps_the_most_recently_used_exports(tmp_path, monkeypatch):
         "1.int8.json", "1.int8.onnx", "1.json", "1.onnx", "4.json", "4.onnx"]
 
 
-def test_the_int8_engine_is_a_checked_quantised_copy(tiny_model_path, onnx_cache):
+def test_the_int8_engine_is_a_checked_quantised_copy(tiny_model_path, onnx_cache_dir):
     from napari_skinseg.onnx_quantize import MIN_AGREEMENT
 
     fp32 = make_segmenter(tiny_model_path, engine="onnx")
     int8 = make_segmenter(tiny_model_path, engine="onnx-int8")
     assert (fp32.engine, int8.engine) == ("onnx", "onnx-int8")
     digest = model_digest(tiny_model_path)
-    note = json.loads((onnx_cache / f"{digest}.int8.json").read_text())
+    note = json.loads((onnx_cache_dir / f"{digest}.int8.json").read_text())
     assert MIN_AGREEMENT <= note["agreement"] <= 1
     # a different network (quantised: QDQ nodes), smaller than the fp32 one
-    q = onnx_cache / f"{digest}.int8.onnx"
-    assert q.stat().st_size < 0.6 * (onnx_cache / f"{digest}.onnx").stat().st_size
+    q = onnx_cache_dir / f"{digest}.int8.onnx"
+    assert q.stat().st_size < 0.6 * (onnx_cache_dir / f"{digest}.onnx").stat().st_size
     for seed, shape in ((21, (96, 96)), (22, (80, 120))):
         image, _ = make_synthetic_lesion(shape, seed=seed)
         p8, p32 = int8.predict_probability(image), fp32.predict_probability(image)

@@ -378,17 +378,17 @@ def folder_dock(make_napari_viewer, tmp_path, n: int, seed: int, shape=(64, 64))
 
 
 def test_segment_folder_from_the_widget(make_napari_viewer, qtbot, tmp_path, tiny_model_path, errors,
-                                       onnx_cache):
+                                       onnx_cache_dir):
     SESSION.model.use(tiny_model_path)
     widget = folder_dock(make_napari_viewer, tmp_path, 3, seed=5, shape=(64, 80))
     widget.model.engine.value = "onnx-int8"  # the engine list offers the quantised copy too
-    for made_before in onnx_cache.glob("*.int8.*"):
+    for made_before in onnx_cache_dir.glob("*.int8.*"):
         made_before.unlink()
     widget.folder_button.native.click()
     qtbot.waitUntil(lambda: widget.worker is None and "segmented" in widget.status.value, timeout=60_000)
     assert len(list((tmp_path / "Results").glob("*_segmentation.png"))) == 3
     assert len(list((tmp_path / "Results").glob("*_overlay.png"))) == 3
-    assert list(onnx_cache.glob("*.int8.onnx"))  # the worker made the int8 copy and used it
+    assert list(onnx_cache_dir.glob("*.int8.onnx"))  # the worker made the int8 copy and used it
     assert errors == []
 
 
