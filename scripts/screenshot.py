@@ -63,9 +63,10 @@ def main():
     write_synthetic_dataset(curated, 6, (256, 256), seed=42)
     _, curate = viewer.window.add_plugin_dock_widget("napari-skinseg", "Curate", tabify=True)
     curate.curated_dir.value, curate.source_dir.value = curated, source
-    curate.epochs.value = 4
-    curate.retrain_button.native.click()
-    wait(lambda: curate.controller.summary is not None and not curate.controller.running)
+    curate.retraining.epochs.value = 4
+    curate.retraining.retrain_button.native.click()
+    controller = curate.retraining.controller
+    wait(lambda: controller.summary is not None and not controller.running)
     curate.next_button.native.click()
     wait(lambda: curate.worker is None and len(viewer.layers) == 2)
     labels = viewer.layers[-1]
@@ -77,8 +78,8 @@ def main():
     # The review queue and click-to-fix: the worst image first (by predicted Dice), two clicks.
     viewer.layers.clear()
     curate._opened, curate.visited, curate.position = None, [], -1
-    curate.order.value = "worst first (predicted Dice)"
-    wait(lambda: curate.worker is None and len(curate.predicted) > 0)
+    curate.queue.order.value = "worst first (predicted Dice)"
+    wait(lambda: curate.worker is None and len(curate.queue.predicted) > 0)
     curate.next_button.native.click()
     wait(lambda: curate.worker is None and len(viewer.layers) == 2)
     labels = viewer.layers[-1]

@@ -8,7 +8,8 @@ import sys
 
 WIDGET_MODULES = ["napari_skinseg._widgets." + m for m in (
     "train_widget", "segment_widget", "curate_widget", "model_choice", "measurements_panel",
-    "training_controller", "jobs", "session", "layers", "fields")] + ["napari_skinseg._sample_data"]
+    "training_controller", "review_queue", "retrain_on_curated", "jobs", "session", "layers",
+    "fields")] + ["napari_skinseg._sample_data"]
 CORE_MODULES = ["napari_skinseg." + m for m in (
     "config", "image_io", "pairs", "dataset", "transforms", "model", "training", "prediction",
     "postprocess", "metrics", "measurements", "evaluation", "folder_segmentation", "cli",

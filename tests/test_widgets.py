@@ -22,6 +22,7 @@ from napari_skinseg._widgets import (
     fields,
     jobs,
     measurements_panel,
+    retrain_on_curated,
     segment_widget,
     train_widget,
 )
@@ -527,7 +528,7 @@ def test_ranking_worst_first_can_be_cancelled_when_the_worker_hangs(make_napari_
     widget.curated_dir.value, widget.source_dir.value = tmp_path / "curated", source
     assert not shown(widget.cancel_button)
     with a_stopped_worker(qtbot) as process:
-        widget.order.value = "worst first (predicted Dice)"  # starts ranking the folder
+        widget.queue.order.value = "worst first (predicted Dice)"  # starts ranking the folder
         assert widget.worker is not None and shown(widget.cancel_button)
         assert widget.cancel_button.text == "Cancel ranking"
         # the model's first job in the session: Curate announces the wait too
@@ -535,12 +536,12 @@ def test_ranking_worst_first_can_be_cancelled_when_the_worker_hangs(make_napari_
         widget.cancel_button.native.click()
         qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
         assert process.poll() is not None
-    assert not shown(widget.cancel_button) and widget.predicted == {}
+    assert not shown(widget.cancel_button) and widget.queue.predicted == {}
     assert widget.status.value.startswith("ranking cancelled after 0 of 3 images")
     widget.next_button.native.click()  # ranks with a new worker, then opens the worst image
-    qtbot.waitUntil(lambda: widget.worker is None and len(widget.predicted) == 3
+    qtbot.waitUntil(lambda: widget.worker is None and len(widget.queue.predicted) == 3
                     and len(viewer.layers) == 2, timeout=SLOW)
-    assert viewer.layers[0].name == min(widget.predicted, key=widget.predicted.get).stem
+    assert viewer.layers[0].name == min(widget.queue.predicted, key=widget.queue.predicted.get).stem
     assert SESSION.model.first_use_note() == "" and errors == []  # loaded: no more notes
 
 
@@ -639,7 +640,7 @@ def test_curate_loop_never_loses_a_correction(make_napari_viewer, qtbot, tmp_pat
     qtbot.waitUntil(lambda: opened(names[0]), timeout=60_000)
     assert np.array_equal(viewer.layers[f"{names[0]} prediction"].data > 0, saved)
     # the model's predicted Dice is not shown for a training mask saved earlier
-    widget.predicted[Path(viewer.layers[names[0]].metadata["source_path"])] = 0.84
+    widget.queue.predicted[Path(viewer.layers[names[0]].metadata["source_path"])] = 0.84
     widget.update_target()
     assert "its saved training mask" in widget.target.value
     assert "predicted Dice" not in widget.target.value
@@ -739,18 +740,19 @@ def test_retrain_on_curated_shows_both_models_on_the_same_pairs(make_napari_view
     widget = dock(viewer, "Curate")
     widget.curated_dir.value = curated
     assert widget.update_count() == 4
-    widget.start_from.value, widget.epochs.value = "model in use", 1
-    widget.retrain_button.native.click()
-    qtbot.waitUntil(lambda: widget.controller.summary is not None and not widget.controller.running,
+    retraining = widget.retraining
+    retraining.start_from.value, retraining.epochs.value = "model in use", 1
+    retraining.retrain_button.native.click()
+    qtbot.waitUntil(lambda: retraining.controller.summary is not None and not retraining.controller.running,
                     timeout=SLOW)
     assert errors == []
-    summary = widget.controller.summary
+    summary = retraining.controller.summary
     assert summary.baseline_name == "tiny.pt" and summary.val_dice is not None
     assert f"vs tiny.pt: {summary.baseline_dice:.3f} on the same 1 validation pair" in \
-        widget.controller.result_line.value
+        retraining.controller.result_line.value
     model = load_model(summary.model_path)
     assert model.metadata.started_from == str(tiny_model_path)
-    assert model.metadata.config.learning_rate == curate_widget.FINE_TUNE_LR
+    assert model.metadata.config.learning_rate == retrain_on_curated.FINE_TUNE_LR
     adopted = summary.val_dice >= summary.baseline_dice
     assert (SESSION.model.path == Path(summary.model_path)) == adopted
 
@@ -768,14 +770,15 @@ def test_retrain_says_which_curated_pairs_it_left_out(make_napari_viewer, qtbot,
     write_mask(edited, np.ones((10, 12), bool), overwrite=True)  # a mask file edited by hand
     viewer = make_napari_viewer()
     widget = dock(viewer, "Curate")
-    widget.curated_dir.value, widget.epochs.value = tmp_path / "curated", 1
-    widget.retrain_button.native.click()
-    qtbot.waitUntil(lambda: widget.controller.summary is not None and not widget.controller.running,
+    retraining = widget.retraining
+    widget.curated_dir.value, retraining.epochs.value = tmp_path / "curated", 1
+    retraining.retrain_button.native.click()
+    qtbot.waitUntil(lambda: retraining.controller.summary is not None and not retraining.controller.running,
                     timeout=SLOW)
-    skipped = widget.controller.summary.skipped
+    skipped = retraining.controller.summary.skipped
     assert errors == [] and len(skipped) == 1 and skipped[0].endswith(f"{edited.name}: mask is 12x10 "
                                                                       "but its image is 80x80")
-    assert "1 pair left out" in widget.controller.result_line.value
+    assert "1 pair left out" in retraining.controller.result_line.value
     assert len(warnings) == 1 and edited.name in warnings[0] and "12x10" in warnings[0]
 
 
@@ -913,22 +916,22 @@ def test_worst_first_review_queue_and_accepting_the_rest(make_napari_viewer, qtb
     viewer = make_napari_viewer()
     widget = dock(viewer, "Curate")
     widget.curated_dir.value, widget.source_dir.value = tmp_path / "curated", source
-    widget.order.value = "worst first (predicted Dice)"
-    qtbot.waitUntil(lambda: widget.worker is None and len(widget.predicted) == 5, timeout=SLOW)
-    ranked = sorted(widget.predicted, key=widget.predicted.get)
+    widget.queue.order.value = "worst first (predicted Dice)"
+    qtbot.waitUntil(lambda: widget.worker is None and len(widget.queue.predicted) == 5, timeout=SLOW)
+    ranked = sorted(widget.queue.predicted, key=widget.queue.predicted.get)
     widget.next_button.native.click()
     qtbot.waitUntil(lambda: widget.worker is None and len(viewer.layers) == 2, timeout=60_000)
     assert viewer.layers[0].name == ranked[0].stem  # the worst first
     assert "predicted Dice" in widget.status.value
-    assert f"predicted Dice {widget.predicted[ranked[0]]:.2f}" in widget.target.value
-    widget.accept_above.value = 0.5
+    assert f"predicted Dice {widget.queue.predicted[ranked[0]]:.2f}" in widget.target.value
+    widget.queue.accept_above.value = 0.5
     segmenting = widget.runner = SimpleNamespace(running=True)  # this image's job not done yet
-    widget.accept_button.native.click()
+    widget.queue.accept_button.native.click()
     assert widget.runner is segmenting and "accept" not in widget.status.value  # waits its turn
     widget.runner = None
-    widget.accept_button.native.click()
+    widget.queue.accept_button.native.click()
     qtbot.waitUntil(lambda: widget.worker is None and "accepted" in widget.status.value, timeout=SLOW)
-    expected = [p for p in ranked[1:] if widget.predicted[p] >= 0.5]
+    expected = [p for p in ranked[1:] if widget.queue.predicted[p] >= 0.5]
     assert widget.update_count() == len(expected)
     assert f"accepted {len(expected)} image(s)" in widget.status.value
     assert not (tmp_path / "curated" / "masks" / f"{ranked[0].stem}_segmentation.png").exists()
@@ -1114,13 +1117,13 @@ def test_next_in_worst_first_order_opens_an_image_once_ranked(make_napari_viewer
     viewer = make_napari_viewer()
     widget = dock(viewer, "Curate")
     widget.curated_dir.value = tmp_path / "curated"
-    with qtbot.waitSignal(widget.order.changed):  # worst first chosen before any folder: no ranking
-        widget.order.value = "worst first (predicted Dice)"
+    with qtbot.waitSignal(widget.queue.order.changed):  # worst first chosen before any folder: no ranking
+        widget.queue.order.value = "worst first (predicted Dice)"
     widget.source_dir.value = source
     widget.next_button.native.click()  # ranks first, then opens the worst image: one click
-    qtbot.waitUntil(lambda: widget.worker is None and len(widget.predicted) == 2
+    qtbot.waitUntil(lambda: widget.worker is None and len(widget.queue.predicted) == 2
                     and len(viewer.layers) == 2, timeout=SLOW)
-    assert viewer.layers[0].name == min(widget.predicted, key=widget.predicted.get).stem
+    assert viewer.layers[0].name == min(widget.queue.predicted, key=widget.queue.predicted.get).stem
     assert SESSION.model.first_use_note() == "" and errors == []  # loaded: no more notes
 
 
@@ -1133,12 +1136,12 @@ def test_next_pressed_while_the_folder_is_ranked_opens_the_worst_image_after(
     viewer = make_napari_viewer()
     widget = dock(viewer, "Curate")
     widget.curated_dir.value, widget.source_dir.value = tmp_path / "curated", source
-    widget.order.value = "worst first (predicted Dice)"  # starts ranking the folder
+    widget.queue.order.value = "worst first (predicted Dice)"  # starts ranking the folder
     assert widget.worker is not None
     widget.next_button.native.click()  # pressed while it ranks
-    qtbot.waitUntil(lambda: widget.worker is None and len(widget.predicted) == 3
+    qtbot.waitUntil(lambda: widget.worker is None and len(widget.queue.predicted) == 3
                     and len(viewer.layers) == 2, timeout=60_000)
-    assert viewer.layers[0].name == min(widget.predicted, key=widget.predicted.get).stem
+    assert viewer.layers[0].name == min(widget.queue.predicted, key=widget.queue.predicted.get).stem
     assert warnings == [] and errors == []
 
 
@@ -1291,12 +1294,12 @@ def test_retrain_pressed_twice_starts_one_training(make_napari_viewer, qtbot, tm
     viewer = make_napari_viewer()
     widget = dock(viewer, "Curate")
     widget.curated_dir.value = tmp_path / "curated"
-    widget.start_from.value = "bundled model"  # its settings are read from the worker first
+    widget.retraining.start_from.value = "bundled model"  # its settings are read from the worker first
     started = []
     monkeypatch.setattr(TrainingController, "start",
                         lambda self, *args, **kwargs: started.append(args))
-    widget.retrain_button.native.click()
-    widget.retrain_button.native.click()  # while the first is still being prepared
+    widget.retraining.retrain_button.native.click()
+    widget.retraining.retrain_button.native.click()  # while the first is still being prepared
     qtbot.waitUntil(lambda: not jobs.RUNNING, timeout=60_000)
     assert len(started) == 1  # two runs would write the same retrained-<time>.pt
 
@@ -1586,11 +1589,11 @@ def test_next_while_accepting_says_it_is_accepting(make_napari_viewer, tmp_path,
     source, _ = write_synthetic_dataset(tmp_path / "todo", 2, (64, 64), seed=22)
     widget = dock(make_napari_viewer(), "Curate")
     widget.curated_dir.value, widget.source_dir.value = tmp_path / "curated", source
-    widget.predicted = {path: 0.95 for path in source.iterdir()}  # ranked already
+    widget.queue.predicted = {path: 0.95 for path in source.iterdir()}  # ranked already
     started = []
     monkeypatch.setattr(curate_widget, "run_job", lambda name, kwargs, **_: started.append(name)
                         or SimpleNamespace(running=True, cancel=lambda: None))
-    widget.accept_button.native.click()
+    widget.queue.accept_button.native.click()
     assert started == ["accept_as_curated"] and widget.cancel_button.text == "Cancel accepting"
     widget.next_button.native.click()
     assert started == ["accept_as_curated"]

@@ -4,29 +4,23 @@ Next image (opened and segmented with the model in use) -> correct the predictio
 paint tools -> Save & next -> ... -> Retrain on curated. A correction is never lost or filed
 under another image: saving takes the layer being worked on and names the image it saved; moving
 on with unsaved corrections asks first; Previous goes back (to the saved mask, if there is one).
+
+Which image comes next, worst first and Accept live in review_queue.py; Retrain on curated in
+retrain_on_curated.py; click-to-fix in click_fix.py. The dock runs one job at a time (ranking,
+segmenting the image, accepting) and shows its Cancel button while it runs.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Callable
 
 import napari
 import numpy as np
-from magicgui.widgets import (
-    ComboBox,
-    Container,
-    FileEdit,
-    FloatSpinBox,
-    PushButton,
-    SpinBox,
-)
+from magicgui.widgets import Container, FileEdit, PushButton
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
 
-from ..bundled import bundled_model_path, has_bundled_model
-from ..config import FINE_TUNE_LEARNING_RATE, TrainConfig
 from ..image_io import ImageReadError, read_image, read_mask
 from ..pairs import (PairFolder, curated_id, is_mask_name, is_result_extra, list_images,
                      split_same_ids)
@@ -42,7 +36,6 @@ from .fields import (
     model_in_use_line,
     plain_error,
     required_folder,
-    shrinkable,
 )
 from .jobs import JobRunner, run_job
 from .layers import (
@@ -65,15 +58,13 @@ from .layers import (
     show_prediction,
     unsaved_corrections,
 )
+from .retrain_on_curated import RetrainOnCurated
+from .review_queue import ReviewQueue
 from .session import SESSION
 from .status_label import status_label
 from .train_widget import DEFAULT_HOME
-from .training_controller import TrainingController
 
-BASE, IN_USE = "bundled model", "model in use"
-FOLDER_ORDER, WORST_FIRST = "folder order", "worst first (predicted Dice)"
 FROM_SAVED_KEY = "skinseg_from_saved_mask"  # a Labels layer Back/Next opened from the curated folder
-FINE_TUNE_LR = FINE_TUNE_LEARNING_RATE
 
 
 class CurateWidget(DockContainer):
@@ -100,45 +91,28 @@ class CurateWidget(DockContainer):
         # shown while a job of this dock runs (ranking, segmenting the image, accepting)
         self.cancel_button = PushButton(text="Cancel", visible=False)
         self.count = status_label("")
-        self.order = shrinkable(ComboBox(
-            label="order", choices=[FOLDER_ORDER, WORST_FIRST], value=FOLDER_ORDER,
-            tooltip="worst first: the images whose masks most likely need correcting (by "
-                    "predicted Dice) come first"))
-        self.accept_above = FloatSpinBox(label="accept above", value=0.9, min=0.5, max=0.99,
-                                         step=0.01, tooltip="predicted Dice")
-        self.accept_button = PushButton(text="Accept the rest above it")
+        self.status = status_label("")
+        self.queue = ReviewQueue(self)
         self.click_fix = ClickFixPanel(viewer, self.target_labels, self._set_status,
                                        on_change=lambda: self.update_target())
-        self.start_from = ComboBox(label="retrain from", choices=[BASE, IN_USE], value=IN_USE,
-                                   tooltip="bundled: fine-tune the bundled model; in use: "
-                                           "continue from the model Segment and Curate use")
-        self.epochs = SpinBox(label="epochs", value=10, min=1, max=1000)
-        self.retrain_button = PushButton(text="Retrain on curated")
-        self.status = status_label("")
-        self.controller = TrainingController(self._set_running, self._set_status)
+        self.retraining = RetrainOnCurated(folder=lambda: self.folder, count=self.update_count,
+                                           set_status=self._set_status, guard=self._guard)
         self.extend([self.curated_dir, self.source_dir, self.model_line, self.post_line,
-                     self.order, nav, self.cancel_button, self.save_button, self.target,
+                     self.queue.order, nav, self.cancel_button, self.save_button, self.target,
                      self.count, self.status,
-                     self.click_fix, self.accept_above, self.accept_button, self.start_from,
-                     self.epochs, self.retrain_button, self.controller])
+                     self.click_fix, self.queue.accept_above, self.queue.accept_button,
+                     *self.retraining.widgets])
         self.runner: JobRunner | None = None
-        self._ranking = False  # the running job ranks the folder (worst first)
-        self._after_ranking = None  # what a press during the ranking asked for (Next, Accept)
         self.visited: list[Path] = []  # images opened here, in order; Previous walks back
         self.position = -1
-        self.predicted: dict[Path, float | None] = {}  # review queue: predicted Dice per image
         self._opened: str | None = None  # unique id of the image Curate opened (and is open)
         self._clashes_shown: set[Path] = set()  # images skipped for sharing an id (warned once)
-        self._preparing: JobRunner | None = None  # reading the starting model before a retraining
         self._running_what = ""  # what the dock's job does: "ranking", "segmentation", "accepting"
         self.previous_button.changed.connect(self._guard(self.previous_image))
         self.next_button.changed.connect(self._guard(self.next_image))
         self.save_next_button.changed.connect(self._guard(self.save_and_next))
         self.save_button.changed.connect(self._guard(self.save_training_mask))
-        self.accept_button.changed.connect(self._guard(self.accept_rest))
         self.cancel_button.changed.connect(self.cancel_job)
-        self.order.changed.connect(lambda *_: self._guard(self._rank_if_needed)())
-        self.retrain_button.changed.connect(self._retrain_or_cancel)
         self.curated_dir.changed.connect(self.update_count)
         follow(SESSION.post.changed, self, lambda *_: setattr(self.post_line, "value", SESSION.post.describe()))
         viewer.layers.selection.events.active.connect(self.update_target)
@@ -161,12 +135,9 @@ class CurateWidget(DockContainer):
     def _set_status(self, text: str) -> None:
         self.status.value = text
 
-    def _set_running(self, running: bool) -> None:
-        self.retrain_button.text = "Cancel" if running else "Retrain on curated"
-
     @property
     def worker(self):
-        """The running segmentation job, or None."""
+        """The dock's running job (ranking, segmentation or accepting), or None."""
         return self.runner if self.runner is not None and self.runner.running else None
 
     def _run(self, what: str, name: str, kwargs: dict, *, finished=None, **callbacks) -> JobRunner:
@@ -186,7 +157,7 @@ class CurateWidget(DockContainer):
         hangs, is ended all the same within seconds (JobRunner.cancel); then the dock is free."""
         if self.worker is None:
             return
-        self._after_ranking = None  # a Next or Accept pressed during a ranking does not follow
+        self.queue.after_ranking = None  # a Next or Accept pressed during a ranking does not follow
         self.runner.cancel()
         self._set_status(f"{self.cancel_button.text.replace('Cancel', 'cancelling')} ...")
 
@@ -251,7 +222,7 @@ class CurateWidget(DockContainer):
             return
         state = " (unsaved corrections)" if unsaved_corrections(labels) else ""
         source = image_for_labels(self.viewer, labels).metadata.get("source_path")
-        value = self.predicted.get(Path(source)) if source else None
+        value = self.queue.predicted.get(Path(source)) if source else None
         # the estimate is of the model's mask, not of a training mask saved earlier (Back)
         estimate = ("; its saved training mask" if labels.metadata.get(FROM_SAVED_KEY) else
                     f"; predicted Dice {value:.2f}" if value is not None else "")
@@ -333,106 +304,15 @@ class CurateWidget(DockContainer):
                 show_warning(f"skipped: {clash}")
         done = self.folder.ids()
         todo = [p for p in images if curated_id(p) not in done]  # saved under that id
-        if self.order.value == WORST_FIRST:  # unknown estimates (unreadable files) go last
-            todo.sort(key=lambda p: (self.predicted.get(p) is None, self.predicted.get(p) or 0.0))
-        return todo
-
-    def _rank_if_needed(self, then=None) -> bool:
-        """Worst first needs every image's predicted Dice: computed once per image, by the model
-        worker, with a progress line. True when the ranking is complete."""
-        if self.order.value != WORST_FIRST or chosen_path(self.source_dir) is None:
-            return True
-        missing = [p for p in self._todo() if p not in self.predicted]
-        if not missing:
-            return True
-        if self._busy(then):
-            return False
-        self._set_status(f"ranking {len(missing)} images by predicted Dice ..."
-                         + SESSION.model.first_use_note())
-        self._ranking, self._after_ranking = True, then
-
-        def got(item):
-            self.predicted[Path(item["path"])] = item["predicted_dice"]
-            self._set_status(f"ranking by predicted Dice: {len([p for p in missing if p in self.predicted])}"
-                             f"/{len(missing)}")
-
-        ranked: list[bool] = []
-
-        def stopped():
-            n = len([p for p in missing if p in self.predicted])
-            self._set_status(f"ranking cancelled after {n} of {len(missing)} images; Next or "
-                             "worst first ranks the rest")
-
-        def done(_n):
-            if any(p not in self.predicted for p in missing):  # it stopped between images
-                stopped()
-                return
-            self._set_status(f"ranked {len(missing)} images: worst first")
-            ranked.append(True)
-
-        def finished():  # only now is the ranking job no longer "running" (else then() is busy)
-            after, self._ranking, self._after_ranking = self._after_ranking, False, None
-            if ranked and after is not None:
-                self._guard(after)()
-
-        self._run("ranking", "review_folder", dict(paths=[str(p) for p in missing],
-                                                   model=SESSION.model.job_arg),
-                  yielded=got, returned=done, finished=finished, cancelled=stopped,
-                  failed=lambda message: self._set_status(f"cannot rank: {message}"))
-        return False
-
-    def _estimate(self, path: Path) -> str:
-        value = self.predicted.get(path)
-        return f"predicted Dice {value:.2f}; " if value is not None else ""
-
-    def accept_rest(self) -> None:
-        """Save the model's masks of every remaining image whose predicted Dice is at least the
-        chosen value as curated pairs (the one open now is left to the person)."""
-        if self._busy(self.accept_rest):  # one job at a time: Next must know when this image's job is done
-            return
-        if self.order.value != WORST_FIRST:
-            self.order.value = WORST_FIRST
-        if not self._rank_if_needed(then=self.accept_rest):
-            return
-        limit = round(self.accept_above.value, 2)
-        chosen = [p for p in self._todo() if p != self.current
-                  and (self.predicted.get(p) or 0.0) >= limit]
-        if not chosen:
-            self._set_status(f"no remaining image has a predicted Dice of {limit:.2f} or more")
-            return
-        folder = self.folder
-        self._set_status(f"accepting {len(chosen)} images (predicted Dice ≥ {limit:.2f}) ..."
-                         + SESSION.model.first_use_note())
-
-        def done(n):
-            left = self.update_count()
-            message = (f"accepted {n} image(s) with predicted Dice ≥ {limit:.2f} as curated "
-                       f"({left} curated pairs)")
-            self._set_status(message)
-            show_info(message)
-
-        self._run("accepting", "accept_as_curated", dict(
-            paths=[str(p) for p in chosen], curated=str(folder.root), model=SESSION.model.job_arg,
-            post=SESSION.post.config), returned=done,
-            cancelled=lambda: self._set_status(f"accepting cancelled ({self.update_count()} "
-                                               "curated pairs)"),
-            failed=lambda message: self._set_status(f"cannot accept: {message}"))
+        return self.queue.sort(todo)
 
     def next_image(self) -> Path | None:
-        """Open the next image without a curated mask (folder order) and segment it."""
+        """Open the next image without a curated mask (in the order chosen) and segment it."""
         if self._busy(self.next_image):
             return None
-        if not self._rank_if_needed(then=self.next_image):
+        if not self.queue.rank_if_needed(then=self.next_image):
             return None
-        todo = self._todo()
-        current = self.current
-        if self.order.value == WORST_FIRST:
-            todo = [p for p in todo if p != current] + ([current] if current in todo else [])
-        elif current is not None and current in todo:  # go on, wrap round; this one last
-            todo = todo[todo.index(current) + 1:] + todo[:todo.index(current) + 1]
-        elif current is not None:
-            later = [p for p in todo if p.name > current.name]
-            todo = later + [p for p in todo if p not in later]
+        todo = self.queue.after(self.current, self._todo())
         if not todo:
             self._set_status("every image of that folder has a curated mask")
             show_info("every image of that folder has a curated mask")
@@ -479,8 +359,8 @@ class CurateWidget(DockContainer):
         Next or Accept just pressed) is kept and runs once the ranking is done."""
         if self.worker is None:
             return False
-        if self._ranking and then is not None:
-            self._after_ranking = then
+        if self.queue.ranking and then is not None:
+            self.queue.after_ranking = then
             show_info("ranking the images by predicted Dice; that follows when it is done")
         else:
             show_warning({"ranking": "ranking the images by predicted Dice; one moment",
@@ -507,7 +387,7 @@ class CurateWidget(DockContainer):
             self.update_target()
             self._set_status(f"{path.name}: its saved training mask ({left} more to curate)")
             return True
-        self._set_status(f"segmenting {path.name} ({self._estimate(path)}{left} more to curate) ..."
+        self._set_status(f"segmenting {path.name} ({self.queue.estimate(path)}{left} more to curate) ..."
                          + SESSION.model.first_use_note())
 
         def shown(item):
@@ -523,7 +403,7 @@ class CurateWidget(DockContainer):
             labels.mode = "paint"
             self.update_target()
             self._set_status(f"correct '{labels.name}' with clicks or the brush, then Save & next "
-                             f"({self._estimate(path)}{left} more to curate)")
+                             f"({self.queue.estimate(path)}{left} more to curate)")
 
         def stopped():
             self._set_status(f"segmenting {path.name} was cancelled")
@@ -553,41 +433,3 @@ class CurateWidget(DockContainer):
                                                   FROM_SAVED_KEY: True, **made_for(image_layer)})
         bring_to_top(self.viewer, labels)
         labels.mode = "paint"
-
-    # -- retraining --------------------------------------------------------------------------
-    def _retrain_or_cancel(self, *_):
-        if self.controller.running:
-            self.controller.cancel()
-            return
-        if self._preparing is not None and self._preparing.running:  # reading the model's settings
-            show_warning("retraining is starting; one moment")
-            return
-        self._guard(self.retrain)()
-
-    def retrain(self) -> None:
-        n = self.update_count()
-        if n < 2:
-            raise ValueError(f"retraining needs at least 2 curated pairs (have {n}): save more "
-                             "corrected masks first")
-        folder = self.folder
-        if self.start_from.value == IN_USE and SESSION.model.path is not None:
-            init = SESSION.model.path
-        else:
-            init = bundled_model_path() if has_bundled_model() else None
-        out = folder.root / "models" / f"retrained-{dt.datetime.now():%Y%m%d-%H%M%S}.pt"
-        self._set_status(f"retraining on {n} curated pairs from {init.name if init else 'scratch'} ...")
-
-        def start(info):
-            # Fine-tuning: the starting model's settings, a lower constant rate, so a few
-            # curated pairs adjust the model instead of overwriting it (as in
-            # benchmarks/data_efficiency.py).
-            config = info["config"].replace(epochs=self.epochs.value, lr_schedule="constant",
-                                            device="auto", learning_rate=FINE_TUNE_LR)
-            self.controller.start(folder.images, folder.masks, config, out, init=init,
-                                  sources=[str(folder.root)])
-
-        if init is None:
-            start({"config": TrainConfig(epochs=self.epochs.value)})
-            return
-        self._preparing = run_job("model_info", {"model": str(init)}, returned=start,
-                                  failed=lambda message: self._set_status(f"cannot retrain: {message}"))
