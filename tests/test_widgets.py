@@ -520,6 +520,89 @@ def test_segmenting_an_image_can_be_cancelled_when_the_worker_hangs(make_napari_
     assert errors == []
 
 
+@pytest.fixture
+def watched(monkeypatch):
+    """The watchdog's pings every 0.2 s, its warning after ``silent_after`` s of silence, and the
+    notifications it shows, collected: ``(warnings, infos, pings)``."""
+    notes = SimpleNamespace(warnings=[], infos=[], pings=[])
+    monkeypatch.setattr(jobs, "WATCH_EVERY", 0.2)
+    monkeypatch.setattr(jobs, "SILENT_AFTER", 1.0)
+    monkeypatch.setattr(jobs, "show_warning", notes.warnings.append)
+    monkeypatch.setattr(jobs, "show_info", notes.infos.append)
+    ping_nowait = SESSION.client.ping_nowait
+
+    def counted():
+        job = ping_nowait()
+        notes.pings.append(job)
+        return job
+
+    monkeypatch.setattr(SESSION.client, "ping_nowait", counted)
+    return notes
+
+
+def test_a_worker_that_stops_answering_while_a_job_runs_is_announced_once(make_napari_viewer,
+                                                                          qtbot, watched, errors):
+    # A stopped or hung worker left every dock waiting without a word until the person happened
+    # to press a Cancel button.
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((2000, 2000, 3), np.uint8), name="photo", rgb=True)
+    widget = dock(viewer, "Segment")
+    with a_stopped_worker(qtbot) as process:
+        widget.images.value = ["photo"]
+        widget.segment_button.native.click()
+        qtbot.waitUntil(lambda: bool(watched.warnings), timeout=5_000)  # 1 s of silence, then a tick
+        qtbot.wait(2_000)  # twice the threshold more: said once
+        assert len(watched.warnings) == 1 and watched.infos == []
+        assert watched.warnings[0].startswith(
+            f"the model worker (process {process.pid}) has not answered for 1 s: it may be "
+            "stopped or hung.")
+        assert "the Cancel button of the dock that waits ends it" in watched.warnings[0]
+        assert process.poll() is None and widget.worker is not None  # never ended by itself
+        assert len([p for p in watched.pings if p is not None]) == 1  # one ping at a time
+        os.kill(process.pid, signal.SIGCONT)  # it was only slow: the job goes on
+        qtbot.waitUntil(lambda: bool(watched.infos), timeout=10_000)
+        assert watched.infos[0].startswith("the model worker answers again (after ")
+        qtbot.waitUntil(lambda: widget.worker is None, timeout=SLOW)
+    assert "photo prediction" in viewer.layers and len(watched.warnings) == 1
+    assert len(watched.infos) == 1 and errors == []
+
+
+def test_a_worker_ended_by_cancel_after_the_warning_says_nothing_more(make_napari_viewer, qtbot,
+                                                                      watched, errors):
+    viewer = make_napari_viewer()
+    viewer.add_image(make_synthetic_lesion((96, 96), seed=30)[0], name="skin", rgb=True)
+    widget = dock(viewer, "Segment")
+    with a_stopped_worker(qtbot) as process:
+        widget.images.value = ["skin"]
+        widget.segment_button.native.click()
+        qtbot.waitUntil(lambda: bool(watched.warnings), timeout=5_000)
+        widget.segment_button.native.click()  # Cancel, as the warning says
+        qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+        assert process.poll() is not None
+    qtbot.wait(500)
+    assert len(watched.warnings) == 1 and watched.infos == [] and errors == []
+    assert widget.status.value == "segmentation cancelled"
+
+
+def test_a_busy_worker_that_answers_raises_no_alarm(make_napari_viewer, qtbot, tmp_path,
+                                                    monkeypatch, watched, errors):
+    # A training at full CPU (with its model's first ONNX export for the comparison) answers
+    # pings in milliseconds (at worst 0.6 s on 2 loaded cores); the threshold here is 2 s.
+    monkeypatch.setattr(jobs, "SILENT_AFTER", 2.0)
+    viewer = make_napari_viewer()
+    add_pairs(viewer)
+    widget = dock(viewer, "Train")
+    widget.labels_layers.value = ["lesion0 mask", "lesion1 mask", "lesion2 mask"]
+    widget.epochs.value, widget.size.value, widget.start_from.value = 3, 128, "scratch"
+    widget.output.value = tmp_path / "busy.pt"
+    widget.start_button.native.click()
+    qtbot.waitUntil(lambda: not widget.controller.running, timeout=SLOW)
+    answered = [p for p in watched.pings if p is not None and p.end_kind == "done"]
+    assert len(answered) >= 3  # it was watched all along
+    assert watched.warnings == [] and watched.infos == [] and errors == []
+    assert widget.controller.summary is not None and not widget.controller.summary.cancelled
+
+
 def test_ranking_worst_first_can_be_cancelled_when_the_worker_hangs(make_napari_viewer, qtbot,
                                                                      tmp_path, errors):
     source, _ = write_synthetic_dataset(tmp_path / "todo", 3, (64, 64), seed=16)

@@ -280,6 +280,34 @@ def test_beside_another_job_a_stopped_job_is_given_up_alone(fake_worker):
             next(items)
 
 
+def test_a_ping_is_sent_without_waiting_and_answered_beside_a_running_job(fake_worker):
+    # napari's watchdog pings from the GUI thread while jobs run: it may never block there.
+    training = fake_worker.submit("steps")
+    items = training.stream()
+    next(items)
+    ping = fake_worker.ping_nowait()
+    assert ping.ended.wait(2) and ping.end_kind == "done"
+    assert time.monotonic() - fake_worker.last_heard < 2
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():  # as a worker being started holds it (up to START_TIMEOUT)
+        with fake_worker._lock:
+            holding.set()
+            release.wait(10)
+
+    threading.Thread(target=hold, daemon=True).start()
+    holding.wait(2)
+    start = time.monotonic()
+    assert fake_worker.ping_nowait() is None and time.monotonic() - start < 0.1
+    release.set()
+    training.stop(patient=True)
+    with pytest.raises(StopIteration):
+        while True:
+            next(items)
+    fake_worker.restart()
+    assert fake_worker.ping_nowait() is None  # no worker runs: nothing to ask
+
+
 def test_a_stopped_worker_is_ended_when_a_job_is_cancelled_and_the_next_job_starts_one():
     # SIGSTOP: the worker neither dies nor answers; a request larger than the socket's buffer
     # (a photograph) used to block the sender, so not even the cancel could be sent.

@@ -201,6 +201,7 @@ class WorkerClient:
         self._ids = itertools.count(1)
         self._log_path: Path | None = None
         self.starts = 0  # how many workers this client has started (a restart counts)
+        self.last_heard = 0.0  # time.monotonic() of the worker's latest message (any job's)
         atexit.register(self.shutdown)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -304,6 +305,7 @@ class WorkerClient:
                 kind, job_id, value = loads(link.conn.recv_bytes())
             except (EOFError, OSError):
                 break
+            self.last_heard = time.monotonic()
             job = self._jobs.get(job_id)
             if job is None:  # e.g. the late items of a job given up
                 continue
@@ -392,6 +394,22 @@ class WorkerClient:
         """Start job ``name`` (see :mod:`napari_skinseg.worker_jobs`) in the worker."""
         self.ensure_started()
         return self._new_job(name, self._link, kwargs)
+
+    def ping_nowait(self) -> Job | None:
+        """Send a ping to the running worker without waiting for anything (napari's GUI thread
+        calls it: see :mod:`napari_skinseg._widgets.jobs`' watchdog); its answer ends the job
+        returned. None when no worker runs, or one is being started or ended right now (that
+        holds the lock for up to :data:`START_TIMEOUT` seconds and has its own messages)."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            if not self.alive:
+                return None
+            return self._new_job("ping", self._link, {})
+        except WorkerDied:
+            return None
+        finally:
+            self._lock.release()
 
     def _answers(self, link: _Link) -> bool:
         """Whether the worker on ``link`` answers a ping within :data:`PING_TIMEOUT` seconds

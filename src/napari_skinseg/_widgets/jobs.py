@@ -4,15 +4,21 @@ A job's items stream back through a napari thread worker (which only waits on th
 process; the computing happens there), so the GUI stays live and a crashed worker becomes a
 notification. ``RUN_SYNCHRONOUSLY = True`` runs the same code on the calling thread (for tests
 that want no event loop), as stardist-napari does.
+
+While a job runs, a watchdog on napari's GUI thread pings the worker every few seconds; a worker
+that has not answered for :data:`SILENT_AFTER` seconds (stopped, deadlocked, hung in native code)
+is announced once in a warning, since every dock would otherwise just wait. It is never ended
+automatically (a long native call can be legitimate): the dock's Cancel does that.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 from napari.qt.threading import thread_worker
-from napari.utils.notifications import show_error
-from qtpy.QtCore import QThreadPool
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QThread, QThreadPool, QTimer
 
 from ..worker_client import Job, JobCancelled, WorkerDied, WorkerError
 from .fields import plain_error
@@ -21,6 +27,13 @@ from .session import SESSION
 RUN_SYNCHRONOUSLY = False
 #: runners whose thread has not finished yet (kept referenced until then)
 RUNNING: set["JobRunner"] = set()
+#: seconds between the watchdog's pings while jobs run (a working worker answers in ms)
+WATCH_EVERY = 3.0
+#: seconds without an answer after which the person is told the worker may be stopped or hung.
+#: Measured on 2 cores: pings are answered in 4 ms (median) and 0.6 s at worst during a training,
+#: a model's first load with its ONNX export and int8 quantisation, and a folder run beside a
+#: training, with 3 more processes hogging the cores.
+SILENT_AFTER = 20.0
 
 
 class _Failure:
@@ -113,6 +126,8 @@ class JobRunner:
     def _end(self) -> None:
         self.running = False
         RUNNING.discard(self)
+        if not RUNNING:
+            WATCHDOG.stop()
         self._deliver(self.finished)
 
     def start(self) -> "JobRunner":
@@ -137,6 +152,7 @@ class JobRunner:
         worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
         worker.start()
+        WATCHDOG.start()
         return self
 
     @property
@@ -160,6 +176,93 @@ def _widen_pool(by: int) -> None:
     pool.setMaxThreadCount(pool.maxThreadCount() + by)
 
 
+class _Watchdog:
+    """Pings the model worker while jobs run and says so once when it stops answering.
+
+    Runs on napari's GUI thread from a QTimer and never waits: a ping is a job like any other
+    (the worker answers it on a thread of its own, beside the jobs that compute), sent by
+    :meth:`~napari_skinseg.worker_client.WorkerClient.ping_nowait`; at most one is on its way.
+    The silence is the time since the unanswered ping was sent or, if later, since the worker's
+    latest message of any kind. Starts with a dock's job, stops when the last one ends: it has
+    no thread of its own and nothing outlives the jobs."""
+
+    def __init__(self) -> None:
+        self._timer: QTimer | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.ping = None  # the unanswered ping, if any
+        self.asked = 0.0  # when it was sent
+        self.next_ping = 0.0  # when the next one is due
+        self.warned = False  # the person was told about this silence
+
+    def start(self) -> None:
+        from qtpy.QtWidgets import QApplication
+
+        app = QApplication.instance()
+        if app is None or QThread.currentThread() is not app.thread():
+            return  # no event loop to tick on (a job started off napari's GUI thread)
+        try:
+            if self._timer is None:
+                raise RuntimeError
+            active = self._timer.isActive()
+        except RuntimeError:  # none yet, or deleted with an earlier QApplication
+            self._timer = QTimer(app)
+            self._timer.timeout.connect(self._tick)
+            active = False
+        self._timer.setInterval(int(1000 * min(1.0, WATCH_EVERY, SILENT_AFTER / 4)))
+        if not active:
+            self._reset()
+            self._timer.start()
+
+    def stop(self) -> None:
+        """The last job ended (or napari quits): after a warning, a worker that answered again
+        (its job ended with a result) is said to; a ping still on its way ends with its worker,
+        or is answered and dropped."""
+        if self._timer is not None:
+            try:
+                self._timer.stop()
+            except RuntimeError:
+                self._timer = None
+        if (self.ping is not None and self.ping.end_kind != "died"
+                and SESSION.client.last_heard > self.asked):
+            self._answered_again()
+        self._reset()
+
+    def _answered_again(self) -> None:
+        if self.warned and not SESSION.closing:
+            show_info(f"the model worker answers again (after {time.monotonic() - self.asked:.0f}"
+                      " s without an answer)")
+
+    def _tick(self) -> None:
+        if not RUNNING or SESSION.closing:
+            self.stop()
+            return
+        client, now = SESSION.client, time.monotonic()
+        if self.ping is not None and self.ping.ended.is_set():
+            if self.ping.end_kind != "died":  # an ended worker's jobs say so themselves
+                self._answered_again()
+            self._reset()
+            self.next_ping = now + WATCH_EVERY
+        if self.ping is None:
+            if now >= self.next_ping:
+                self.ping = client.ping_nowait()  # None while a worker starts: nothing to ask
+                self.asked = now
+            return
+        silent = now - max(self.asked, client.last_heard)
+        if silent >= SILENT_AFTER and not self.warned:
+            self.warned = True
+            pid = f" (process {client.pid})" if client.remote is None and client.pid else ""
+            show_warning(
+                f"the model worker{pid} has not answered for {silent:.0f} s: it may be stopped "
+                "or hung. Nothing is ended automatically (a long computation can be silent "
+                "too); the Cancel button of the dock that waits ends it, napari and its layers "
+                "are unaffected, and the next action starts a new worker.")
+
+
+#: the one watchdog of napari's process (see :class:`_Watchdog`)
+WATCHDOG = _Watchdog()
+
 _hooked = False
 
 
@@ -176,6 +279,7 @@ def _hook_quit() -> None:
         return
 
     def quit_():
+        WATCHDOG.stop()
         SESSION.close()
         QThreadPool.globalInstance().waitForDone(5000)
 
