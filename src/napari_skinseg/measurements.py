@@ -249,7 +249,6 @@ def measure_lesion(mask: np.ndarray, image: np.ndarray | None = None,
     return row
 
 
-FIELDS = ("id", *COLUMNS)
 TEXT_FIELDS = ("id", "layer", "colours")  # escaped for spreadsheets (csv_cells); the others are numbers
 
 

@@ -202,14 +202,15 @@ class _Watchdog:
         app = QApplication.instance()
         if app is None or QThread.currentThread() is not app.thread():
             return  # no event loop to tick on (a job started off napari's GUI thread)
-        try:
-            if self._timer is None:
-                raise RuntimeError
-            active = self._timer.isActive()
-        except RuntimeError:  # none yet, or deleted with an earlier QApplication
+        active = False
+        if self._timer is not None:
+            try:
+                active = self._timer.isActive()
+            except RuntimeError:  # deleted with an earlier QApplication
+                self._timer = None
+        if self._timer is None:
             self._timer = QTimer(app)
             self._timer.timeout.connect(self._tick)
-            active = False
         self._timer.setInterval(int(1000 * min(1.0, WATCH_EVERY, SILENT_AFTER / 4)))
         if not active:
             self._reset()
